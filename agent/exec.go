@@ -1,0 +1,449 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+)
+
+const (
+	// rekillInterval is how often a killed tree is swept again while its main process has
+	// not been reaped, in case something slipped through the first kill.
+	rekillInterval = 100 * time.Millisecond
+	// drainGrace bounds the wait for the output pipes to reach EOF once the whole tree is
+	// dead. Only a process that escaped the tree can hold them open longer, and the result
+	// must not wait for it.
+	drainGrace = 200 * time.Millisecond
+	// minStreamInterval keeps a careless request from turning streaming into a busy loop.
+	minStreamInterval = 10 * time.Millisecond
+	// defaultPath is searched when the environment has no PATH, as shells do.
+	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+)
+
+var errCancelled = errors.New("cancelled by request")
+
+// command is a process the agent started for an exec request, foreground or background.
+type command struct {
+	argv    []string
+	pid     int
+	tree    *tree
+	exited  <-chan syscall.WaitStatus
+	started time.Time
+
+	stdout, stderr *stream    // nil for a background job, whose output is discarded
+	stdin          *os.File   // the write end of the stdin pipe, if any
+	pipes          []*os.File // the read ends of the output pipes
+	readers        sync.WaitGroup
+}
+
+// exec runs a foreground command to its end, or starts a background job.
+func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.ExecResult, error) {
+	if spec == nil {
+		return nil, errorf(wire.CodeInvalid, "exec request %d has no exec field", id)
+	}
+	if spec.MaxOutputBytes < 0 || spec.TimeoutMS < 0 || spec.StreamIntervalMS < 0 {
+		return nil, errorf(wire.CodeInvalid, "max_output_bytes, timeout_ms and stream_interval_ms must not be negative")
+	}
+	if spec.Background {
+		return s.startJob(spec)
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if err := s.addRunning(id, cancel); err != nil {
+		return nil, err
+	}
+	defer s.removeRunning(id)
+
+	oomBefore, oomKnown := readOOMKills()
+	cmd, err := s.start(spec, true)
+	if err != nil {
+		return nil, err
+	}
+	liveTrees.add(cmd.tree, true)
+	ending, status := s.waitForExit(ctx, id, cmd, spec)
+
+	// Whatever the command left behind dies with it, even processes still holding its
+	// output pipes, which is why this comes before waiting for the pipes to drain.
+	reaped := cmd.tree.kill()
+	liveTrees.remove(cmd.tree)
+	if n := sweepOrphans(s.reaper); n > 0 {
+		s.log.Info("killed orphans outside any command's tree", "count", n)
+	}
+	cmd.closeOutput(drainGrace)
+	if spec.StreamIntervalMS > 0 {
+		s.streamChunk(id, cmd, true)
+	}
+
+	res := &wire.ExecResult{
+		PID:        cmd.pid,
+		DurationMS: float64(time.Since(cmd.started).Microseconds()) / 1000,
+		TimedOut:   ending == endTimedOut,
+		Cancelled:  ending == endCancelled,
+		Reaped:     reaped,
+	}
+	res.ExitCode, res.Signal = exitOf(status)
+	var outTrunc, errTrunc bool
+	var outOmitted, errOmitted int64
+	res.Stdout, outTrunc, outOmitted = cmd.stdout.result()
+	res.Stderr, errTrunc, errOmitted = cmd.stderr.result()
+	res.Truncated = outTrunc || errTrunc
+	res.OmittedBytes = outOmitted + errOmitted
+	if oomKnown && ending == endExited && status.Signaled() && status.Signal() == syscall.SIGKILL {
+		oomAfter, ok := readOOMKills()
+		res.OOMKilled = ok && oomAfter > oomBefore
+	}
+	return res, nil
+}
+
+// ending says why a command's main process ended.
+type ending int
+
+const (
+	endExited    ending = iota // on its own (or killed by someone else)
+	endTimedOut                // killed by the agent at its timeout
+	endCancelled               // killed by the agent on OpCancel or shutdown
+)
+
+// waitForExit waits for cmd's main process, killing its tree at the timeout or on
+// cancellation and streaming output meanwhile.
+func (s *server) waitForExit(ctx context.Context, id uint64, cmd *command, spec *wire.Exec) (ending, syscall.WaitStatus) {
+	var timeout, tick, rekill <-chan time.Time
+	if spec.TimeoutMS > 0 {
+		t := time.NewTimer(time.Until(cmd.started.Add(time.Duration(spec.TimeoutMS) * time.Millisecond)))
+		defer t.Stop()
+		timeout = t.C
+	}
+	if spec.StreamIntervalMS > 0 {
+		t := time.NewTicker(max(time.Duration(spec.StreamIntervalMS)*time.Millisecond, minStreamInterval))
+		defer t.Stop()
+		tick = t.C
+	}
+	done := ctx.Done()
+	why := endExited
+	var rekillTicker *time.Ticker
+	defer func() {
+		if rekillTicker != nil {
+			rekillTicker.Stop()
+		}
+	}()
+	kill := func(reason ending) {
+		why = reason
+		timeout, done = nil, nil // each fires once; afterwards only the exit matters
+		cmd.tree.kill()
+		rekillTicker = time.NewTicker(rekillInterval)
+		rekill = rekillTicker.C
+	}
+	for {
+		select {
+		case status := <-cmd.exited:
+			return why, status
+		case <-timeout:
+			kill(endTimedOut)
+		case <-done:
+			kill(endCancelled)
+		case <-rekill:
+			cmd.tree.kill()
+		case <-tick:
+			s.streamChunk(id, cmd, false)
+		}
+	}
+}
+
+// streamChunk sends the output produced since the previous chunk, if there is any.
+func (s *server) streamChunk(id uint64, cmd *command, final bool) {
+	out := &wire.Output{Stdout: cmd.stdout.takeChunk(final), Stderr: cmd.stderr.takeChunk(final)}
+	if out.Stdout == "" && out.Stderr == "" {
+		return
+	}
+	s.send(&wire.Response{ID: id, Kind: wire.KindOutput, Output: out})
+}
+
+func (s *server) addRunning(id uint64, cancel context.CancelCauseFunc) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.running[id]; dup {
+		return errorf(wire.CodeInvalid, "request %d is already running", id)
+	}
+	s.running[id] = cancel
+	return nil
+}
+
+func (s *server) removeRunning(id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.running, id)
+}
+
+// cancel kills the tree of the running exec request target; that request then answers
+// with Cancelled set.
+func (s *server) cancel(target uint64) error {
+	s.mu.Lock()
+	cancel, ok := s.running[target]
+	s.mu.Unlock()
+	if !ok {
+		return errorf(wire.CodeNotFound, "no running exec request %d", target)
+	}
+	cancel(errCancelled)
+	return nil
+}
+
+// start starts spec's process in a session of its own, tagged with a fresh tree marker.
+// With capture, its stdout and stderr are read into capped streams; without, they go to
+// /dev/null.
+func (s *server) start(spec *wire.Exec, capture bool) (*command, error) {
+	if len(spec.Argv) == 0 || spec.Argv[0] == "" {
+		return nil, errorf(wire.CodeInvalid, "exec needs a program in argv")
+	}
+	marker := newMarker()
+	env, err := commandEnv(spec.Env, marker)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := s.workDir(spec.Dir)
+	if err != nil {
+		return nil, err
+	}
+	path, err := lookPath(spec.Argv[0], env)
+	if err != nil {
+		return nil, err
+	}
+
+	cmd := &command{argv: spec.Argv}
+	// childEnds are the descriptors the child gets; the agent closes its copies once the
+	// child has them, so that EOF on the pipes means the child side is gone.
+	var childEnds []*os.File
+	defer func() {
+		for _, f := range childEnds {
+			f.Close()
+		}
+	}()
+	fail := func(err error) (*command, error) {
+		cmd.closePipes()
+		return nil, err
+	}
+	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
+	}
+	childEnds = append(childEnds, devNull)
+	stdin, stdout, stderr := devNull, devNull, devNull
+	if len(spec.Stdin) > 0 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(fmt.Errorf("creating stdin pipe: %w", err))
+		}
+		stdin, cmd.stdin = r, w
+		childEnds = append(childEnds, r)
+	}
+	limit := spec.MaxOutputBytes
+	if limit == 0 {
+		limit = wire.DefaultMaxOutputBytes
+	}
+	streaming := spec.StreamIntervalMS > 0
+	if capture {
+		cmd.stdout, cmd.stderr = newStream(limit, streaming), newStream(limit, streaming)
+		for _, target := range []**os.File{&stdout, &stderr} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return fail(fmt.Errorf("creating output pipe: %w", err))
+			}
+			*target = w
+			cmd.pipes = append(cmd.pipes, r)
+			childEnds = append(childEnds, w)
+		}
+	}
+
+	attr := &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()},
+		// A session of its own gives the command its own process group, so job-control
+		// signals and group kills reach it and not the agent.
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	}
+	pid, exited, err := s.reaper.spawn(path, spec.Argv, attr)
+	if err != nil {
+		return fail(&codedError{code: codeOf(err), err: fmt.Errorf("starting %s: %w", spec.Argv[0], err)})
+	}
+	cmd.pid, cmd.exited, cmd.started = pid, exited, time.Now()
+	cmd.tree = &tree{root: pid, marker: marker}
+
+	if cmd.stdin != nil {
+		go func() {
+			// A process that exits without reading its input makes this fail with EPIPE,
+			// which is its business.
+			cmd.stdin.Write(spec.Stdin)
+			cmd.stdin.Close()
+		}()
+	}
+	if capture {
+		cmd.readers.Add(2)
+		go cmd.readInto(cmd.stdout, cmd.pipes[0])
+		go cmd.readInto(cmd.stderr, cmd.pipes[1])
+	}
+	return cmd, nil
+}
+
+// readInto copies one output pipe into its stream until EOF or until the pipe is closed
+// under it.
+func (c *command) readInto(dst *stream, src *os.File) {
+	defer c.readers.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		dst.Write(buf[:n])
+		if err != nil {
+			return
+		}
+	}
+}
+
+// closeOutput waits up to grace for the output pipes to reach EOF, then closes them,
+// which ends the readers however things stand.
+func (c *command) closeOutput(grace time.Duration) {
+	drained := make(chan struct{})
+	go func() { c.readers.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(grace):
+	}
+	c.closePipes()
+	<-drained
+}
+
+func (c *command) closePipes() {
+	for _, f := range c.pipes {
+		f.Close()
+	}
+	if c.stdin != nil {
+		c.stdin.Close()
+	}
+}
+
+// workDir resolves a request's working directory against the workspace and checks that it
+// is a directory, which makes for a clearer error than the one exec would give.
+func (s *server) workDir(dir string) (string, error) {
+	dir = s.resolve(dir)
+	info, err := os.Stat(dir)
+	if err != nil {
+		return "", fileError("using working directory", dir, err)
+	}
+	if !info.IsDir() {
+		return "", errorf(wire.CodeNotDir, "using working directory %s: not a directory", dir)
+	}
+	return dir, nil
+}
+
+// resolve makes a request's path absolute and clean; empty means the workspace.
+func (s *server) resolve(path string) string {
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(s.workspace, path)
+	}
+	return filepath.Clean(path)
+}
+
+// commandEnv is the agent's environment with the request's entries and the tree marker
+// applied over it, each key appearing once.
+func commandEnv(extra []string, marker string) ([]string, error) {
+	var env []string
+	index := make(map[string]int)
+	set := func(kv string) {
+		key, _, _ := strings.Cut(kv, "=")
+		if i, ok := index[key]; ok {
+			env[i] = kv
+			return
+		}
+		index[key] = len(env)
+		env = append(env, kv)
+	}
+	for _, kv := range os.Environ() {
+		set(kv)
+	}
+	for _, kv := range extra {
+		if key, _, ok := strings.Cut(kv, "="); !ok || key == "" || strings.ContainsRune(kv, 0) {
+			return nil, errorf(wire.CodeInvalid, "env entry %q is not KEY=VALUE", kv)
+		}
+		set(kv)
+	}
+	set(marker)
+	return env, nil
+}
+
+// lookPath finds program the way a shell would, in the PATH of the command's environment.
+// A name with a slash is used as is.
+func lookPath(program string, env []string) (string, error) {
+	if strings.Contains(program, "/") {
+		return program, nil
+	}
+	path := defaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			dir = "." // POSIX: an empty PATH entry means the current directory
+		}
+		candidate := filepath.Join(dir, program)
+		if info, err := os.Stat(candidate); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0 {
+			return candidate, nil
+		}
+	}
+	return "", errorf(wire.CodeNotFound, "program %q not found in PATH", program)
+}
+
+// exitOf reads an exit status the way the wire reports it.
+func exitOf(status syscall.WaitStatus) (code int, signal string) {
+	if status.Signaled() {
+		return -1, signalName(status.Signal())
+	}
+	return status.ExitStatus(), ""
+}
+
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return "SIG" + strconv.Itoa(int(sig))
+}
+
+// OOM-kill counters of the sandbox's memory cgroup: the v2 file first, then v1's.
+var oomCounterFiles = []string{
+	"/sys/fs/cgroup/memory.events",
+	"/sys/fs/cgroup/memory/memory.oom_control",
+}
+
+// readOOMKills returns how many processes the kernel's OOM killer has killed in the
+// sandbox's cgroup, if it can tell.
+func readOOMKills() (int64, bool) {
+	for _, name := range oomCounterFiles {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		lines := bufio.NewScanner(bytes.NewReader(data))
+		for lines.Scan() {
+			if v, ok := strings.CutPrefix(lines.Text(), "oom_kill "); ok {
+				if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+					return n, true
+				}
+			}
+		}
+	}
+	return 0, false
+}

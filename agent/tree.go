@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Killing "the command" means killing everything it started, and no single kernel handle
+// covers that: a process-group kill misses descendants that called setsid, and a descendant
+// whose parent died is reparented to the agent, so parent links no longer lead back to the
+// command. A tree is therefore the union of three tests, each catching what the others
+// miss: parent ancestry, session and process group, and an environment marker that every
+// descendant inherits unless it deliberately scrubs its environment.
+
+// markerVar is the environment variable that tags every process of one command.
+const markerVar = "ENCLAVE_EXEC_ID"
+
+// treeIDs numbers trees; the agent's pid in the marker keeps agents in nested sandboxes
+// (or tests) from claiming each other's processes.
+var treeIDs atomic.Uint64
+
+// tree identifies one command's processes. Its root runs in its own session, so the session
+// and process group ids both equal root.
+type tree struct {
+	root   int
+	marker string // markerVar=<id>, or "" for a tree known only by root
+}
+
+func newMarker() string {
+	return fmt.Sprintf("%s=%d-%d", markerVar, os.Getpid(), treeIDs.Add(1))
+}
+
+// proc is what the agent needs from /proc/<pid>/stat.
+type proc struct {
+	pid, ppid, pgid, sid int
+	dead                 bool // a zombie (or dying): nothing left to kill
+}
+
+// readProcs lists the processes visible in /proc. Processes that vanish mid-scan are skipped.
+func readProcs() []proc {
+	dir, err := os.Open("/proc")
+	if err != nil {
+		return nil
+	}
+	defer dir.Close()
+	names, _ := dir.Readdirnames(-1)
+	procs := make([]proc, 0, len(names))
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
+		if err != nil {
+			continue
+		}
+		if p, ok := readProc(pid); ok {
+			procs = append(procs, p)
+		}
+	}
+	return procs
+}
+
+func readProc(pid int) (proc, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return proc{}, false
+	}
+	// "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses, so
+	// the fields start after the last ')'.
+	end := bytes.LastIndexByte(data, ')')
+	if end < 0 {
+		return proc{}, false
+	}
+	fields := bytes.Fields(data[end+1:])
+	if len(fields) < 4 {
+		return proc{}, false
+	}
+	p := proc{pid: pid}
+	state := fields[0]
+	p.dead = len(state) > 0 && (state[0] == 'Z' || state[0] == 'X' || state[0] == 'x')
+	p.ppid, _ = strconv.Atoi(string(fields[1]))
+	p.pgid, _ = strconv.Atoi(string(fields[2]))
+	p.sid, _ = strconv.Atoi(string(fields[3]))
+	return p, true
+}
+
+// environHas reports whether the initial environment of pid holds entry exactly. Processes
+// whose environment cannot be read (gone, or not ours) do not.
+func environHas(pid int, entry string) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil || len(data) == 0 {
+		return false
+	}
+	// Matching "\x00entry\x00" against "\x00environ" finds whole entries only, so marker
+	// 1-2 does not match 1-23.
+	framed := make([]byte, 0, len(data)+2)
+	framed = append(append(append(framed, 0), data...), 0)
+	return bytes.Contains(framed, []byte("\x00"+entry+"\x00"))
+}
+
+// members returns the live processes of t among procs, never the agent itself.
+func (t *tree) members(procs []proc) []int {
+	self := os.Getpid()
+	parent := make(map[int]int, len(procs))
+	for _, p := range procs {
+		parent[p.pid] = p.ppid
+	}
+	var found []int
+	for _, p := range procs {
+		if p.dead || p.pid == self {
+			continue
+		}
+		if p.pid == t.root || p.sid == t.root || p.pgid == t.root ||
+			descends(p.pid, t.root, parent) ||
+			(t.marker != "" && environHas(p.pid, t.marker)) {
+			found = append(found, p.pid)
+		}
+	}
+	return found
+}
+
+// descends reports whether ancestor appears among pid's ancestors.
+func descends(pid, ancestor int, parent map[int]int) bool {
+	for range 4096 { // pid_max bounds real chains; this bounds a corrupt one
+		ppid, ok := parent[pid]
+		if !ok || ppid <= 0 || ppid == pid {
+			return false
+		}
+		if ppid == ancestor {
+			return true
+		}
+		pid = ppid
+	}
+	return false
+}
+
+// killRounds bounds how often kill rescans a tree that keeps producing processes.
+const killRounds = 50
+
+// kill SIGKILLs every process of t, rescanning until a scan finds none, so that processes
+// forked while the kill was under way die too. It returns how many distinct processes it
+// killed.
+func (t *tree) kill() int {
+	killed := make(map[int]bool)
+	pause := time.Duration(0)
+	for range killRounds {
+		// The group kill is atomic against forks within the group; the scan is not.
+		syscall.Kill(-t.root, syscall.SIGKILL)
+		pids := t.members(readProcs())
+		if len(pids) == 0 {
+			break
+		}
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+			killed[pid] = true
+		}
+		// SIGKILLed processes take a moment to become zombies; rescanning at once would
+		// only find them again.
+		time.Sleep(pause)
+		pause = min(pause+time.Millisecond, 10*time.Millisecond)
+	}
+	return len(killed)
+}
+
+// liveTrees records the trees of the commands and jobs still running, process-wide for the
+// same reason as the reaper: orphans are the process's, not one Run's.
+var liveTrees = &treeRegistry{trees: make(map[*tree]bool)}
+
+type treeRegistry struct {
+	mu         sync.Mutex
+	trees      map[*tree]bool // value: a foreground command, as opposed to a job
+	foreground int
+}
+
+func (r *treeRegistry) add(t *tree, foreground bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.trees[t] = foreground
+	if foreground {
+		r.foreground++
+	}
+}
+
+func (r *treeRegistry) remove(t *tree) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if foreground, ok := r.trees[t]; ok {
+		delete(r.trees, t)
+		if foreground {
+			r.foreground--
+		}
+	}
+}
+
+// snapshot returns the live trees, or nothing if a foreground command is running: while one
+// is, an orphan may be its own and the sweep must not run.
+func (r *treeRegistry) snapshot() (trees []*tree, busy bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.foreground > 0 {
+		return nil, true
+	}
+	for t := range r.trees {
+		trees = append(trees, t)
+	}
+	return trees, false
+}
+
+// owns reports whether p belongs to one of trees by group, session or marker. (Ancestry is
+// no use here: an orphan's ancestry has already been lost.)
+func owns(trees []*tree, p proc) bool {
+	for _, t := range trees {
+		if p.sid == t.root || p.pgid == t.root || (t.marker != "" && environHas(p.pid, t.marker)) {
+			return true
+		}
+	}
+	return false
+}
+
+// sweepOrphans kills the agent's children that no command or job accounts for: processes
+// that escaped their command's tree (scrubbed the marker from their environment, called
+// setsid, and double-forked) and were reparented to the agent. It does nothing while a
+// command runs, since such a process might be that command's. It returns how many processes
+// it killed.
+func sweepOrphans(r *reaper) int {
+	trees, busy := liveTrees.snapshot()
+	if busy {
+		return 0
+	}
+	self := os.Getpid()
+	killed := 0
+	for _, p := range readProcs() {
+		if p.ppid != self || p.dead || r.started(p.pid) || owns(trees, p) {
+			continue
+		}
+		orphan := tree{root: p.pid}
+		killed += orphan.kill()
+	}
+	return killed
+}

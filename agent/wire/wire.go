@@ -1,0 +1,216 @@
+// Package wire defines the messages exchanged between enclave-mcp and the agent that runs as
+// PID 1 inside every sandbox: one JSON object per line in each direction, requests on the
+// agent's stdin and responses on its stdout. Requests carry an ID; every response names the
+// request it answers, so many requests can be in flight on the one stream.
+//
+// The package is shared by both ends and has no dependencies beyond the standard library.
+package wire
+
+import "time"
+
+// Version is bumped whenever a message changes incompatibly. The agent announces it in its
+// Ready message, and the server refuses an agent that speaks another version.
+const Version = 1
+
+// Operation names a request's kind.
+type Operation string
+
+// The operations the agent serves.
+const (
+	OpPing   Operation = "ping"   // answers at once; a liveness probe
+	OpExec   Operation = "exec"   // runs a process (Request.Exec)
+	OpCancel Operation = "cancel" // kills the process tree of exec request Request.Target
+	OpFile   Operation = "file"   // a file-system operation (Request.File)
+	OpJobs   Operation = "jobs"   // lists background jobs
+	OpKill   Operation = "kill"   // kills background job Request.Job and its whole tree
+)
+
+// Request is one message from the server to the agent.
+type Request struct {
+	ID     uint64    `json:"id"`
+	Op     Operation `json:"op"`
+	Exec   *Exec     `json:"exec,omitempty"`
+	File   *File     `json:"file,omitempty"`
+	Target uint64    `json:"target,omitempty"` // OpCancel: the ID of the exec request to cancel
+	Job    string    `json:"job,omitempty"`    // OpKill: the background job to kill
+}
+
+// Exec asks the agent to run one process.
+type Exec struct {
+	// Argv is the program and its arguments; Argv[0] is looked up in PATH when it has no slash.
+	Argv []string `json:"argv"`
+	// Env holds KEY=VALUE pairs added to (and overriding) the agent's own environment.
+	Env []string `json:"env,omitempty"`
+	// Dir is the working directory; empty means the workspace. Relative paths resolve against
+	// the workspace.
+	Dir string `json:"dir,omitempty"`
+	// Stdin is written to the process's standard input, which is then closed. Without it the
+	// process reads /dev/null.
+	Stdin []byte `json:"stdin,omitempty"`
+	// TimeoutMS bounds the run; when it passes, the whole process tree is killed and the
+	// result has TimedOut set. Zero means no limit (background jobs only should use it).
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+	// MaxOutputBytes caps each of stdout and stderr by its JSON-encoded size (control
+	// characters count as the six bytes of their \u escape). What passes the cap is dropped
+	// from the middle: the head and the tail are kept. Zero means DefaultMaxOutputBytes.
+	MaxOutputBytes int `json:"max_output_bytes,omitempty"`
+	// StreamIntervalMS, when positive, makes the agent send Output messages with the output
+	// produced so far at most this often while the process runs.
+	StreamIntervalMS int64 `json:"stream_interval_ms,omitempty"`
+	// Background starts the process as a job and answers at once with its JobID; the job
+	// keeps running until it exits, is killed with OpKill, or the sandbox ends.
+	Background bool `json:"background,omitempty"`
+}
+
+// DefaultMaxOutputBytes is the per-stream output cap used when Exec.MaxOutputBytes is zero.
+const DefaultMaxOutputBytes = 1 << 20
+
+// FileAction names a file operation.
+type FileAction string
+
+// The file operations the agent serves. None of them goes through a shell.
+const (
+	FileRead   FileAction = "read"   // Data holds the content (up to MaxBytes)
+	FileWrite  FileAction = "write"  // writes Data, creating or truncating (or appending)
+	FileCreate FileAction = "create" // like write, but fails with CodeExists if the path exists
+	FileDelete FileAction = "delete" // removes a file, or a directory (Recursive for non-empty)
+	FileList   FileAction = "list"   // Entries holds the directory's entries, sorted by name
+	FileExists FileAction = "exists" // Exists tells; never an error for a missing path
+	FileMkdir  FileAction = "mkdir"  // creates a directory and its parents
+	FileStat   FileAction = "stat"   // Info describes the path (without following a final symlink)
+)
+
+// File asks the agent for one file-system operation.
+type File struct {
+	Action FileAction `json:"action"`
+	// Path is absolute, or relative to the workspace. It is used as given: no shell, no glob.
+	Path string `json:"path"`
+	// Data is the content for write and create.
+	Data []byte `json:"data,omitempty"`
+	// Append makes write add to the end instead of truncating.
+	Append bool `json:"append,omitempty"`
+	// Mode is the permission bits for new files and directories; zero means 0644 / 0755.
+	Mode uint32 `json:"mode,omitempty"`
+	// Recursive lets delete remove a non-empty directory.
+	Recursive bool `json:"recursive,omitempty"`
+	// MaxBytes caps how much read returns; zero means DefaultMaxReadBytes. Truncated tells.
+	MaxBytes int64 `json:"max_bytes,omitempty"`
+}
+
+// DefaultMaxReadBytes is the read cap used when File.MaxBytes is zero.
+const DefaultMaxReadBytes = 8 << 20
+
+// Kind tells what a Response carries.
+type Kind string
+
+// The kinds of response.
+const (
+	KindReady  Kind = "ready"  // sent once, unsolicited, when the agent starts (ID 0)
+	KindResult Kind = "result" // the final answer to a request
+	KindOutput Kind = "output" // a streaming chunk of a running exec request
+	KindError  Kind = "error"  // the request failed; Error and Code say why
+)
+
+// Code classifies an error so the server can branch on it without reading text.
+type Code string
+
+// The error codes.
+const (
+	CodeInvalid    Code = "invalid"    // the request itself is wrong (missing argv, unknown op, ...)
+	CodeNotFound   Code = "not_found"  // a path, program, job or request that does not exist
+	CodeExists     Code = "exists"     // create on an existing path
+	CodeIsDir      Code = "is_dir"     // a file operation on a directory
+	CodeNotDir     Code = "not_dir"    // list on a file, or a path through a file
+	CodeNotEmpty   Code = "not_empty"  // delete of a non-empty directory without Recursive
+	CodePermission Code = "permission" // EACCES, EPERM, or a read-only file system
+	CodeNoSpace    Code = "no_space"   // ENOSPC or a quota
+	CodeTooLarge   Code = "too_large"  // the data is larger than allowed
+	CodeInternal   Code = "internal"   // anything else
+)
+
+// Response is one message from the agent to the server.
+type Response struct {
+	ID     uint64      `json:"id"`
+	Kind   Kind        `json:"kind"`
+	Error  string      `json:"error,omitempty"`
+	Code   Code        `json:"code,omitempty"`
+	Ready  *Ready      `json:"ready,omitempty"`
+	Exec   *ExecResult `json:"exec,omitempty"`
+	Output *Output     `json:"output,omitempty"`
+	File   *FileResult `json:"file,omitempty"`
+	Jobs   []Job       `json:"jobs,omitempty"`
+}
+
+// Ready is the agent's greeting.
+type Ready struct {
+	Version   int    `json:"version"`
+	PID       int    `json:"pid"`
+	UID       int    `json:"uid"`
+	GID       int    `json:"gid"`
+	Workspace string `json:"workspace"`
+}
+
+// ExecResult reports a finished (or, for Background, started) process. A process that ran
+// is always a result, whatever its exit; KindError is only for a process that could not start.
+type ExecResult struct {
+	PID      int    `json:"pid"`
+	ExitCode int    `json:"exit_code"`        // -1 when killed by a signal
+	Signal   string `json:"signal,omitempty"` // e.g. "SIGKILL" when killed by a signal
+	Stdout   string `json:"stdout"`
+	Stderr   string `json:"stderr"`
+	// Truncated is set when either stream passed MaxOutputBytes; OmittedBytes counts the raw
+	// bytes dropped from both.
+	Truncated    bool  `json:"truncated,omitempty"`
+	OmittedBytes int64 `json:"omitted_bytes,omitempty"`
+	// DurationMS is the wall time from start to the end of the whole process tree.
+	DurationMS float64 `json:"duration_ms"`
+	TimedOut   bool    `json:"timed_out,omitempty"`
+	Cancelled  bool    `json:"cancelled,omitempty"`
+	// OOMKilled is set when the kernel's OOM killer fired in the sandbox during the run and
+	// the process died of SIGKILL.
+	OOMKilled bool `json:"oom_killed,omitempty"`
+	// Reaped counts processes the command left behind (background children, setsid'd
+	// descendants) that the agent killed when the command ended.
+	Reaped int `json:"reaped,omitempty"`
+	// JobID is set for Background requests.
+	JobID string `json:"job_id,omitempty"`
+}
+
+// Output is a streaming chunk: the bytes each stream produced since the previous chunk.
+type Output struct {
+	Stdout string `json:"stdout,omitempty"`
+	Stderr string `json:"stderr,omitempty"`
+}
+
+// FileResult answers a File request.
+type FileResult struct {
+	Path      string     `json:"path"` // the absolute, cleaned path the operation used
+	Exists    bool       `json:"exists,omitempty"`
+	Data      []byte     `json:"data,omitempty"`
+	Truncated bool       `json:"truncated,omitempty"`
+	Written   int64      `json:"written,omitempty"`
+	Entries   []FileInfo `json:"entries,omitempty"`
+	Info      *FileInfo  `json:"info,omitempty"`
+}
+
+// FileInfo describes one file-system entry.
+type FileInfo struct {
+	Name    string    `json:"name"`
+	Size    int64     `json:"size"`
+	Mode    string    `json:"mode"` // as ls shows it, e.g. "-rw-r--r--"
+	IsDir   bool      `json:"is_dir,omitempty"`
+	Link    string    `json:"link,omitempty"` // a symlink's target
+	ModTime time.Time `json:"mod_time"`
+}
+
+// Job describes a background job.
+type Job struct {
+	ID      string    `json:"id"`
+	PID     int       `json:"pid"`
+	Argv    []string  `json:"argv"`
+	Started time.Time `json:"started"`
+	Running bool      `json:"running"`
+	// ExitCode and Signal are set once the job has ended.
+	ExitCode int    `json:"exit_code,omitempty"`
+	Signal   string `json:"signal,omitempty"`
+}

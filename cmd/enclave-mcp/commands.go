@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/schema"
+	"github.com/enclave-mcp/enclave-mcp/tools"
+)
+
+// schemaCmd prints every tool's schema as one JSON array.
+func schemaCmd(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("schema", flag.ContinueOnError)
+	formats := make([]string, 0, 3)
+	for _, f := range schema.Formats() {
+		formats = append(formats, string(f))
+	}
+	format := fs.String("format", "mcp", "schema format: "+strings.Join(formats, ", "))
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	list, err := toolSchemas(schema.Format(*format))
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(list, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding schemas: %w", err)
+	}
+	_, err = fmt.Fprintln(out, string(data))
+	return err
+}
+
+// toolSchemas exports every tool in format. For mcp each entry is a tools/list entry
+// ({name, description, inputSchema}); the OpenAI formats are the function objects themselves.
+func toolSchemas(format schema.Format) ([]json.RawMessage, error) {
+	var list []json.RawMessage
+	for _, def := range tools.All() {
+		raw, err := schema.Export(def.Schema(), format)
+		if err != nil {
+			return nil, err
+		}
+		if format == schema.FormatMCP {
+			raw, err = json.Marshal(map[string]any{"name": def.Name, "description": def.Description, "inputSchema": raw})
+			if err != nil {
+				return nil, err
+			}
+		}
+		list = append(list, raw)
+	}
+	return list, nil
+}
+
+// doctorCmd checks what enclave-mcp needs and says how to fix what is missing.
+func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
+	agentBinary := fs.String("agent-binary", "", "static binary injected into sandboxes (default: this executable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	failed := 0
+	check := func(ok bool, what, detail, fix string) {
+		mark := "ok  "
+		if !ok {
+			mark = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(out, "[%s] %-22s %s\n", mark, what, detail)
+		if !ok && fix != "" {
+			fmt.Fprintf(out, "       fix: %s\n", fix)
+		}
+	}
+
+	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: *agentBinary})
+	if err != nil {
+		fix := "start the engine (make setup, or dockerd &), or point DOCKER_HOST at one"
+		if !errors.Is(err, sandbox.ErrEngine) {
+			fix = "build enclave-mcp with CGO_ENABLED=0 (make build), or pass --agent-binary"
+		}
+		check(false, "engine and agent", err.Error(), fix)
+		return fmt.Errorf("%d check(s) failed", failed)
+	}
+	defer engine.Close()
+	report, err := engine.Doctor(ctx)
+	if err != nil {
+		check(false, "engine", err.Error(), "check that dockerd is running")
+		return fmt.Errorf("%d check(s) failed", failed)
+	}
+	check(true, "engine", fmt.Sprintf("Docker %s, API %s (negotiated %s), %s, cgroup v%s", report.ServerVersion, report.APIVersion, report.ClientAPIVersion, report.OS, report.CgroupVersion), "")
+	check(true, "agent binary", report.AgentBinary+" (static)", "")
+	for _, img := range report.Images {
+		check(img.Present, "image "+img.Tag, map[bool]string{true: "present", false: "missing"}[img.Present],
+			"enclave-mcp images build")
+	}
+	runtimes := strings.Join(report.Runtimes, ", ")
+	check(true, "runtimes", runtimes, "")
+	if !report.HasRunsc {
+		fmt.Fprintln(out, "       note: gVisor (runsc) is not installed; for a stronger boundary: apt-get install runsc, register it with dockerd, then serve --runtime runsc")
+	}
+	_, err = exec.LookPath("debootstrap")
+	check(err == nil, "debootstrap", map[bool]string{true: "present (images build works)", false: "missing"}[err == nil], "apt-get install debootstrap")
+	if failed > 0 {
+		return fmt.Errorf("%d check(s) failed", failed)
+	}
+	fmt.Fprintln(out, "all checks passed")
+	return nil
+}
+
+// imagesCmd builds the default images ("images build").
+func imagesCmd(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "build" {
+		fmt.Fprintln(os.Stderr, "Usage: enclave-mcp images build [--missing] [--mirror URL]")
+		return errUsage
+	}
+	fs := flag.NewFlagSet("images build", flag.ContinueOnError)
+	mirror := fs.String("mirror", sandbox.DefaultMirror, "Debian mirror")
+	missing := fs.Bool("missing", false, "build only the images the engine does not have")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{})
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	for _, spec := range sandbox.DefaultImageSpecs(*mirror) {
+		if *missing {
+			present, err := engine.ImagePresent(ctx, spec.Tag)
+			if err != nil {
+				return err
+			}
+			if present {
+				fmt.Fprintf(os.Stderr, "==> %s: present, skipped\n", spec.Tag)
+				continue
+			}
+		}
+		if err := engine.BuildImage(ctx, spec, os.Stderr); err != nil {
+			return err
+		}
+	}
+	return nil
+}

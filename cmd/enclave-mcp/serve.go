@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/mcp"
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/tools"
+)
+
+// fileConfig is the optional --config file: the sandbox defaults and the operator's policy.
+type fileConfig struct {
+	Sandbox sandbox.Config `json:"sandbox"`
+	Policy  struct {
+		AllowNetwork    bool     `json:"allow_network"`
+		AllowPrivileged bool     `json:"allow_privileged"`
+		AllowHostMounts bool     `json:"allow_host_mounts"`
+		MaxMemory       string   `json:"max_memory"`
+		MaxCPU          float64  `json:"max_cpu"`
+		AllowedImages   []string `json:"allowed_images"`
+	} `json:"policy"`
+}
+
+// serveFlags are serve's flags; each overrides the config file.
+type serveFlags struct {
+	logFlags
+	config      string
+	image       string
+	memory      string
+	cpus        float64
+	pids        int64
+	timeout     float64
+	network     bool
+	runtime     string
+	agentBinary string
+	httpAddr    string
+	token       string
+}
+
+func serveCmd(ctx context.Context, args []string) error {
+	var f serveFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(os.Stderr, "Usage: enclave-mcp serve [flags]\n\nServes MCP over stdio by default: one client, whose sandbox is created on its first\ntool call and removed when it disconnects. With --http ADDR --token T it serves MCP over\nstreamable HTTP (/mcp) and SSE (/sse) beside the REST API; GET /health needs no token.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	f.register(fs)
+	fs.StringVar(&f.config, "config", "", "JSON file with sandbox defaults {\"sandbox\": {...}, \"policy\": {...}}")
+	fs.StringVar(&f.image, "image", "", "sandbox image (default "+sandbox.DefaultImage+")")
+	fs.StringVar(&f.memory, "memory", "", "sandbox memory limit, e.g. 512m (default 1g)")
+	fs.Float64Var(&f.cpus, "cpus", 0, "sandbox CPU limit (default 1)")
+	fs.Int64Var(&f.pids, "pids", 0, "sandbox process limit (default 256)")
+	fs.Float64Var(&f.timeout, "timeout", 0, "default tool timeout in seconds (default 30)")
+	fs.BoolVar(&f.network, "network", false, "DANGEROUS: give sandboxes network access")
+	fs.StringVar(&f.runtime, "runtime", "", "OCI runtime for sandboxes, e.g. runsc (default: the engine's)")
+	fs.StringVar(&f.agentBinary, "agent-binary", "", "static enclave-mcp binary injected into sandboxes (default: this executable)")
+	fs.StringVar(&f.httpAddr, "http", "", "serve MCP and the REST API over HTTP on ADDR (e.g. 127.0.0.1:8000) instead of stdio")
+	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints (or ENCLAVE_TOKEN)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := f.logger()
+	if err != nil {
+		return err
+	}
+	cfg, policy, err := f.sandboxConfig()
+	if err != nil {
+		return err
+	}
+	if f.httpAddr != "" {
+		return errors.New("the HTTP transport (--http) is not available in this build yet; use stdio (enclave-mcp serve)")
+	}
+
+	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: f.agentBinary, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	enabled, err := tools.Enabled(tools.All(), cfg.ToolsConfig)
+	if err != nil {
+		return err
+	}
+	manager := sandbox.NewManager(sandbox.ManagerOptions{
+		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: cfg},
+		Policy:   policy,
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: engine.Creator(sandbox.TypeDocker)},
+		Logger:   log,
+	})
+	// Resolve once now, so a bad config fails at start rather than at the first tool call.
+	resolved, err := sandbox.Resolve(cfg, policy)
+	if err != nil {
+		return err
+	}
+	srv, err := mcp.New(mcp.Config{
+		Name: "enclave-mcp", Version: version,
+		Tools: enabled, ToolOptions: cfg.ToolsConfig, DefaultTimeout: resolved.Timeout,
+		Manager: manager, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("serving MCP over stdio", "image", resolved.Image, "tools", len(enabled))
+	serveErr := srv.ServeStdio(ctx, os.Stdin, os.Stdout)
+
+	// Remove every sandbox, even when interrupted: a fresh context, bounded.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := manager.Close(cctx); err != nil {
+		log.Error("removing sandboxes on shutdown", "error", err)
+	}
+	log.Info("stopped")
+	return serveErr
+}
+
+// sandboxConfig merges the config file and the flags.
+func (f *serveFlags) sandboxConfig() (sandbox.Config, sandbox.Policy, error) {
+	var fc fileConfig
+	if f.config != "" {
+		data, err := os.ReadFile(f.config)
+		if err != nil {
+			return sandbox.Config{}, sandbox.Policy{}, fmt.Errorf("reading config: %w", err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fc); err != nil {
+			return sandbox.Config{}, sandbox.Policy{}, fmt.Errorf("reading config %s: %w", f.config, err)
+		}
+	}
+	cfg := fc.Sandbox
+	policy := sandbox.Policy{
+		AllowNetwork:    fc.Policy.AllowNetwork,
+		AllowPrivileged: fc.Policy.AllowPrivileged,
+		AllowHostMounts: fc.Policy.AllowHostMounts,
+		MaxCPU:          fc.Policy.MaxCPU,
+		AllowedImages:   fc.Policy.AllowedImages,
+	}
+	if fc.Policy.MaxMemory != "" {
+		n, err := sandbox.ParseSize(fc.Policy.MaxMemory)
+		if err != nil {
+			return cfg, policy, fmt.Errorf("config policy.max_memory: %w", err)
+		}
+		policy.MaxMemory = n
+	}
+	if f.image != "" {
+		cfg.Image = f.image
+	}
+	if f.memory != "" {
+		cfg.MemoryLimit = f.memory
+	}
+	if f.cpus != 0 {
+		cfg.CPULimit = f.cpus
+	}
+	if f.pids != 0 {
+		cfg.PidsLimit = f.pids
+	}
+	if f.timeout != 0 {
+		cfg.Timeout = f.timeout
+	}
+	if f.runtime != "" {
+		cfg.Runtime = f.runtime
+	}
+	if f.network {
+		cfg.NetworkEnabled, policy.AllowNetwork = true, true
+	}
+	if f.token == "" {
+		f.token = os.Getenv("ENCLAVE_TOKEN")
+	}
+	return cfg, policy, nil
+}

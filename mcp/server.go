@@ -1,0 +1,200 @@
+// Package mcp serves enclave-mcp's tools over the Model Context Protocol. It adapts each
+// tools.Def to an MCP tool, gives every MCP session its own sandboxes (created on the
+// session's first tool call, removed when the session ends), and is the one place where tool
+// outcomes and errors are mapped to MCP results.
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/schema"
+	"github.com/enclave-mcp/enclave-mcp/tools"
+)
+
+// Config is everything a Server needs; it knows nothing about flags or files.
+type Config struct {
+	Name    string
+	Version string
+	// Tools are the tools to serve, in order.
+	Tools []tools.Def
+	// ToolOptions are per-tool options (a sandbox config's tools_config).
+	ToolOptions sandbox.ToolsConfig
+	// DefaultTimeout in seconds for tool calls that pass none.
+	DefaultTimeout float64
+	Manager        *sandbox.Manager
+	Logger         *slog.Logger
+}
+
+// Server is an MCP server over enclave-mcp's tools.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mcp *server.MCPServer
+}
+
+const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
+	"first tool call and removed when the session ends. Files in the workspace persist between calls; " +
+	"use file_operation to move text in and out, python_executor and shell_executor to run code."
+
+// New builds the server and registers every tool.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "enclave-mcp"
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	hooks := &server.Hooks{}
+	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
+		s.endSession(ctx, session.SessionID())
+	})
+	s.mcp = server.NewMCPServer(cfg.Name, cfg.Version,
+		server.WithToolCapabilities(false),
+		server.WithRecovery(),
+		server.WithHooks(hooks),
+		server.WithInstructions(instructions),
+		server.WithLogger(cfg.Logger),
+	)
+	for _, def := range cfg.Tools {
+		tool, err := mcpTool(def)
+		if err != nil {
+			return nil, err
+		}
+		s.mcp.AddTool(tool, s.handler(def))
+	}
+	return s, nil
+}
+
+// MCPServer is the underlying mcp-go server, for transports.
+func (s *Server) MCPServer() *server.MCPServer { return s.mcp }
+
+// mcpTool is def as an MCP tool, with its schema generated from its parameter struct.
+func mcpTool(def tools.Def) (mcp.Tool, error) {
+	raw, err := schema.MCP(def.Schema())
+	if err != nil {
+		return mcp.Tool{}, fmt.Errorf("generating schema of %s: %w", def.Name, err)
+	}
+	tool := mcp.NewToolWithRawSchema(def.Name, def.Description, raw)
+	tool.Annotations = mcp.ToolAnnotation{
+		ReadOnlyHint:    mcp.ToBoolPtr(def.ReadOnly),
+		DestructiveHint: mcp.ToBoolPtr(def.Destructive),
+		IdempotentHint:  mcp.ToBoolPtr(false),
+		OpenWorldHint:   mcp.ToBoolPtr(false),
+	}
+	return tool, nil
+}
+
+// ServeStdio serves one client on in/out until in ends or ctx is done, then removes the
+// session's sandboxes.
+func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) error {
+	stdio := server.NewStdioServer(s.mcp)
+	stdio.SetErrorLogger(slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
+	err := stdio.Listen(ctx, in, out)
+	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return err
+}
+
+// sessionOf names the sandbox owner for a request: its MCP session.
+func sessionOf(ctx context.Context) string {
+	if cs := server.ClientSessionFromContext(ctx); cs != nil && cs.SessionID() != "" {
+		return cs.SessionID()
+	}
+	return "default"
+}
+
+func (s *Server) endSession(ctx context.Context, session string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.cfg.Manager.Release(ctx, session); err != nil {
+		s.log.Error("removing the session's sandboxes", "session", session, "error", err)
+		return
+	}
+	s.log.Debug("session ended", "session", session)
+}
+
+// handler adapts one tool. It is the only place that maps outcomes to MCP: every failure the
+// model can act on, and every failure of the sandbox, is a result with isError set and a
+// message that says what happened; the Go error return is reserved for the SDK's own.
+func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		session := sessionOf(ctx)
+		log := s.log.With("tool", def.Name, "session", session)
+		start := time.Now()
+
+		raw, err := json.Marshal(req.GetRawArguments())
+		if err != nil {
+			return errorResult(fmt.Sprintf("%s: arguments could not be read: %v", def.Name, err)), nil
+		}
+		run, err := def.Bind(raw)
+		if err != nil {
+			log.Info("tool call refused", "error", err)
+			return errorResult(err.Error()), nil
+		}
+		sb, err := s.cfg.Manager.Acquire(ctx, session, def.Sandbox)
+		if err != nil {
+			log.Error("acquiring sandbox", "error", err)
+			return errorResult("could not start the sandbox: " + err.Error()), nil
+		}
+		call := tools.Call{
+			Sandbox:        sb,
+			Options:        s.cfg.ToolOptions[def.Name],
+			DefaultTimeout: s.cfg.DefaultTimeout,
+			Progress:       progressSender(ctx, req),
+		}
+		res, err := run(ctx, call)
+		if err != nil {
+			log.Error("tool call failed", "error", err, "took", time.Since(start))
+			return errorResult(def.Name + ": " + err.Error()), nil
+		}
+		log.Info("tool call", "status", res.Status, "took", time.Since(start).Round(time.Microsecond))
+		return &mcp.CallToolResult{
+			Content:           []mcp.Content{mcp.NewTextContent(res.Text())},
+			StructuredContent: res,
+			IsError:           !res.OK(),
+		}, nil
+	}
+}
+
+func errorResult(msg string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent(msg)}, IsError: true}
+}
+
+// progressSender returns a function that forwards a running process's output to the client
+// as progress notifications, or nil when the client asked for none.
+func progressSender(ctx context.Context, req mcp.CallToolRequest) func(sandbox.Output) {
+	if req.Params.Meta == nil || req.Params.Meta.ProgressToken == nil {
+		return nil
+	}
+	token := req.Params.Meta.ProgressToken
+	srv := server.ServerFromContext(ctx)
+	if srv == nil {
+		return nil
+	}
+	var n atomic.Int64
+	return func(out sandbox.Output) {
+		text := strings.TrimRight(out.Stdout+out.Stderr, "\n")
+		if text == "" {
+			return
+		}
+		_ = srv.SendNotificationToClient(ctx, "notifications/progress", map[string]any{
+			"progressToken": token,
+			"progress":      n.Add(1),
+			"message":       text,
+		})
+	}
+}

@@ -1,0 +1,387 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+)
+
+// EngineOptions configures the connection to a Docker engine.
+type EngineOptions struct {
+	// AgentBinary is the static enclave-mcp executable injected as every sandbox's PID 1
+	// (it runs as "enclave-mcp agent"). Empty means this process's own executable.
+	AgentBinary string
+	// Instance names this server process in every container's labels; empty means random.
+	Instance string
+	// ReadyTimeout bounds a sandbox's start until its agent answers; 0 means 30 s.
+	ReadyTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Engine creates sandboxes on one Docker engine.
+type Engine struct {
+	cli          *client.Client
+	log          *slog.Logger
+	instance     string
+	readyTimeout time.Duration
+
+	agent      *agentBinary
+	agentMu    sync.Mutex
+	agentReady bool
+}
+
+// NewEngine connects to the engine named by the environment (DOCKER_HOST and friends), with
+// the API version negotiated so that old engines (API 1.41) and new ones both work.
+func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.AgentBinary == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding own executable for the agent: %w", err)
+		}
+		opts.AgentBinary = self
+	}
+	agent, err := loadAgentBinary(opts.AgentBinary)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Instance == "" {
+		opts.Instance = NewID()
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 30 * time.Second
+	}
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("%w: creating docker client: %w", ErrEngine, err)
+	}
+	if _, err := cli.Ping(ctx); err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("%w: no Docker engine answers at %s (start dockerd, or set DOCKER_HOST): %w", ErrEngine, cli.DaemonHost(), err)
+	}
+	return &Engine{cli: cli, log: opts.Logger, instance: opts.Instance, readyTimeout: opts.ReadyTimeout, agent: agent}, nil
+}
+
+// Instance is the label value that marks this engine connection's containers.
+func (e *Engine) Instance() string { return e.instance }
+
+// Client exposes the Docker client to the package's other files (images, doctor).
+func (e *Engine) Client() *client.Client { return e.cli }
+
+// Close releases the client connection; it does not touch sandboxes.
+func (e *Engine) Close() error { return e.cli.Close() }
+
+// NewID returns a short random id for a sandbox or server instance.
+func NewID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// CreateOptions says what sandbox to create.
+type CreateOptions struct {
+	Config Resolved
+	Owner  string
+	Type   Type
+	// AgentArgs are appended to the agent's command line.
+	AgentArgs []string
+}
+
+// Create creates and starts a sandbox and waits until its agent answers. On any failure the
+// half-made container is removed before the error returns.
+func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*DockerSandbox, error) {
+	if opts.Type == "" {
+		opts.Type = TypeDocker
+	}
+	image := opts.Config.Image
+	volume, err := e.ensureAgentVolume(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	id := NewID()
+	cfg, host := containerSpec(specInput{
+		ID: id, Instance: e.instance, Owner: opts.Owner, Kind: string(opts.Type),
+		Config: opts.Config, AgentVolume: volume, AgentArgs: opts.AgentArgs,
+	})
+	now := time.Now()
+	s := &DockerSandbox{
+		engine: e,
+		id:     id,
+		typ:    opts.Type,
+		cfg:    opts.Config,
+		owner:  opts.Owner,
+		log:    e.log.With("sandbox", id),
+	}
+	s.lifecycle = lifecycle{status: StatusInitializing, createdAt: now, updatedAt: now}
+
+	created, err := e.cli.ContainerCreate(ctx, cfg, host, nil, nil, containerName(id))
+	if err != nil {
+		return nil, e.createError(image, err)
+	}
+	s.containerID = created.ID
+	if err := s.start(ctx); err != nil {
+		s.set(StatusError, err.Error())
+		_ = s.remove(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	s.set(StatusRunning, "")
+	s.log.Debug("sandbox ready", "image", image, "took", time.Since(now))
+	return s, nil
+}
+
+// Creator returns a Creator that makes sandboxes of type typ on this engine.
+func (e *Engine) Creator(typ Type) Creator {
+	return func(ctx context.Context, owner string, cfg Resolved) (Sandbox, error) {
+		sb, err := e.Create(ctx, CreateOptions{Config: cfg, Owner: owner, Type: typ})
+		if err != nil {
+			return nil, err // not a typed nil in an interface
+		}
+		return sb, nil
+	}
+}
+
+// createError explains a failed container create; a missing image gets the fix, not a hang
+// on a registry that cannot be reached.
+func (e *Engine) createError(image string, err error) error {
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("%w: image %q is not on the engine, and enclave-mcp never pulls images: build the defaults with `enclave-mcp images build` (%s), or load %q yourself: %w",
+			ErrEngine, image, DefaultImage, image, err)
+	}
+	return fmt.Errorf("%w: creating container from %s: %w", ErrEngine, image, err)
+}
+
+// DockerSandbox is a Sandbox backed by one container on a Docker engine.
+type DockerSandbox struct {
+	lifecycle
+	engine      *Engine
+	id          string
+	typ         Type
+	cfg         Resolved
+	owner       string
+	containerID string
+	log         *slog.Logger
+
+	conn      *agentConn
+	ready     wire.Ready
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// start attaches to the container's stdio (before start, so no output is missed), starts it
+// and waits for the agent's greeting.
+func (s *DockerSandbox) start(ctx context.Context) error {
+	cli := s.engine.cli
+	hijack, err := cli.ContainerAttach(ctx, s.containerID, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return fmt.Errorf("%w: attaching to sandbox %s: %w", ErrEngine, s.id, err)
+	}
+	stdoutR, stdoutW := io.Pipe()
+	stderrR, stderrW := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(stdoutW, stderrW, hijack.Reader)
+		if err == nil {
+			err = io.EOF
+		}
+		stdoutW.CloseWithError(err)
+		stderrW.CloseWithError(err)
+		hijack.Close()
+	}()
+	go s.logAgentStderr(stderrR)
+	s.conn = newAgentConn(attachStream{&hijack}, stdoutR, s.log)
+
+	if err := cli.ContainerStart(ctx, s.containerID, container.StartOptions{}); err != nil {
+		s.conn.close()
+		return fmt.Errorf("%w: starting sandbox %s: %w", ErrEngine, s.id, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.engine.readyTimeout)
+	defer cancel()
+	ready, err := s.conn.waitReady(rctx)
+	if err != nil {
+		return fmt.Errorf("starting sandbox %s: %w%s", s.id, err, s.exitHint())
+	}
+	s.ready = ready
+	return nil
+}
+
+// exitHint describes why a container exited early, when it did.
+func (s *DockerSandbox) exitHint() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	insp, err := s.engine.cli.ContainerInspect(ctx, s.containerID)
+	if err != nil || insp.State == nil || insp.State.Running {
+		return ""
+	}
+	return fmt.Sprintf(" (container exited with code %d%s)", insp.State.ExitCode, strings.TrimSuffix(" "+insp.State.Error, " "))
+}
+
+func (s *DockerSandbox) logAgentStderr(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		s.log.Debug("agent", "line", sc.Text())
+	}
+}
+
+// attachStream is the write side of the hijacked attach connection; Close half-closes it,
+// so the agent sees EOF on stdin while its last responses can still arrive.
+type attachStream struct{ h *types.HijackedResponse }
+
+func (a attachStream) Write(p []byte) (int, error) { return a.h.Conn.Write(p) }
+func (a attachStream) Close() error                { return a.h.CloseWrite() }
+
+// ID implements Sandbox.
+func (s *DockerSandbox) ID() string { return s.id }
+
+// ContainerID is the engine's id of the sandbox's container.
+func (s *DockerSandbox) ContainerID() string { return s.containerID }
+
+// Info implements Sandbox. Environment values are left out: they may hold secrets.
+func (s *DockerSandbox) Info() Info {
+	status, errMsg, created, updated := s.snapshot()
+	meta := map[string]any{
+		"container_name": containerName(s.id),
+		"working_dir":    s.cfg.WorkingDir,
+		"memory_limit":   formatSize(s.cfg.MemoryBytes),
+		"cpu_limit":      s.cfg.CPULimit,
+		"pids_limit":     s.cfg.PidsLimit,
+		"network":        s.cfg.NetworkEnabled,
+		"user":           s.cfg.User,
+	}
+	if len(s.cfg.EnvVars) > 0 {
+		names := make([]string, 0, len(s.cfg.EnvVars))
+		for k := range s.cfg.EnvVars {
+			names = append(names, k)
+		}
+		meta["env_var_names"] = names
+	}
+	if len(s.cfg.Notes) > 0 {
+		meta["policy_notes"] = s.cfg.Notes
+	}
+	if errMsg != "" {
+		meta["error"] = errMsg
+	}
+	return Info{ID: s.id, Status: status, Type: s.typ, Image: s.cfg.Image, Owner: s.owner, CreatedAt: created, UpdatedAt: updated, Metadata: meta}
+}
+
+// Config is the resolved config the sandbox runs with.
+func (s *DockerSandbox) Config() Resolved { return s.cfg }
+
+// Exec implements Sandbox.
+func (s *DockerSandbox) Exec(ctx context.Context, req ExecRequest, onOutput func(Output)) (ExecResult, error) {
+	if err := s.enter(); err != nil {
+		return ExecResult{}, err
+	}
+	defer s.leave()
+	resp, err := s.conn.call(ctx, wire.Request{Op: wire.OpExec, Exec: &req}, onOutput)
+	if err != nil {
+		return ExecResult{}, s.callError(err)
+	}
+	if resp.Exec == nil {
+		return ExecResult{}, errors.New("agent answered exec without a result")
+	}
+	return *resp.Exec, nil
+}
+
+// File implements Sandbox.
+func (s *DockerSandbox) File(ctx context.Context, req FileRequest) (FileResult, error) {
+	if err := s.enter(); err != nil {
+		return FileResult{}, err
+	}
+	defer s.leave()
+	resp, err := s.conn.call(ctx, wire.Request{Op: wire.OpFile, File: &req}, nil)
+	if err != nil {
+		return FileResult{}, s.callError(err)
+	}
+	if resp.File == nil {
+		return FileResult{}, errors.New("agent answered a file operation without a result")
+	}
+	return *resp.File, nil
+}
+
+// callError marks the sandbox dead when its agent stream is gone, so the caller can replace it.
+func (s *DockerSandbox) callError(err error) error {
+	if errors.Is(err, ErrClosed) {
+		s.set(StatusError, err.Error())
+	}
+	return err
+}
+
+// Alive reports whether the agent stream is still up.
+func (s *DockerSandbox) Alive() bool { return s.conn != nil && s.conn.closeErr() == nil }
+
+// Stop implements Sandbox: the agent gets EOF and kills everything, and the container exits.
+// With remove_on_exit (the default) the engine then removes it.
+func (s *DockerSandbox) Stop(ctx context.Context) error {
+	s.set(StatusStopping, "")
+	if s.conn != nil {
+		s.conn.close()
+	}
+	err := s.engine.cli.ContainerKill(ctx, s.containerID, "KILL")
+	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
+		s.set(StatusError, err.Error())
+		return fmt.Errorf("%w: stopping sandbox %s: %w", ErrEngine, s.id, err)
+	}
+	s.set(StatusStopped, "")
+	return nil
+}
+
+// Close implements Sandbox.
+func (s *DockerSandbox) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.set(StatusStopping, "")
+		if s.conn != nil {
+			s.conn.close()
+		}
+		s.closeErr = s.remove(ctx)
+		if s.closeErr != nil {
+			s.set(StatusError, s.closeErr.Error())
+		} else {
+			s.set(StatusStopped, "")
+		}
+	})
+	return s.closeErr
+}
+
+// remove force-removes the container: SIGKILL, no grace period, so an image whose PID 1
+// would ignore SIGTERM costs nothing extra. Gone already is success.
+func (s *DockerSandbox) remove(ctx context.Context) error {
+	err := s.engine.cli.ContainerRemove(ctx, s.containerID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	// A conflict here means the engine's own auto-removal got there first.
+	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
+		return nil
+	}
+	return fmt.Errorf("%w: removing sandbox %s: %w", ErrEngine, s.id, err)
+}
+
+// ListManaged lists this package's containers on the engine, optionally only instance's.
+func (e *Engine) ListManaged(ctx context.Context, instance string) ([]container.Summary, error) {
+	f := filters.NewArgs(filters.Arg("label", LabelManaged+"=true"))
+	if instance != "" {
+		f.Add("label", LabelInstance+"="+instance)
+	}
+	list, err := e.cli.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing sandboxes: %w", ErrEngine, err)
+	}
+	return list, nil
+}

@@ -1,0 +1,59 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// DoctorReport is what `enclave-mcp doctor` shows about an engine.
+type DoctorReport struct {
+	ServerVersion    string
+	APIVersion       string
+	ClientAPIVersion string
+	OS               string
+	CgroupVersion    string
+	Runtimes         []string
+	HasRunsc         bool
+	AgentBinary      string
+	Images           []ImageStatus
+}
+
+// ImageStatus tells whether a default image is on the engine.
+type ImageStatus struct {
+	Tag     string
+	Present bool
+}
+
+// Doctor inspects the engine: its version, runtimes and the default images.
+func (e *Engine) Doctor(ctx context.Context) (DoctorReport, error) {
+	v, err := e.cli.ServerVersion(ctx)
+	if err != nil {
+		return DoctorReport{}, fmt.Errorf("%w: reading engine version: %w", ErrEngine, err)
+	}
+	info, err := e.cli.Info(ctx)
+	if err != nil {
+		return DoctorReport{}, fmt.Errorf("%w: reading engine info: %w", ErrEngine, err)
+	}
+	r := DoctorReport{
+		ServerVersion:    v.Version,
+		APIVersion:       v.APIVersion,
+		ClientAPIVersion: e.cli.ClientVersion(),
+		OS:               info.OperatingSystem,
+		CgroupVersion:    info.CgroupVersion,
+		AgentBinary:      e.agent.path,
+	}
+	for name := range info.Runtimes {
+		r.Runtimes = append(r.Runtimes, name)
+	}
+	slices.Sort(r.Runtimes)
+	r.HasRunsc = slices.Contains(r.Runtimes, "runsc")
+	for _, tag := range []string{DefaultImage, DefaultNotebookImage} {
+		present, err := e.ImagePresent(ctx, tag)
+		if err != nil {
+			return r, err
+		}
+		r.Images = append(r.Images, ImageStatus{Tag: tag, Present: present})
+	}
+	return r, nil
+}

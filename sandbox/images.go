@@ -1,0 +1,163 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/image"
+)
+
+// ImageSpec describes an image built offline from Debian packages: debootstrap makes a
+// minimal root file system, and the engine imports it. No registry is needed.
+type ImageSpec struct {
+	Tag    string
+	Suite  string   // Debian release, e.g. "bookworm"
+	Mirror string   // Debian mirror URL
+	Include []string // packages added to the minimal base
+	// Setup runs in the new root file system (chroot) after debootstrap, e.g. an apt-get
+	// install of packages whose dependencies debootstrap cannot resolve.
+	Setup []string
+	// Changes are Dockerfile instructions applied on import (ENV, WORKDIR, CMD, ...).
+	Changes []string
+}
+
+// DefaultMirror is Debian's redirecting mirror.
+const DefaultMirror = "http://deb.debian.org/debian"
+
+// DefaultImageSpecs are the images `enclave-mcp images build` makes.
+func DefaultImageSpecs(mirror string) []ImageSpec {
+	if mirror == "" {
+		mirror = DefaultMirror
+	}
+	return []ImageSpec{{
+		Tag:     DefaultImage,
+		Suite:   "bookworm",
+		Mirror:  mirror,
+		Include: []string{"python3"},
+		Changes: []string{
+			"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"ENV LANG=C.UTF-8",
+			"WORKDIR /sandbox",
+			`CMD ["/bin/sh"]`,
+		},
+	}}
+}
+
+// ImagePresent reports whether the engine has tag.
+func (e *Engine) ImagePresent(ctx context.Context, tag string) (bool, error) {
+	_, err := e.cli.ImageInspect(ctx, tag)
+	if err == nil {
+		return true, nil
+	}
+	if errdefs.IsNotFound(err) {
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: inspecting image %s: %w", ErrEngine, tag, err)
+}
+
+// BuildImage builds spec and tags it, writing progress to out. It needs root (debootstrap
+// does) and the debootstrap command.
+func (e *Engine) BuildImage(ctx context.Context, spec ImageSpec, out io.Writer) error {
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		return errors.New("building images needs debootstrap: apt-get install debootstrap")
+	}
+	root, err := os.MkdirTemp("", "enclave-rootfs-")
+	if err != nil {
+		return fmt.Errorf("creating build directory: %w", err)
+	}
+	defer os.RemoveAll(root)
+
+	start := time.Now()
+	fmt.Fprintf(out, "==> %s: debootstrap %s (%s) with %s\n", spec.Tag, spec.Suite, spec.Mirror, strings.Join(spec.Include, " "))
+	args := []string{"--variant=minbase"}
+	if len(spec.Include) > 0 {
+		args = append(args, "--include="+strings.Join(spec.Include, ","))
+	}
+	args = append(args, spec.Suite, root, spec.Mirror)
+	if err := runStep(ctx, out, "debootstrap", args...); err != nil {
+		return fmt.Errorf("building %s: debootstrap: %w", spec.Tag, err)
+	}
+	for _, step := range spec.Setup {
+		fmt.Fprintf(out, "==> %s: %s\n", spec.Tag, step)
+		if err := runStep(ctx, out, "chroot", root, "/bin/sh", "-c", step); err != nil {
+			return fmt.Errorf("building %s: %s: %w", spec.Tag, step, err)
+		}
+	}
+	// Leave no package cache or lists in the image.
+	for _, dir := range []string{"var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"} {
+		_ = cleanDir(root + "/" + dir)
+	}
+
+	fmt.Fprintf(out, "==> %s: importing into the engine\n", spec.Tag)
+	tarCmd := exec.CommandContext(ctx, "tar", "--numeric-owner", "-C", root, "-c", ".")
+	tarOut, err := tarCmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("building %s: %w", spec.Tag, err)
+	}
+	tarCmd.Stderr = out
+	if err := tarCmd.Start(); err != nil {
+		return fmt.Errorf("building %s: starting tar: %w", spec.Tag, err)
+	}
+	resp, err := e.cli.ImageImport(ctx, image.ImportSource{Source: tarOut, SourceName: "-"}, spec.Tag, image.ImportOptions{Changes: spec.Changes})
+	if err != nil {
+		_ = tarCmd.Process.Kill()
+		_ = tarCmd.Wait()
+		return fmt.Errorf("%w: importing %s: %w", ErrEngine, spec.Tag, err)
+	}
+	importErr := readImportStream(resp)
+	if err := tarCmd.Wait(); err != nil {
+		return fmt.Errorf("building %s: tar: %w", spec.Tag, err)
+	}
+	if importErr != nil {
+		return fmt.Errorf("%w: importing %s: %w", ErrEngine, spec.Tag, importErr)
+	}
+	fmt.Fprintf(out, "==> %s: built in %s\n", spec.Tag, time.Since(start).Round(time.Second))
+	return nil
+}
+
+func runStep(ctx context.Context, out io.Writer, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd.Run()
+}
+
+func cleanDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(dir + "/" + e.Name()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readImportStream drains the engine's JSON progress stream and returns the error it reports.
+func readImportStream(r io.ReadCloser) error {
+	defer r.Close()
+	dec := json.NewDecoder(r)
+	for {
+		var msg struct {
+			Error string `json:"error"`
+		}
+		if err := dec.Decode(&msg); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		if msg.Error != "" {
+			return errors.New(msg.Error)
+		}
+	}
+}

@@ -1,0 +1,268 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+)
+
+// Creator makes a sandbox of one type for an owner. The Docker engine is one; the notebook
+// backend wraps it.
+type Creator func(ctx context.Context, owner string, cfg Resolved) (Sandbox, error)
+
+// ManagerOptions configures a Manager.
+type ManagerOptions struct {
+	// Defaults is the config each sandbox type starts from.
+	Defaults map[Type]Config
+	// Policy is applied to every config.
+	Policy Policy
+	// Creators build sandboxes by type.
+	Creators map[Type]Creator
+	Logger   *slog.Logger
+}
+
+// Manager owns every sandbox of a server: it creates each owner's sandbox on first use, hands
+// the same one back on later calls, replaces one that died, and removes them all on Close.
+type Manager struct {
+	opts ManagerOptions
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	byID    map[string]Sandbox
+	byOwner map[ownerKey]*slot
+	closed  bool
+}
+
+type ownerKey struct {
+	owner string
+	typ   Type
+}
+
+// slot holds an owner's sandbox of one type; ready closes when creation has finished, so
+// concurrent first calls of one session share one creation instead of racing.
+type slot struct {
+	ready chan struct{}
+	sb    Sandbox
+	err   error
+}
+
+// ErrManagerClosed is returned by a Manager that is shutting down.
+var ErrManagerClosed = errors.New("sandbox manager is shut down")
+
+// NewManager returns a Manager.
+func NewManager(opts ManagerOptions) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{opts: opts, log: opts.Logger, byID: map[string]Sandbox{}, byOwner: map[ownerKey]*slot{}}
+}
+
+// alive is implemented by sandboxes that can tell when their container died behind our back.
+type alive interface{ Alive() bool }
+
+// Acquire returns owner's sandbox of type typ, creating it on first use. A sandbox whose
+// container died is dropped here; the call that found it dead already returned its error,
+// and this one gets a fresh sandbox.
+func (m *Manager) Acquire(ctx context.Context, owner string, typ Type) (Sandbox, error) {
+	key := ownerKey{owner, typ}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrManagerClosed
+	}
+	if s, ok := m.byOwner[key]; ok {
+		m.mu.Unlock()
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for the session's sandbox: %w", ctx.Err())
+		}
+		if s.err == nil && isAlive(s.sb) {
+			return s.sb, nil
+		}
+		m.drop(key, s)
+		if s.sb != nil {
+			m.log.Warn("sandbox died; replacing it", "sandbox", s.sb.ID(), "owner", owner)
+			go func() { _ = s.sb.Close(context.WithoutCancel(ctx)) }()
+		}
+		return m.Acquire(ctx, owner, typ)
+	}
+	s := &slot{ready: make(chan struct{})}
+	m.byOwner[key] = s
+	m.mu.Unlock()
+
+	s.sb, s.err = m.Create(ctx, owner, typ, m.opts.Defaults[typ])
+	close(s.ready)
+	if s.err != nil {
+		m.drop(key, s)
+		return nil, s.err
+	}
+	return s.sb, nil
+}
+
+func isAlive(sb Sandbox) bool {
+	a, ok := sb.(alive)
+	return !ok || a.Alive()
+}
+
+func (m *Manager) drop(key ownerKey, s *slot) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byOwner[key] == s {
+		delete(m.byOwner, key)
+	}
+	if s.sb != nil {
+		delete(m.byID, s.sb.ID())
+	}
+}
+
+// Create makes a new sandbox from cfg (after defaults and policy) and tracks it.
+func (m *Manager) Create(ctx context.Context, owner string, typ Type, cfg Config) (Sandbox, error) {
+	create, ok := m.opts.Creators[typ]
+	if !ok {
+		return nil, fmt.Errorf("%w: sandbox type %q is not available (have: %v)", ErrInvalidConfig, typ, m.Types())
+	}
+	resolved, err := Resolve(cfg, m.opts.Policy)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := create(ctx, owner, resolved)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		_ = sb.Close(context.WithoutCancel(ctx))
+		return nil, ErrManagerClosed
+	}
+	m.byID[sb.ID()] = sb
+	m.mu.Unlock()
+	m.log.Info("sandbox created", "sandbox", sb.ID(), "type", typ, "owner", owner)
+	return sb, nil
+}
+
+// Types lists the sandbox types this manager can create.
+func (m *Manager) Types() []Type {
+	types := make([]Type, 0, len(m.opts.Creators))
+	for t := range m.opts.Creators {
+		types = append(types, t)
+	}
+	sort.Slice(types, func(i, j int) bool { return types[i] < types[j] })
+	return types
+}
+
+// Get returns a tracked sandbox by id.
+func (m *Manager) Get(id string) (Sandbox, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sb, ok := m.byID[id]
+	if !ok {
+		return nil, fmt.Errorf("sandbox %q: %w", id, ErrNotFound)
+	}
+	return sb, nil
+}
+
+// List returns every tracked sandbox, ordered by id.
+func (m *Manager) List() []Sandbox {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Sandbox, 0, len(m.byID))
+	for _, sb := range m.byID {
+		out = append(out, sb)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID() < out[j].ID() })
+	return out
+}
+
+// Release removes every sandbox owner holds. It is called when a session ends.
+func (m *Manager) Release(ctx context.Context, owner string) error {
+	m.mu.Lock()
+	var victims []*slot
+	for key, s := range m.byOwner {
+		if key.owner == owner {
+			victims = append(victims, s)
+			delete(m.byOwner, key)
+		}
+	}
+	m.mu.Unlock()
+	// Close outside the lock: removal talks to the engine.
+	return m.closeSlots(ctx, victims)
+}
+
+// Delete removes one sandbox by id.
+func (m *Manager) Delete(ctx context.Context, id string) error {
+	m.mu.Lock()
+	sb, ok := m.byID[id]
+	if ok {
+		delete(m.byID, id)
+		for key, s := range m.byOwner {
+			if s.sb == sb {
+				delete(m.byOwner, key)
+			}
+		}
+	}
+	m.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sandbox %q: %w", id, ErrNotFound)
+	}
+	return sb.Close(ctx)
+}
+
+// Close removes every sandbox, concurrently, and refuses new ones.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	var victims []*slot
+	for _, sb := range m.byID {
+		victims = append(victims, &slot{sb: sb, ready: closedChan})
+	}
+	for _, s := range m.byOwner {
+		victims = append(victims, s)
+	}
+	m.byID = map[string]Sandbox{}
+	m.byOwner = map[ownerKey]*slot{}
+	m.mu.Unlock()
+	return m.closeSlots(ctx, victims)
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (m *Manager) closeSlots(ctx context.Context, slots []*slot) error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+		seen = map[Sandbox]bool{}
+	)
+	for _, s := range slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-s.ready // a creation under way finishes first, so its container is not leaked
+			if s.sb == nil {
+				return
+			}
+			mu.Lock()
+			dup := seen[s.sb]
+			seen[s.sb] = true
+			mu.Unlock()
+			if dup {
+				return
+			}
+			m.mu.Lock()
+			delete(m.byID, s.sb.ID())
+			m.mu.Unlock()
+			if err := s.sb.Close(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

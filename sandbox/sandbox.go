@@ -1,0 +1,160 @@
+// Package sandbox runs untrusted code in hardened containers. A Sandbox is one container with
+// our agent as PID 1; this package creates it on a Docker engine, speaks to the agent over the
+// container's attached stdio, and removes it. It is the only package that talks to Docker.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+)
+
+// Sandbox is one isolated environment that runs processes and file operations.
+type Sandbox interface {
+	// ID is the sandbox's short random id.
+	ID() string
+	// Info describes the sandbox; it never holds secret values.
+	Info() Info
+	// Exec runs a process to completion (or starts a background job). A process that ran is a
+	// result whatever its exit; an error means it could not run. Cancelling ctx kills the
+	// process tree and returns a result with Cancelled set.
+	Exec(ctx context.Context, req ExecRequest, onOutput func(Output)) (ExecResult, error)
+	// File performs one file operation without a shell.
+	File(ctx context.Context, req FileRequest) (FileResult, error)
+	// Stop stops the sandbox's processes; Info still answers afterwards.
+	Stop(ctx context.Context) error
+	// Close stops the sandbox and removes everything it holds on the engine. It is safe to
+	// call more than once.
+	Close(ctx context.Context) error
+}
+
+// The agent's request and result types are the sandbox API's own: one definition, shared by
+// both ends of the wire.
+type (
+	ExecRequest = wire.Exec
+	ExecResult  = wire.ExecResult
+	Output      = wire.Output
+	FileRequest = wire.File
+	FileResult  = wire.FileResult
+	FileInfo    = wire.FileInfo
+)
+
+// Status is a sandbox's place in its life cycle.
+type Status string
+
+// The statuses, with ms-enclave's names.
+const (
+	StatusInitializing Status = "initializing"
+	StatusRunning      Status = "running"
+	StatusIdle         Status = "idle"
+	StatusBusy         Status = "busy"
+	StatusStopping     Status = "stopping"
+	StatusStopped      Status = "stopped"
+	StatusError        Status = "error"
+)
+
+// Type is a sandbox's kind.
+type Type string
+
+// The sandbox kinds, with ms-enclave's names.
+const (
+	TypeDocker   Type = "docker"
+	TypeNotebook Type = "docker_notebook"
+)
+
+// Info describes a sandbox, in the shape of ms-enclave's SandboxInfo.
+type Info struct {
+	ID        string         `json:"id"`
+	Status    Status         `json:"status"`
+	Type      Type           `json:"type"`
+	Image     string         `json:"image"`
+	Owner     string         `json:"owner,omitempty"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+	Metadata  map[string]any `json:"metadata"`
+}
+
+// Sentinel errors callers branch on with errors.Is.
+var (
+	// ErrNotFound: no such sandbox, file, program or job.
+	ErrNotFound = errors.New("not found")
+	// ErrClosed: the sandbox was stopped or removed, or its container died.
+	ErrClosed = errors.New("sandbox is not running")
+	// ErrEngine: the container engine could not be reached or refused a call.
+	ErrEngine = errors.New("container engine error")
+)
+
+// AgentError is a failure the agent reported; Code says what kind.
+type AgentError struct {
+	Code    wire.Code
+	Message string
+}
+
+func (e *AgentError) Error() string { return e.Message }
+
+// Is lets errors.Is(err, ErrNotFound) match an agent's not_found.
+func (e *AgentError) Is(target error) bool {
+	return target == ErrNotFound && e.Code == wire.CodeNotFound
+}
+
+// lifecycle tracks a sandbox's status, busy count and timestamps; it is embedded by backends.
+type lifecycle struct {
+	mu        sync.Mutex
+	status    Status
+	busy      int
+	errMsg    string
+	createdAt time.Time
+	updatedAt time.Time
+	lastUsed  time.Time
+}
+
+func (l *lifecycle) set(s Status, errMsg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.status, l.errMsg, l.updatedAt = s, errMsg, time.Now()
+}
+
+// enter marks the start of a call; it fails once the sandbox is stopping or gone.
+func (l *lifecycle) enter() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch l.status {
+	case StatusRunning, StatusIdle, StatusBusy:
+	default:
+		return ErrClosed
+	}
+	l.busy++
+	l.status, l.updatedAt, l.lastUsed = StatusBusy, time.Now(), time.Now()
+	return nil
+}
+
+func (l *lifecycle) leave() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.busy--
+	if l.busy == 0 && l.status == StatusBusy {
+		l.status = StatusRunning
+	}
+	l.updatedAt, l.lastUsed = time.Now(), time.Now()
+}
+
+func (l *lifecycle) snapshot() (Status, string, time.Time, time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.status, l.errMsg, l.createdAt, l.updatedAt
+}
+
+// The file actions, re-exported so callers need not import the wire package.
+const (
+	FileRead   = wire.FileRead
+	FileWrite  = wire.FileWrite
+	FileCreate = wire.FileCreate
+	FileDelete = wire.FileDelete
+	FileList   = wire.FileList
+	FileExists = wire.FileExists
+	FileMkdir  = wire.FileMkdir
+	FileStat   = wire.FileStat
+)

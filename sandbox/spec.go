@@ -1,0 +1,139 @@
+package sandbox
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+)
+
+// Labels put on every container and volume enclave-mcp creates, so that it can find (and
+// reap) its own and never touch anything else.
+const (
+	LabelManaged  = "enclave-mcp.managed"
+	LabelInstance = "enclave-mcp.instance"
+	LabelSandbox  = "enclave-mcp.sandbox"
+	LabelOwner    = "enclave-mcp.owner"
+	LabelKind     = "enclave-mcp.kind"
+)
+
+// agentDir is where the agent's volume is mounted in every sandbox; agentPath is the binary.
+const (
+	agentDir  = "/.enclave"
+	agentPath = agentDir + "/agent"
+)
+
+// specInput is everything containerSpec needs; it holds no client and reads no environment.
+type specInput struct {
+	ID          string
+	Instance    string
+	Owner       string
+	Kind        string
+	Config      Resolved
+	AgentVolume string
+	// AgentArgs are appended to the agent's command line (e.g. a notebook launcher).
+	AgentArgs []string
+}
+
+// containerName is the engine-side name of sandbox id.
+func containerName(id string) string { return "enclave-" + id }
+
+// containerSpec builds the engine's configs for one sandbox. It is a pure function so that
+// every security default is visible in one place and pinned by a test.
+//
+// The agent runs as PID 1 with its stdin attached: it reaps zombies, exits at once on
+// SIGTERM, and exits when the server's attach stream closes (StdinOnce), so a crashed server
+// leaves no running sandbox behind.
+func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
+	c := in.Config
+	env := []string{
+		"HOME=" + c.WorkingDir,
+		"LANG=C.UTF-8",
+		"PYTHONDONTWRITEBYTECODE=1",
+		"PYTHONUNBUFFERED=1",
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.EnvVars)) {
+		env = append(env, k+"="+c.EnvVars[k])
+	}
+
+	labels := map[string]string{
+		LabelManaged:  "true",
+		LabelInstance: in.Instance,
+		LabelSandbox:  in.ID,
+		LabelKind:     in.Kind,
+	}
+	if in.Owner != "" {
+		labels[LabelOwner] = in.Owner
+	}
+
+	cfg := &container.Config{
+		Image:        c.Image,
+		Hostname:     "sandbox",
+		User:         c.User,
+		Env:          env,
+		WorkingDir:   c.WorkingDir,
+		Entrypoint:   append([]string{agentPath, "agent", "--workspace", c.WorkingDir}, in.AgentArgs...),
+		Cmd:          []string{},
+		Labels:       labels,
+		AttachStdin:  true,
+		AttachStdout: true,
+		AttachStderr: true,
+		OpenStdin:    true,
+		StdinOnce:    true,
+	}
+
+	tmpfsOpts := func(size int64) string {
+		return fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", size)
+	}
+	network := container.NetworkMode("none")
+	if c.NetworkEnabled {
+		network = container.NetworkMode(c.Network)
+	}
+	host := &container.HostConfig{
+		// Our agent is PID 1 and reaps; docker-init would take its place and hide orphans.
+		Init:           ptr(false),
+		AutoRemove:     *c.RemoveOnExit,
+		NetworkMode:    network,
+		ReadonlyRootfs: *c.ReadOnlyRootfs,
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		Privileged:     c.Privileged,
+		Runtime:        c.Runtime,
+		// The protocol runs over stdout: a log driver would copy every message to disk.
+		LogConfig: container.LogConfig{Type: "none"},
+		Tmpfs: map[string]string{
+			c.WorkingDir: tmpfsOpts(c.WorkspaceBytes),
+			"/tmp":       tmpfsOpts(c.TmpBytes),
+		},
+		Mounts: []mount.Mount{{
+			Type:     mount.TypeVolume,
+			Source:   in.AgentVolume,
+			Target:   agentDir,
+			ReadOnly: true,
+			VolumeOptions: &mount.VolumeOptions{NoCopy: true},
+		}},
+		Resources: container.Resources{
+			Memory:     c.MemoryBytes,
+			MemorySwap: c.MemoryBytes, // equal to Memory: no swap on top
+			NanoCPUs:   c.NanoCPUs,
+			PidsLimit:  ptr(c.PidsLimit),
+		},
+	}
+	for name, ip := range c.ExtraHosts {
+		host.ExtraHosts = append(host.ExtraHosts, name+":"+ip)
+	}
+	slices.Sort(host.ExtraHosts)
+	for _, hostPath := range slices.Sorted(maps.Keys(c.Volumes)) {
+		v := c.Volumes[hostPath]
+		host.Mounts = append(host.Mounts, mount.Mount{
+			Type:     mount.TypeBind,
+			Source:   hostPath,
+			Target:   v.Bind,
+			ReadOnly: strings.EqualFold(v.Mode, "ro"),
+		})
+	}
+	return cfg, host
+}

@@ -1,0 +1,198 @@
+package sandbox
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+)
+
+func mustResolve(t *testing.T, c Config, p Policy) Resolved {
+	t.Helper()
+	r, err := Resolve(c, p)
+	if err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	return r
+}
+
+// TestContainerSpecHardenedDefaults pins every security default of a sandbox with no config.
+func TestContainerSpecHardenedDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, host := containerSpec(specInput{
+		ID: "abc", Instance: "inst", Owner: "sess", Kind: "docker",
+		Config: mustResolve(t, Config{}, Policy{}), AgentVolume: "agentvol",
+	})
+
+	if cfg.Image != DefaultImage {
+		t.Errorf("Image = %q, want the default %q", cfg.Image, DefaultImage)
+	}
+	wantEntry := []string{"/.enclave/agent", "agent", "--workspace", "/sandbox"}
+	if !reflect.DeepEqual([]string(cfg.Entrypoint), wantEntry) {
+		t.Errorf("Entrypoint = %v, want %v", cfg.Entrypoint, wantEntry)
+	}
+	if cfg.User != "1000:1000" {
+		t.Errorf("User = %q, want non-root 1000:1000", cfg.User)
+	}
+	if !cfg.OpenStdin || !cfg.StdinOnce || !cfg.AttachStdin {
+		t.Error("the agent's stdin must be open and close when the server detaches (StdinOnce)")
+	}
+	wantLabels := map[string]string{LabelManaged: "true", LabelInstance: "inst", LabelSandbox: "abc", LabelKind: "docker", LabelOwner: "sess"}
+	if !reflect.DeepEqual(cfg.Labels, wantLabels) {
+		t.Errorf("Labels = %v, want %v", cfg.Labels, wantLabels)
+	}
+
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"NetworkMode", host.NetworkMode, container.NetworkMode("none")},
+		{"ReadonlyRootfs", host.ReadonlyRootfs, true},
+		{"CapDrop", []string(host.CapDrop), []string{"ALL"}},
+		{"CapAdd", len(host.CapAdd), 0},
+		{"SecurityOpt", host.SecurityOpt, []string{"no-new-privileges"}},
+		{"Privileged", host.Privileged, false},
+		{"Init", *host.Init, false},
+		{"AutoRemove", host.AutoRemove, true},
+		{"LogConfig", host.LogConfig.Type, "none"},
+		{"Memory", host.Memory, int64(DefaultMemory)},
+		{"MemorySwap (no swap)", host.MemorySwap, int64(DefaultMemory)},
+		{"NanoCPUs", host.NanoCPUs, int64(1e9)},
+		{"PidsLimit", *host.PidsLimit, int64(DefaultPids)},
+		{"workspace tmpfs", host.Tmpfs["/sandbox"], "rw,exec,nosuid,nodev,size=536870912,mode=1777"},
+		{"tmp tmpfs", host.Tmpfs["/tmp"], "rw,exec,nosuid,nodev,size=67108864,mode=1777"},
+		{"mounts", host.Mounts, []mount.Mount{{Type: mount.TypeVolume, Source: "agentvol", Target: "/.enclave", ReadOnly: true, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}}},
+	}
+	for _, c := range checks {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s = %#v, want %#v", c.name, c.got, c.want)
+		}
+	}
+	for _, e := range cfg.Env {
+		if strings.HasPrefix(e, "HOME=") && e != "HOME=/sandbox" {
+			t.Errorf("HOME must be the writable workspace, got %s", e)
+		}
+	}
+}
+
+func TestContainerSpecFromConfig(t *testing.T) {
+	t.Parallel()
+	r := mustResolve(t, Config{
+		Image: "img", WorkingDir: "/work/", MemoryLimit: "256m", CPULimit: 0.5, PidsLimit: 64,
+		EnvVars: map[string]string{"B": "2", "A": "1"}, NetworkEnabled: true, ExtraHosts: map[string]string{"db": "10.0.0.2"},
+		Volumes: map[string]VolumeMount{"/data": {Bind: "/mnt/data", Mode: "ro"}}, Runtime: "runsc", User: "root",
+	}, Policy{AllowNetwork: true, AllowHostMounts: true})
+	cfg, host := containerSpec(specInput{ID: "x", Config: r, AgentVolume: "v"})
+
+	if got := cfg.Env[len(cfg.Env)-2:]; !reflect.DeepEqual(got, []string{"A=1", "B=2"}) {
+		t.Errorf("env vars must come last, sorted: got %v", got)
+	}
+	if cfg.WorkingDir != "/work" || host.Tmpfs["/work"] == "" {
+		t.Errorf("working dir /work/ must be cleaned and be the tmpfs workspace: %q %v", cfg.WorkingDir, host.Tmpfs)
+	}
+	if host.NetworkMode != "bridge" || host.Runtime != "runsc" || cfg.User != "root" {
+		t.Errorf("network %q runtime %q user %q", host.NetworkMode, host.Runtime, cfg.User)
+	}
+	if host.Memory != 256<<20 || host.NanoCPUs != 5e8 || *host.PidsLimit != 64 {
+		t.Errorf("limits: memory %d cpus %d pids %d", host.Memory, host.NanoCPUs, *host.PidsLimit)
+	}
+	if !reflect.DeepEqual(host.ExtraHosts, []string{"db:10.0.0.2"}) {
+		t.Errorf("ExtraHosts = %v", host.ExtraHosts)
+	}
+	last := host.Mounts[len(host.Mounts)-1]
+	if last.Type != mount.TypeBind || last.Source != "/data" || last.Target != "/mnt/data" || !last.ReadOnly {
+		t.Errorf("host mount = %+v", last)
+	}
+}
+
+func TestResolvePolicy(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		cfg       Config
+		policy    Policy
+		wantErr   error
+		errSays   string
+		wantNote  string
+		checkFunc func(*testing.T, Resolved)
+	}{
+		{name: "privileged refused", cfg: Config{Privileged: true}, wantErr: ErrPolicy, errSays: `"privileged"`},
+		{name: "privileged allowed", cfg: Config{Privileged: true}, policy: Policy{AllowPrivileged: true}},
+		{name: "host volume refused", cfg: Config{Volumes: map[string]VolumeMount{"/etc": {Bind: "/x"}}}, wantErr: ErrPolicy, errSays: `"volumes"`},
+		{name: "image outside allow-list", cfg: Config{Image: "evil"}, policy: Policy{AllowedImages: []string{DefaultImage}}, wantErr: ErrPolicy, errSays: `"evil"`},
+		{name: "network asked, not allowed: applied off with a note", cfg: Config{NetworkEnabled: true}, wantNote: "network_enabled ignored",
+			checkFunc: func(t *testing.T, r Resolved) {
+				if r.NetworkEnabled {
+					t.Error("network must stay off")
+				}
+			}},
+		{name: "ms-enclave's default 4g memory is capped, not refused", cfg: Config{MemoryLimit: "4g"}, policy: Policy{MaxMemory: 2 << 30}, wantNote: "lowered",
+			checkFunc: func(t *testing.T, r Resolved) {
+				if r.MemoryBytes != 2<<30 {
+					t.Errorf("memory = %d", r.MemoryBytes)
+				}
+			}},
+		{name: "bad memory size", cfg: Config{MemoryLimit: "lots"}, wantErr: ErrInvalidConfig, errSays: "memory_limit"},
+		{name: "negative cpu", cfg: Config{CPULimit: -1}, wantErr: ErrInvalidConfig, errSays: "cpu_limit"},
+		{name: "relative working dir", cfg: Config{WorkingDir: "rel"}, wantErr: ErrInvalidConfig, errSays: "working_dir"},
+		{name: "root working dir", cfg: Config{WorkingDir: "/"}, wantErr: ErrInvalidConfig, errSays: "working_dir"},
+		{name: "bad env name", cfg: Config{EnvVars: map[string]string{"A=B": "x"}}, wantErr: ErrInvalidConfig, errSays: "env_vars"},
+		{name: "volume mode", cfg: Config{Volumes: map[string]VolumeMount{"/a": {Bind: "/b", Mode: "rwx"}}}, policy: Policy{AllowHostMounts: true}, wantErr: ErrInvalidConfig, errSays: "mode"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := Resolve(tc.cfg, tc.policy)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.errSays) {
+					t.Fatalf("err = %v, want %v mentioning %s", err, tc.wantErr, tc.errSays)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if tc.wantNote != "" && !strings.Contains(strings.Join(r.Notes, "|"), tc.wantNote) {
+				t.Errorf("notes %v lack %q", r.Notes, tc.wantNote)
+			}
+			if tc.checkFunc != nil {
+				tc.checkFunc(t, r)
+			}
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	good := map[string]int64{"512m": 512 << 20, "1g": 1 << 30, "1G": 1 << 30, "64mb": 64 << 20, "100": 100, "2k": 2048, "1.5g": 3 << 29, "10b": 10}
+	for in, want := range good {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "m", "-1g", "1t", "abc", "0"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) should fail", in)
+		}
+	}
+}
+
+func TestToolsConfigForms(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{`["python_executor","shell_executor"]`, `{"python_executor":{},"shell_executor":null}`} {
+		var tc ToolsConfig
+		if err := tc.UnmarshalJSON([]byte(in)); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := tc.Names(); !reflect.DeepEqual(got, []string{"python_executor", "shell_executor"}) {
+			t.Errorf("%s: names %v", in, got)
+		}
+	}
+	var tc ToolsConfig
+	if err := tc.UnmarshalJSON([]byte(`"python_executor"`)); err == nil {
+		t.Error("a bare string must be refused")
+	}
+}

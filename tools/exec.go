@@ -1,0 +1,156 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+
+	"github.com/invopop/jsonschema"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+)
+
+// PythonParams are python_executor's parameters (ms-enclave's names).
+type PythonParams struct {
+	Code    string  `json:"code" jsonschema_description:"Python 3 source code, run as a script in the sandbox's workspace. Print what you want to see: stdout comes back as the output and stderr as the error."`
+	Timeout float64 `json:"timeout,omitempty" jsonschema_description:"Seconds before the run, and every process it started, is killed. Fractions are allowed. Default 30."`
+}
+
+func pythonExecutor() Def {
+	return New(Def{
+		Name: "python_executor",
+		Description: "Run Python 3 code in an isolated sandbox and return what it prints. Each call is a fresh " +
+			"interpreter, but files in the workspace (the current directory) persist between calls in the " +
+			"session. No network access; memory, CPU, processes and time are limited. Use print() for results.",
+		Sandbox:     sandbox.TypeDocker,
+		Destructive: true,
+	}, runPython)
+}
+
+// pythonCandidates are tried in order: Debian-based images carry only python3, while some
+// others carry only python.
+var pythonCandidates = []string{"python3", "python"}
+
+func runPython(ctx context.Context, call Call, p PythonParams) (Result, error) {
+	if strings.TrimSpace(p.Code) == "" {
+		return failure("No code provided"), nil
+	}
+	timeout, err := timeoutOf("python_executor", p.Timeout, call.DefaultTimeout)
+	if err != nil {
+		return Result{}, err
+	}
+	// The code goes in on stdin, not argv: argv caps one argument at 128 KiB.
+	for _, py := range pythonCandidates {
+		res, err := runProcess(ctx, call, []string{py, "-"}, []byte(p.Code), timeout)
+		if !errors.Is(err, sandbox.ErrNotFound) {
+			return res, err
+		}
+	}
+	return failure("no Python interpreter (python3 or python) in this sandbox's image; use an image that has one, e.g. " + sandbox.DefaultImage), nil
+}
+
+// ShellParams are shell_executor's parameters (ms-enclave's names).
+type ShellParams struct {
+	Command Command `json:"command" jsonschema_description:"A command line run by /bin/sh -c (pipes, redirects and && work), or an array of strings run directly as program and arguments with no shell."`
+	Timeout float64 `json:"timeout,omitempty" jsonschema_description:"Seconds before the command, and every process it started, is killed. Fractions are allowed. Default 30."`
+}
+
+// Command is a shell command line or an argv array.
+type Command struct {
+	Line string
+	Argv []string
+}
+
+// UnmarshalJSON accepts a string or an array of strings.
+func (c *Command) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '[' {
+		if err := json.Unmarshal(b, &c.Argv); err != nil {
+			return errors.New(`parameter "command" must be a string or an array of strings`)
+		}
+		return nil
+	}
+	if err := json.Unmarshal(b, &c.Line); err != nil {
+		return errors.New(`parameter "command" must be a string or an array of strings`)
+	}
+	return nil
+}
+
+// MarshalJSON writes the form it was given.
+func (c Command) MarshalJSON() ([]byte, error) {
+	if c.Argv != nil {
+		return json.Marshal(c.Argv)
+	}
+	return json.Marshal(c.Line)
+}
+
+// JSONSchema describes the two accepted forms.
+func (Command) JSONSchema() *jsonschema.Schema {
+	return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{
+		{Type: "string"},
+		{Type: "array", Items: &jsonschema.Schema{Type: "string"}},
+	}}
+}
+
+func shellExecutor() Def {
+	return New(Def{
+		Name: "shell_executor",
+		Description: "Run a shell command in an isolated sandbox and return its output. The working directory is " +
+			"the workspace, whose files persist between calls in the session. Anything the command leaves " +
+			"running in the background is killed when it returns. No network access; memory, CPU, " +
+			"processes and time are limited.",
+		Sandbox:     sandbox.TypeDocker,
+		Destructive: true,
+	}, runShell)
+}
+
+func runShell(ctx context.Context, call Call, p ShellParams) (Result, error) {
+	argv := p.Command.Argv
+	if argv == nil {
+		if strings.TrimSpace(p.Command.Line) == "" {
+			return failure("No command provided"), nil
+		}
+		shell := "/bin/sh"
+		if s, ok := call.Options["shell"].(string); ok && s != "" {
+			shell = s
+		}
+		argv = []string{shell, "-c", p.Command.Line}
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return failure("No command provided: the array needs at least the program name"), nil
+	}
+	timeout, err := timeoutOf("shell_executor", p.Timeout, call.DefaultTimeout)
+	if err != nil {
+		return Result{}, err
+	}
+	return runProcess(ctx, call, argv, nil, timeout)
+}
+
+// runProcess runs argv in the call's sandbox and turns the outcome into a result. A program
+// that does not exist comes back as an error wrapping sandbox.ErrNotFound, so callers can try
+// another.
+func runProcess(ctx context.Context, call Call, argv []string, stdin []byte, timeout float64) (Result, error) {
+	req := sandbox.ExecRequest{Argv: argv, Stdin: stdin, TimeoutMS: int64(timeout * 1000)}
+	if opt, ok := call.Options["max_output_bytes"].(float64); ok && opt > 0 {
+		req.MaxOutputBytes = int(opt)
+	}
+	var onOutput func(sandbox.Output)
+	if call.Progress != nil {
+		req.StreamIntervalMS = 500
+		onOutput = call.Progress
+	}
+	r, err := call.Sandbox.Exec(ctx, req, onOutput)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrNotFound) {
+			return Result{}, err
+		}
+		return fromSandboxError(err)
+	}
+	memory := ""
+	if info := call.Sandbox.Info(); info.Metadata != nil {
+		memory, _ = info.Metadata["memory_limit"].(string)
+	}
+	return fromExec(r, timeout, memory), nil
+}

@@ -1,0 +1,156 @@
+package tools
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+)
+
+// Status is a tool result's outcome, with ms-enclave's values (its clients branch on them).
+type Status string
+
+// The outcomes.
+const (
+	StatusSuccess   Status = "success"
+	StatusError     Status = "error"
+	StatusTimeout   Status = "timeout"
+	StatusCancelled Status = "cancelled"
+)
+
+// Result is what a tool returns, in ms-enclave's ToolResult shape plus the fields a program
+// needs to tell outcomes apart (exit code, signal, truncation, OOM).
+type Result struct {
+	Status   Status `json:"status"`
+	ToolName string `json:"tool_name"`
+	// Output is stdout, or what the operation produced.
+	Output string `json:"output"`
+	// Error is stderr and, for failures, what went wrong.
+	Error string `json:"error"`
+	// ExecutionTime is in seconds.
+	ExecutionTime float64        `json:"execution_time"`
+	ExitCode      *int           `json:"exit_code,omitempty"`
+	Signal        string         `json:"signal,omitempty"`
+	Truncated     bool           `json:"truncated"`
+	OOMKilled     bool           `json:"oom_killed,omitempty"`
+	Metadata      map[string]any `json:"metadata"`
+	Timestamp     time.Time      `json:"timestamp"`
+}
+
+// OK reports whether the result is a success.
+func (r Result) OK() bool { return r.Status == StatusSuccess }
+
+// Text is the result as a person (or a model) reads it: output, then errors.
+func (r Result) Text() string {
+	var b strings.Builder
+	b.WriteString(r.Output)
+	if r.Error != "" {
+		if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") {
+			b.WriteByte('\n')
+		}
+		b.WriteString(r.Error)
+	}
+	if b.Len() == 0 {
+		switch r.Status {
+		case StatusSuccess:
+			return "(no output)"
+		default:
+			return string(r.Status)
+		}
+	}
+	return b.String()
+}
+
+// failure is a result for an operation that could not be done; msg says why.
+func failure(msg string) Result {
+	return Result{Status: StatusError, Error: msg}
+}
+
+// fromExec turns a finished process into a result. A process that ran is never a Go error:
+// its exit code, signal and output are all reported, and only the status says how it went.
+func fromExec(r sandbox.ExecResult, timeout float64, memoryLimit string) Result {
+	exit := r.ExitCode
+	res := Result{
+		Output:        r.Stdout,
+		Error:         r.Stderr,
+		ExecutionTime: r.DurationMS / 1000,
+		ExitCode:      &exit,
+		Signal:        r.Signal,
+		Truncated:     r.Truncated,
+		OOMKilled:     r.OOMKilled,
+		Metadata:      map[string]any{"exit_code": r.ExitCode, "duration_ms": math.Round(r.DurationMS*1000) / 1000},
+	}
+	if r.Signal != "" {
+		res.Metadata["signal"] = r.Signal
+	}
+	if r.Truncated {
+		res.Metadata["omitted_bytes"] = r.OmittedBytes
+	}
+	if r.Reaped > 0 {
+		res.Metadata["reaped_processes"] = r.Reaped
+	}
+	var notes []string
+	switch {
+	case r.TimedOut:
+		res.Status = StatusTimeout
+		notes = append(notes, fmt.Sprintf("timed out after %gs: the process and everything it started were killed", timeout))
+	case r.Cancelled:
+		res.Status = StatusCancelled
+		notes = append(notes, "cancelled: the process and everything it started were killed")
+	case r.OOMKilled:
+		res.Status = StatusError
+		notes = append(notes, fmt.Sprintf("killed: out of memory (the sandbox's memory limit is %s)", memoryLimit))
+	case r.Signal != "":
+		res.Status = StatusError
+		notes = append(notes, "killed by "+r.Signal)
+	case r.ExitCode != 0:
+		res.Status = StatusError
+		notes = append(notes, fmt.Sprintf("exit code %d", r.ExitCode))
+	default:
+		res.Status = StatusSuccess
+	}
+	if r.Truncated {
+		notes = append(notes, fmt.Sprintf("output truncated: %d bytes omitted from the middle", r.OmittedBytes))
+	}
+	for _, n := range notes {
+		if res.Error != "" && !strings.HasSuffix(res.Error, "\n") {
+			res.Error += "\n"
+		}
+		res.Error += "[" + n + "]"
+	}
+	return res
+}
+
+// fromSandboxError turns a failure to run into a result the model can act on. Errors that are
+// not the model's to fix (the engine is down) are returned as Go errors instead.
+func fromSandboxError(err error) (Result, error) {
+	var ae *sandbox.AgentError
+	if errors.As(err, &ae) {
+		return failure(ae.Message), nil
+	}
+	if errors.Is(err, sandbox.ErrClosed) {
+		return failure(err.Error() + "; the next call starts a fresh sandbox (files in the old one are lost)"), nil
+	}
+	return Result{}, err
+}
+
+// timeoutOf validates a call's timeout (seconds, fractions allowed) against the default and a
+// hard upper bound.
+func timeoutOf(tool string, asked, def float64) (float64, error) {
+	const maxTimeout = 3600
+	switch {
+	case asked == 0:
+		if def <= 0 {
+			def = sandbox.DefaultTimeout
+		}
+		return def, nil
+	case asked < 0 || math.IsNaN(asked):
+		return 0, argErrorf(tool, "timeout must be a positive number of seconds, got %v", asked)
+	case asked > maxTimeout:
+		return 0, argErrorf(tool, "timeout %vs is over the %ds maximum", asked, maxTimeout)
+	}
+	return asked, nil
+}
