@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
@@ -85,8 +86,12 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 		StdinOnce:    true,
 	}
 
-	tmpfsOpts := func(size int64) string {
-		return fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", size)
+	// The engine copies an existing directory's owner and mode onto a tmpfs mounted over it,
+	// so mode=1777 alone is not enough where the image has the directory: the workspace is
+	// also owned by the sandbox user when that user is numeric.
+	workspaceOpts := fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", c.WorkspaceBytes)
+	if uid, gid, ok := numericUser(c.User); ok {
+		workspaceOpts += ",uid=" + uid + ",gid=" + gid
 	}
 	network := container.NetworkMode("none")
 	if c.NetworkEnabled {
@@ -105,8 +110,8 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 		// The protocol runs over stdout: a log driver would copy every message to disk.
 		LogConfig: container.LogConfig{Type: "none"},
 		Tmpfs: map[string]string{
-			c.WorkingDir: tmpfsOpts(c.WorkspaceBytes),
-			"/tmp":       tmpfsOpts(c.TmpBytes),
+			c.WorkingDir: workspaceOpts,
+			"/tmp":       fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", c.TmpBytes),
 		},
 		Mounts: []mount.Mount{{
 			Type:     mount.TypeVolume,
@@ -136,4 +141,23 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 		})
 	}
 	return cfg, host
+}
+
+// numericUser splits "uid[:gid]" when both are numbers ("root" counts as 0:0); a user name
+// only the image knows gives ok false.
+func numericUser(user string) (uid, gid string, ok bool) {
+	if user == "root" {
+		return "0", "0", true
+	}
+	uid, gid, found := strings.Cut(user, ":")
+	if !found {
+		gid = uid
+	}
+	if _, err := strconv.ParseUint(uid, 10, 32); err != nil {
+		return "", "", false
+	}
+	if _, err := strconv.ParseUint(gid, 10, 32); err != nil {
+		return "", "", false
+	}
+	return uid, gid, true
 }

@@ -62,7 +62,7 @@ func TestContainerSpecHardenedDefaults(t *testing.T) {
 		{"MemorySwap (no swap)", host.MemorySwap, int64(DefaultMemory)},
 		{"NanoCPUs", host.NanoCPUs, int64(1e9)},
 		{"PidsLimit", *host.PidsLimit, int64(DefaultPids)},
-		{"workspace tmpfs", host.Tmpfs["/sandbox"], "rw,exec,nosuid,nodev,size=536870912,mode=1777"},
+		{"workspace tmpfs", host.Tmpfs["/sandbox"], "rw,exec,nosuid,nodev,size=536870912,mode=1777,uid=1000,gid=1000"},
 		{"tmp tmpfs", host.Tmpfs["/tmp"], "rw,exec,nosuid,nodev,size=67108864,mode=1777"},
 		{"mounts", host.Mounts, []mount.Mount{{Type: mount.TypeVolume, Source: "agentvol", Target: "/.enclave", ReadOnly: true, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}}},
 	}
@@ -162,6 +162,28 @@ func TestResolvePolicy(t *testing.T) {
 				tc.checkFunc(t, r)
 			}
 		})
+	}
+}
+
+func TestNumericUser(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in       string
+		uid, gid string
+		ok       bool
+	}{
+		{"1000:1000", "1000", "1000", true},
+		{"1000", "1000", "1000", true},
+		{"0:5", "0", "5", true},
+		{"root", "0", "0", true},
+		{"sandbox", "", "", false},
+		{"1000:staff", "", "", false},
+	}
+	for _, tc := range tests {
+		uid, gid, ok := numericUser(tc.in)
+		if uid != tc.uid || gid != tc.gid || ok != tc.ok {
+			t.Errorf("numericUser(%q) = %q, %q, %v; want %q, %q, %v", tc.in, uid, gid, ok, tc.uid, tc.gid, tc.ok)
+		}
 	}
 }
 
