@@ -422,16 +422,20 @@ func signalName(sig syscall.Signal) string {
 	return "SIG" + strconv.Itoa(int(sig))
 }
 
-// OOM-kill counters of the sandbox's memory cgroup: the v2 file first, then v1's.
+// oomCounterFiles hold the OOM-kill counter of the sandbox's memory cgroup: cgroup v2's
+// first, then v1's. Inside a container /sys/fs/cgroup is the container's own cgroup.
 var oomCounterFiles = []string{
 	"/sys/fs/cgroup/memory.events",
 	"/sys/fs/cgroup/memory/memory.oom_control",
 }
 
 // readOOMKills returns how many processes the kernel's OOM killer has killed in the
-// sandbox's cgroup, if it can tell.
-func readOOMKills() (int64, bool) {
-	for _, name := range oomCounterFiles {
+// sandbox, if it can tell.
+func readOOMKills() (int64, bool) { return oomKills(oomCounterFiles) }
+
+// oomKills reads the "oom_kill N" line of the first of files that has one.
+func oomKills(files []string) (int64, bool) {
+	for _, name := range files {
 		data, err := os.ReadFile(name)
 		if err != nil {
 			continue

@@ -97,7 +97,9 @@ func TestExecTimeoutKillsWholeTree(t *testing.T) {
 				outcomes <- outcome{marker, tag}
 				started := time.Now()
 				res := a.exec(wire.Exec{Argv: sh(strings.ReplaceAll(tc.script, "%s", marker)), Env: []string{tag}, TimeoutMS: 300})
-				if elapsed := time.Since(started); elapsed > 2*time.Second {
+				elapsed := time.Since(started)
+				t.Logf("result after %v", elapsed)
+				if elapsed > 2*time.Second {
 					t.Errorf("result after %v for a 300 ms timeout", elapsed)
 				}
 				if !res.TimedOut || res.Cancelled {
@@ -261,7 +263,7 @@ func TestExecOutputCaps(t *testing.T) {
 					t.Error("output is not valid UTF-8")
 				}
 				encoded, _ := json.Marshal(out)
-				if max := tc.limit + len(omissionMarker(res.OmittedBytes)) + 2; len(encoded) > max {
+				if max := tc.limit + markerSize(res.OmittedBytes) + 2; len(encoded) > max {
 					t.Errorf("encoded output is %d bytes, over %d", len(encoded), max)
 				}
 			}
@@ -411,5 +413,51 @@ func TestNoZombies(t *testing.T) {
 	}
 	if !eventually(5*time.Second, func() bool { return zombies() == 0 }) {
 		t.Errorf("%d zombie children left", zombies())
+	}
+}
+
+func TestOOMKills(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	v2 := write("memory.events", "low 0\nhigh 0\nmax 12\noom 4\noom_kill 3\noom_group_kill 0\n")
+	v1 := write("memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+	missing := filepath.Join(dir, "missing")
+	tests := []struct {
+		name  string
+		files []string
+		n     int64
+		ok    bool
+	}{
+		{"cgroup v2", []string{v2, v1}, 3, true},
+		{"cgroup v1", []string{missing, v1}, 2, true},
+		{"none", []string{missing}, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if n, ok := oomKills(tc.files); n != tc.n || ok != tc.ok {
+				t.Errorf("oomKills = %d %v, want %d %v", n, ok, tc.n, tc.ok)
+			}
+		})
+	}
+}
+
+func TestBackgroundJobTimeout(t *testing.T) {
+	a := startAgent(t)
+	tag := newTag()
+	a.exec(wire.Exec{Argv: sh("sleep 30 & sleep 30"), Env: []string{tag}, Background: true, TimeoutMS: 200})
+	if !eventually(5*time.Second, func() bool {
+		jobs := a.call(wire.Request{Op: wire.OpJobs}).Jobs
+		return len(jobs) == 1 && !jobs[0].Running && jobs[0].Signal == "SIGKILL"
+	}) {
+		t.Fatalf("job not killed at its timeout: %+v", a.call(wire.Request{Op: wire.OpJobs}).Jobs)
+	}
+	if left := tagged(tag); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
 	}
 }

@@ -182,16 +182,19 @@ func (c *capture) tailBytes() []byte {
 // text returns the captured output as valid UTF-8: all of it if it encodes within the
 // limit, else head + omission marker + tail, with the count of raw bytes left out.
 func (c *capture) text() (text string, truncated bool, omitted int64) {
-	tail := c.tailBytes()
-	if c.total == int64(len(c.head)+len(tail)) {
-		all := make([]byte, 0, len(c.head)+len(tail))
-		all = append(append(all, c.head...), tail...)
+	headFrom, tailFrom := c.head, c.tailBytes()
+	if c.total == int64(len(headFrom)+len(tailFrom)) {
+		all := make([]byte, 0, len(headFrom)+len(tailFrom))
+		all = append(append(all, headFrom...), tailFrom...)
 		if encodedLen(all) <= c.limit {
 			return validText(all), false, 0
 		}
+		// Nothing was dropped yet, so the tail may begin inside the head buffer.
+		headFrom = all
+		tailFrom = all[len(fitPrefix(all, c.headLimit)):]
 	}
-	head := fitPrefix(c.head, c.headLimit)
-	tail = fitSuffix(tail, c.limit-c.headLimit)
+	head := fitPrefix(headFrom, c.headLimit)
+	tail := fitSuffix(tailFrom, c.limit-c.headLimit)
 	omitted = c.total - int64(len(head)) - int64(len(tail))
 	return validText(head) + omissionMarker(omitted) + validText(tail), true, omitted
 }
@@ -236,12 +239,24 @@ func (s *stream) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	s.all.Write(p)
 	if s.chunk != nil {
-		s.chunk.Write(s.carry)
-		whole := len(p) - incompleteSuffix(p)
-		s.chunk.Write(p[:whole])
-		s.carry = append(s.carry[:0], p[whole:]...)
+		s.writeChunk(p)
 	}
 	return len(p), nil
+}
+
+func (s *stream) writeChunk(p []byte) {
+	// First complete the rune held back from the previous write, if p continues it.
+	for len(s.carry) > 0 && len(p) > 0 && !utf8.FullRune(s.carry) && !utf8.RuneStart(p[0]) {
+		s.carry = append(s.carry, p[0])
+		p = p[1:]
+	}
+	if len(p) == 0 && !utf8.FullRune(s.carry) {
+		return // still incomplete (or nothing held)
+	}
+	s.chunk.Write(s.carry)
+	whole := len(p) - incompleteSuffix(p)
+	s.chunk.Write(p[:whole])
+	s.carry = append(s.carry[:0], p[whole:]...)
 }
 
 // takeChunk returns the output since the previous call and starts a new chunk. With final

@@ -147,12 +147,12 @@ func (t *tree) kill() int {
 	killed := make(map[int]bool)
 	pause := time.Duration(0)
 	for range killRounds {
-		// The group kill is atomic against forks within the group; the scan is not.
-		syscall.Kill(-t.root, syscall.SIGKILL)
 		pids := t.members(readProcs())
 		if len(pids) == 0 {
 			break
 		}
+		// The group kill is atomic against forks within the group; the scan is not.
+		syscall.Kill(-t.root, syscall.SIGKILL)
 		for _, pid := range pids {
 			syscall.Kill(pid, syscall.SIGKILL)
 			killed[pid] = true

@@ -18,9 +18,9 @@ import (
 // ImageSpec describes an image built offline from Debian packages: debootstrap makes a
 // minimal root file system, and the engine imports it. No registry is needed.
 type ImageSpec struct {
-	Tag    string
-	Suite  string   // Debian release, e.g. "bookworm"
-	Mirror string   // Debian mirror URL
+	Tag     string
+	Suite   string   // Debian release, e.g. "bookworm"
+	Mirror  string   // Debian mirror URL
 	Include []string // packages added to the minimal base
 	// Setup runs in the new root file system (chroot) after debootstrap, e.g. an apt-get
 	// install of packages whose dependencies debootstrap cannot resolve.

@@ -114,10 +114,10 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 			"/tmp":       fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", c.TmpBytes),
 		},
 		Mounts: []mount.Mount{{
-			Type:     mount.TypeVolume,
-			Source:   in.AgentVolume,
-			Target:   agentDir,
-			ReadOnly: true,
+			Type:          mount.TypeVolume,
+			Source:        in.AgentVolume,
+			Target:        agentDir,
+			ReadOnly:      true,
 			VolumeOptions: &mount.VolumeOptions{NoCopy: true},
 		}},
 		Resources: container.Resources{

@@ -97,6 +97,10 @@ func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 	check(true, "engine", fmt.Sprintf("Docker %s, API %s (negotiated %s), %s, cgroup v%s", report.ServerVersion, report.APIVersion, report.ClientAPIVersion, report.OS, report.CgroupVersion), "")
 	check(true, "agent binary", report.AgentBinary+" (static)", "")
 	for _, img := range report.Images {
+		if img.Tag == sandbox.DefaultNotebookImage && !img.Present {
+			fmt.Fprintf(out, "[note] %-22s missing (only notebook sandboxes need it)\n", "image "+img.Tag)
+			continue
+		}
 		check(img.Present, "image "+img.Tag, map[bool]string{true: "present", false: "missing"}[img.Present],
 			"enclave-mcp images build")
 	}

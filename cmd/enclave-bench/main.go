@@ -1,0 +1,291 @@
+// Command enclave-bench measures how long enclave-mcp's sandbox operations take on a real
+// Docker engine, and prints a Markdown table of medians (with p90, min and the number of
+// runs) to stdout.
+//
+// Every "ours" figure goes through the same code an MCP tool call does: tools.Def.Invoke on
+// a sandbox.DockerSandbox created by sandbox.Engine, whose requests travel as JSON lines over
+// the container's attached stdio to our agent, which runs as the container's PID 1. The
+// create and removal figures call Engine.Create and DockerSandbox.Close directly.
+//
+// Beside each figure is a baseline measured in the same run on the same engine: the same
+// work done the plain way, through the Docker API with no agent. For commands that is one
+// `docker exec` per call (exec create, attach, read all output, exec inspect for the exit
+// code) in the very same sandbox container, as the same user; for creates and removals it is
+// a container with the same image, limits and hardening whose PID 1 is `sleep`. The baseline
+// exists because absolute times depend on the machine: the ratio (baseline median / ours)
+// says what the resident agent buys, and it survives a change of hardware far better than
+// the milliseconds do. Targets come from our performance issue and are checked against our
+// medians.
+//
+// Usage (from the module root; `make bench` does this after `make build`):
+//
+//	go run ./cmd/enclave-bench [-n 30] [-json results.json] [-agent-binary bin/enclave-mcp] [-slow]
+//
+// The agent binary must be a static build. Unless -agent-binary is given, bin/enclave-mcp is
+// used when it is newer than every Go source file of the module; otherwise a fresh one is
+// built (CGO_ENABLED=0) into a temporary directory. Every container the benchmark creates is
+// removed before it exits, on errors and on Ctrl-C too. The agent volume (one per agent
+// build, shared by all sandboxes) is left in place, as enclave-mcp itself leaves it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+type options struct {
+	n           int
+	jsonPath    string
+	agentBinary string
+	agentSet    bool // -agent-binary was given explicitly
+	slow        bool
+	image       string
+}
+
+func run() int {
+	var opts options
+	flag.IntVar(&opts.n, "n", 30, "runs per operation (creates and removals use max(5, n/3), concurrent creates 3 to 5 rounds)")
+	flag.StringVar(&opts.jsonPath, "json", "", "also write machine-readable results to this file (- for stdout, after the table)")
+	flag.StringVar(&opts.agentBinary, "agent-binary", "bin/enclave-mcp", "static enclave-mcp binary run as the sandboxes' agent (the default path is relative to the module root, and is rebuilt when missing or stale)")
+	flag.BoolVar(&opts.slow, "slow", false, "also measure `docker stop` + remove of a container whose PID 1 ignores SIGTERM (about 10 s per run, 2 runs)")
+	flag.StringVar(&opts.image, "image", sandbox.DefaultImage, "sandbox image")
+	flag.Parse()
+	flag.Visit(func(f *flag.Flag) { opts.agentSet = opts.agentSet || f.Name == "agent-binary" })
+	if opts.n < 1 || flag.NArg() > 0 {
+		flag.Usage()
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := runBench(ctx, opts); err != nil {
+		fmt.Fprintf(os.Stderr, "enclave-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runBench(ctx context.Context, opts options) (err error) {
+	agentPath, cleanupAgent, err := agentBinary(ctx, opts)
+	if err != nil {
+		return err
+	}
+	defer cleanupAgent()
+
+	cfg, err := sandbox.Resolve(sandbox.Config{Image: opts.image}, sandbox.Policy{})
+	if err != nil {
+		return fmt.Errorf("resolving the sandbox config: %w", err)
+	}
+	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: agentPath})
+	if err != nil {
+		return fmt.Errorf("connecting to the engine (try scripts/ensure-docker.sh): %w", err)
+	}
+	defer engine.Close()
+	cli := engine.Client()
+
+	ver, err := cli.ServerVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("asking the engine for its version: %w", err)
+	}
+	if _, err := cli.ImageInspect(ctx, cfg.Image); err != nil {
+		return fmt.Errorf("image %s is not on the engine (build it with `make setup`): %w", cfg.Image, err)
+	}
+
+	track := newTracker()
+	runID := sandbox.NewID()
+	defer func() {
+		// The measurement context may be cancelled already; cleanup gets its own.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if cerr := track.cleanup(cctx, cli, engine, runID); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+		}
+	}()
+
+	rep := &report{
+		Engine:     ver.Version,
+		APIVersion: cli.ClientVersion(),
+		Kernel:     ver.KernelVersion,
+		Nproc:      runtime.NumCPU(),
+		Image:      cfg.Image,
+		Agent:      agentPath,
+		N:          opts.n,
+		Started:    time.Now().UTC(),
+	}
+	b := &bench{
+		engine: engine,
+		cli:    cli,
+		cfg:    cfg,
+		track:  track,
+		base:   &baseline{cli: cli, cfg: cfg, runID: runID, track: track},
+		n:      opts.n,
+		slow:   opts.slow,
+		rep:    rep,
+	}
+	fmt.Fprintf(os.Stderr, "enclave-bench: %s\nenclave-bench: containers are labelled %s=%s (sandboxes) and %s=%s (baseline)\n",
+		rep.header(), sandbox.LabelInstance, engine.Instance(), benchLabel, runID)
+	start := time.Now()
+	runErr := b.all(ctx)
+	rep.Took = time.Since(start).Round(time.Millisecond).String()
+
+	// What was measured is printed even when a later operation failed.
+	if len(rep.Rows) > 0 {
+		printReport(os.Stdout, rep)
+	}
+	if opts.jsonPath != "" && len(rep.Rows) > 0 {
+		if err := writeJSON(opts.jsonPath, rep); err != nil {
+			runErr = errors.Join(runErr, err)
+		}
+	}
+	return runErr
+}
+
+// agentBinary returns the agent executable to inject, building one when needed, and a
+// function that removes what it built.
+func agentBinary(ctx context.Context, opts options) (string, func(), error) {
+	nothing := func() {}
+	if opts.agentSet {
+		return opts.agentBinary, nothing, nil
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", nothing, err
+	}
+	path := opts.agentBinary
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(root, path)
+	}
+	info, statErr := os.Stat(path)
+	if statErr == nil {
+		newest, err := newestSource(root)
+		if err != nil {
+			return "", nothing, err
+		}
+		if !newest.After(info.ModTime()) {
+			return path, nothing, nil
+		}
+	}
+	dir, err := os.MkdirTemp("", "enclave-bench-")
+	if err != nil {
+		return "", nothing, fmt.Errorf("making a directory for the agent build: %w", err)
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	built := filepath.Join(dir, "enclave-mcp")
+	reason := "missing"
+	if statErr == nil {
+		reason = "older than the sources"
+	}
+	fmt.Fprintf(os.Stderr, "enclave-bench: %s is %s; building a static agent into %s\n", path, reason, built)
+	if err := goBuild(ctx, root, built); err != nil {
+		cleanup()
+		if statErr == nil {
+			fmt.Fprintf(os.Stderr, "enclave-bench: %v\nenclave-bench: using the stale %s\n", err, path)
+			return path, nothing, nil
+		}
+		return "", nothing, err
+	}
+	return built, cleanup, nil
+}
+
+// moduleRoot is the directory of the go.mod `go env GOMOD` names.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, goTool(), "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the module root with `go env GOMOD`: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("finding the module root: not inside a Go module; run from the enclave-mcp checkout or pass -agent-binary")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+// newestSource is the latest modification time of the module's non-test Go files, this
+// command's own excepted (it is not part of the agent).
+func newestSource(root string) (time.Time, error) {
+	var newest time.Time
+	skip := filepath.Join(root, "cmd", "enclave-bench")
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if p == skip || (p != root && strings.HasPrefix(d.Name(), ".")) || d.Name() == "testdata" {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(p, ".go") && d.Name() != "go.mod" && d.Name() != "go.sum" {
+			return nil
+		}
+		if strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.ModTime().After(newest) {
+			newest = info.ModTime()
+		}
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("checking whether the agent binary is up to date: %w", err)
+	}
+	return newest, nil
+}
+
+func goBuild(ctx context.Context, root, out string) error {
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, "./cmd/enclave-mcp")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building the agent (CGO_ENABLED=0 go build ./cmd/enclave-mcp in %s): %w", root, err)
+	}
+	return nil
+}
+
+// goTool is the go command: the one on PATH, else the toolchain this program was built with.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+func writeJSON(path string, rep *report) error {
+	data, err := json.MarshalIndent(rep.toJSON(), "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding JSON results: %w", err)
+	}
+	data = append(data, '\n')
+	if path == "-" {
+		_, err = os.Stdout.Write(data)
+	} else {
+		err = os.WriteFile(path, data, 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("writing JSON results: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,449 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/tools"
+)
+
+// Targets from the performance issue, checked against our medians.
+const (
+	targetPython     = 25 * time.Millisecond
+	targetShell      = 5 * time.Millisecond
+	targetFile       = 5 * time.Millisecond
+	targetRemove     = 300 * time.Millisecond
+	targetConcurrent = 1500 * time.Millisecond
+)
+
+// concurrentCreates is how many sandboxes the concurrency test starts at once.
+const concurrentCreates = 10
+
+type bench struct {
+	engine *sandbox.Engine
+	cli    *client.Client
+	cfg    sandbox.Resolved
+	track  *tracker
+	base   *baseline
+	n      int
+	slow   bool
+	rep    *report
+}
+
+// createRuns is the run count for operations that create a container per run.
+func (b *bench) createRuns() int { return max(5, b.n/3) }
+
+// concurrentRounds is the run count for the concurrent-create test: 3 to 5 rounds.
+func (b *bench) concurrentRounds() int { return min(5, max(3, b.n/10)) }
+
+// all measures every operation in turn, adding a row per operation to the report.
+func (b *bench) all(ctx context.Context) error {
+	fmt.Fprintln(os.Stderr, "sandbox lifecycle:")
+	if err := b.createAndRemove(ctx); err != nil {
+		return err
+	}
+
+	// The per-call operations share one sandbox, and the baseline's docker exec runs in the
+	// same container as the same user.
+	sb, err := b.newSandbox(ctx)
+	if err != nil {
+		return fmt.Errorf("creating the sandbox for the per-call operations: %w", err)
+	}
+	defer b.closeSandbox(context.WithoutCancel(ctx), sb)
+	fmt.Fprintf(os.Stderr, "per-call operations in sandbox %s (container %.12s):\n", sb.ID(), sb.ContainerID())
+	if err := b.perCall(ctx, sb); err != nil {
+		return err
+	}
+	if err := b.breakdown(ctx, sb); err != nil {
+		return err
+	}
+
+	fmt.Fprintf(os.Stderr, "%d concurrent creates:\n", concurrentCreates)
+	return b.concurrent(ctx)
+}
+
+func (b *bench) newSandbox(ctx context.Context) (*sandbox.DockerSandbox, error) {
+	sb, err := b.engine.Create(ctx, sandbox.CreateOptions{Config: b.cfg, Owner: "enclave-bench"})
+	if err != nil {
+		return nil, err
+	}
+	b.track.addSandbox(sb)
+	return sb, nil
+}
+
+func (b *bench) closeSandbox(ctx context.Context, sb *sandbox.DockerSandbox) error {
+	if err := sb.Close(ctx); err != nil {
+		return fmt.Errorf("closing sandbox %s: %w", sb.ID(), err)
+	}
+	b.track.dropSandbox(sb)
+	return nil
+}
+
+// createAndRemove measures a sandbox's create (until its agent answers) and its removal,
+// each against a plain container's create+start and force remove.
+func (b *bench) createAndRemove(ctx context.Context) error {
+	runs := b.createRuns()
+
+	create := row{Op: "sandbox create+start → ready", Baseline: "ContainerCreate+ContainerStart, PID 1 `sleep`"}
+	var err error
+	create.Ours, err = measure(ctx, "ours: Engine.Create", runs, func(w *stopwatch) error {
+		sb, err := b.newSandbox(ctx)
+		w.stop()
+		if err != nil {
+			return err
+		}
+		return b.closeSandbox(context.WithoutCancel(ctx), sb)
+	})
+	if err != nil {
+		return err
+	}
+	create.Docker, err = measure(ctx, "docker: create+start", runs, func(w *stopwatch) error {
+		id, err := b.base.createStart(ctx)
+		w.stop()
+		if err != nil {
+			return err
+		}
+		return b.base.remove(context.WithoutCancel(ctx), id)
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.add(create)
+
+	remove := row{Op: "sandbox removal (Close: force remove)", Baseline: "ContainerRemove force (`docker rm -f`), PID 1 `sleep`", Target: targetRemove}
+	remove.Ours, err = measure(ctx, "ours: DockerSandbox.Close", runs, func(w *stopwatch) error {
+		sb, err := b.newSandbox(ctx)
+		if err != nil {
+			return err
+		}
+		w.restart()
+		return b.closeSandbox(ctx, sb)
+	})
+	if err != nil {
+		return err
+	}
+	remove.Docker, err = measure(ctx, "docker: rm -f", runs, func(w *stopwatch) error {
+		id, err := b.base.createStart(ctx)
+		if err != nil {
+			return err
+		}
+		w.restart()
+		return b.base.remove(ctx, id)
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.add(remove)
+
+	// Close is a force remove (SIGKILL, no grace), so what PID 1 does with SIGTERM cannot
+	// matter to it. This row shows what the polite way would cost with a PID 1 that ignores
+	// SIGTERM; ours has no such path, so it has no "ours" figure.
+	stopRow := row{Op: "removal the polite way: `docker stop` + rm, PID 1 ignores SIGTERM", Baseline: "ContainerStop (10 s grace) + ContainerRemove"}
+	if !b.slow {
+		stopRow.Skipped = "skipped (use -slow)"
+		b.rep.add(stopRow)
+		return nil
+	}
+	// No warm-up run: the remove path was just warmed, and each run costs the full grace.
+	stopRow.Docker, err = measureNoWarmup(ctx, "docker: stop + rm (slow)", 2, func(w *stopwatch) error {
+		id, err := b.base.createStart(ctx)
+		if err != nil {
+			return err
+		}
+		w.restart()
+		return b.base.stopRemove(ctx, id)
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.add(stopRow)
+	return nil
+}
+
+// invoke runs one tool call the way the MCP server does and insists on success.
+func invoke(ctx context.Context, def tools.Def, sb sandbox.Sandbox, args any) (tools.Result, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return tools.Result{}, fmt.Errorf("encoding %s arguments: %w", def.Name, err)
+	}
+	res, err := def.Invoke(ctx, tools.Call{Sandbox: sb, DefaultTimeout: 30}, raw)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", def.Name, err)
+	}
+	if !res.OK() {
+		return res, fmt.Errorf("%s: status %s: %s", def.Name, res.Status, res.Text())
+	}
+	return res, nil
+}
+
+// toolDefs returns the built-in tools by name.
+func toolDefs() (map[string]tools.Def, error) {
+	defs := map[string]tools.Def{}
+	for _, d := range tools.All() {
+		defs[d.Name] = d
+	}
+	for _, name := range []string{"python_executor", "shell_executor", "file_operation"} {
+		if _, ok := defs[name]; !ok {
+			return nil, fmt.Errorf("tools.All() has no %s", name)
+		}
+	}
+	return defs, nil
+}
+
+// agentMS is the process run time the agent reports in an exec result's metadata.
+func agentMS(res tools.Result) (time.Duration, bool) {
+	v, ok := res.Metadata["duration_ms"].(float64)
+	return time.Duration(v * float64(time.Millisecond)), ok
+}
+
+// perCall measures the tool calls against docker exec of the same command.
+func (b *bench) perCall(ctx context.Context, sb *sandbox.DockerSandbox) error {
+	defs, err := toolDefs()
+	if err != nil {
+		return err
+	}
+	user := b.cfg.User
+	exec := func(argv []string, stdin []byte, want string) error {
+		out, errOut, code, err := dockerExec(ctx, b.cli, sb.ContainerID(), user, argv, stdin)
+		if err != nil {
+			return err
+		}
+		if code != 0 || out != want {
+			return fmt.Errorf("docker exec %q: exit %d, stdout %q, stderr %q; want exit 0 and stdout %q", argv, code, out, errOut, want)
+		}
+		return nil
+	}
+
+	// python_executor print(1).
+	python := row{Op: "python_executor `print(1)`", Baseline: "docker exec `python3 -c 'print(1)'`", Target: targetPython}
+	var pyAgent []time.Duration
+	python.Ours, err = measure(ctx, "ours: python_executor print(1)", b.n, func(*stopwatch) error {
+		res, err := invoke(ctx, defs["python_executor"], sb, map[string]any{"code": "print(1)"})
+		if err != nil {
+			return err
+		}
+		if res.Output != "1\n" {
+			return fmt.Errorf("python_executor printed %q, want \"1\\n\"", res.Output)
+		}
+		if d, ok := agentMS(res); ok {
+			pyAgent = append(pyAgent, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	python.Docker, err = measure(ctx, "docker: exec python3 -c print(1)", b.n, func(*stopwatch) error {
+		return exec([]string{"python3", "-c", "print(1)"}, nil, "1\n")
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.add(python)
+	b.rep.addAgentTime(python.Op, python.Ours, pyAgent)
+
+	// shell_executor echo hi.
+	shell := row{Op: "shell_executor `echo hi`", Baseline: "docker exec `sh -c 'echo hi'`", Target: targetShell}
+	var shAgent []time.Duration
+	shell.Ours, err = measure(ctx, "ours: shell_executor echo hi", b.n, func(*stopwatch) error {
+		res, err := invoke(ctx, defs["shell_executor"], sb, map[string]any{"command": "echo hi"})
+		if err != nil {
+			return err
+		}
+		if res.Output != "hi\n" {
+			return fmt.Errorf("shell_executor printed %q, want \"hi\\n\"", res.Output)
+		}
+		if d, ok := agentMS(res); ok {
+			shAgent = append(shAgent, d)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	shell.Docker, err = measure(ctx, "docker: exec sh -c 'echo hi'", b.n, func(*stopwatch) error {
+		return exec([]string{"sh", "-c", "echo hi"}, nil, "hi\n")
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.add(shell)
+	b.rep.addAgentTime(shell.Op, shell.Ours, shAgent)
+
+	// file_operation: write then read 1 KB, both calls in one sample.
+	content := strings.Repeat("0123456789abcdef", 64) // 1 KiB of text
+	file := row{Op: "file_operation write + read, 1 KB", Baseline: "docker exec `sh -c 'cat > f'` (stdin) + `cat f`", Target: targetFile}
+	file.Ours, err = measure(ctx, "ours: file_operation write+read 1 KB", b.n, func(*stopwatch) error {
+		const path = "bench-ours.txt"
+		if _, err := invoke(ctx, defs["file_operation"], sb, map[string]any{"operation": "write", "file_path": path, "content": content}); err != nil {
+			return err
+		}
+		res, err := invoke(ctx, defs["file_operation"], sb, map[string]any{"operation": "read", "file_path": path})
+		if err != nil {
+			return err
+		}
+		if res.Output != content {
+			return fmt.Errorf("file_operation read back %d bytes that differ from the %d written", len(res.Output), len(content))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	file.Docker, err = measure(ctx, "docker: exec cat > f, cat f", b.n, func(*stopwatch) error {
+		path := b.cfg.WorkingDir + "/bench-docker.txt"
+		if err := exec([]string{"sh", "-c", "cat > " + path}, []byte(content), ""); err != nil {
+			return err
+		}
+		return exec([]string{"cat", path}, nil, content)
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.add(file)
+	return nil
+}
+
+// breakdown splits a tool call's time into its parts, to show where it goes: argument
+// decoding in the tool layer, the agent round trip (a trivial process through
+// DockerSandbox.Exec, below the tool layer), and the process's own run time as the agent
+// reports it. docker exec of the same trivial process is the baseline's floor.
+func (b *bench) breakdown(ctx context.Context, sb *sandbox.DockerSandbox) error {
+	defs, err := toolDefs()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "where the time goes:")
+
+	bind, err := measure(ctx, "tool layer: python_executor Def.Bind", b.n, func(*stopwatch) error {
+		_, err := defs["python_executor"].Bind(json.RawMessage(`{"code":"print(1)"}`))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.addPart("tool layer: argument decoding (Def.Bind, no sandbox)", bind, nil)
+
+	var trueAgent []time.Duration
+	direct, err := measure(ctx, "DockerSandbox.Exec /bin/true", b.n, func(*stopwatch) error {
+		res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"/bin/true"}, TimeoutMS: 30000}, nil)
+		if err != nil {
+			return fmt.Errorf("DockerSandbox.Exec /bin/true: %w", err)
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("DockerSandbox.Exec /bin/true: exit %d", res.ExitCode)
+		}
+		trueAgent = append(trueAgent, time.Duration(res.DurationMS*float64(time.Millisecond)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.addPart("agent round trip: DockerSandbox.Exec `/bin/true` (no tool layer)", direct, trueAgent)
+
+	var pyAgent []time.Duration
+	pyDirect, err := measure(ctx, "DockerSandbox.Exec python3 -c print(1)", b.n, func(*stopwatch) error {
+		res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, TimeoutMS: 30000}, nil)
+		if err != nil {
+			return fmt.Errorf("DockerSandbox.Exec python3: %w", err)
+		}
+		if res.ExitCode != 0 || res.Stdout != "1\n" {
+			return fmt.Errorf("DockerSandbox.Exec python3: exit %d, stdout %q", res.ExitCode, res.Stdout)
+		}
+		pyAgent = append(pyAgent, time.Duration(res.DurationMS*float64(time.Millisecond)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.addPart("DockerSandbox.Exec `python3 -c 'print(1)'` (no tool layer)", pyDirect, pyAgent)
+
+	floor, err := measure(ctx, "docker: exec /bin/true", b.n, func(*stopwatch) error {
+		_, _, code, err := dockerExec(ctx, b.cli, sb.ContainerID(), b.cfg.User, []string{"/bin/true"}, nil)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("docker exec /bin/true: exit %d", code)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.addPart("docker exec `/bin/true` (the baseline's floor)", floor, nil)
+	return nil
+}
+
+// concurrent measures the wall time of concurrentCreates Engine.Create calls started at
+// once, until every sandbox is ready, against as many plain create+starts.
+func (b *bench) concurrent(ctx context.Context) error {
+	rounds := b.concurrentRounds()
+	r := row{Op: fmt.Sprintf("%d concurrent creates → all ready (wall)", concurrentCreates), Baseline: fmt.Sprintf("%d concurrent ContainerCreate+ContainerStart", concurrentCreates), Target: targetConcurrent}
+
+	var err error
+	r.Ours, err = measure(ctx, fmt.Sprintf("ours: %d× Engine.Create", concurrentCreates), rounds, func(w *stopwatch) error {
+		sbs := make([]*sandbox.DockerSandbox, concurrentCreates)
+		errs := parallel(concurrentCreates, func(i int) (err error) {
+			sbs[i], err = b.newSandbox(ctx)
+			return err
+		})
+		w.stop()
+		// Closing is not part of the figure, and runs even when a create failed.
+		closeErrs := parallel(concurrentCreates, func(i int) error {
+			if sbs[i] == nil {
+				return nil
+			}
+			return b.closeSandbox(context.WithoutCancel(ctx), sbs[i])
+		})
+		return firstError(append(errs, closeErrs...))
+	})
+	if err != nil {
+		return err
+	}
+	r.Docker, err = measure(ctx, fmt.Sprintf("docker: %d× create+start", concurrentCreates), rounds, func(w *stopwatch) error {
+		ids := make([]string, concurrentCreates)
+		errs := parallel(concurrentCreates, func(i int) (err error) {
+			ids[i], err = b.base.createStart(ctx)
+			return err
+		})
+		w.stop()
+		removeErrs := parallel(concurrentCreates, func(i int) error {
+			if ids[i] == "" {
+				return nil
+			}
+			return b.base.remove(context.WithoutCancel(ctx), ids[i])
+		})
+		return firstError(append(errs, removeErrs...))
+	})
+	if err != nil {
+		return err
+	}
+	b.rep.add(r)
+	return nil
+}
+
+// parallel runs fn(0..n-1) at once and returns their errors by index.
+func parallel(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
+	}
+	wg.Wait()
+	return errs
+}
+
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
