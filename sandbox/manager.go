@@ -218,7 +218,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.closed = true
 	var victims []*slot
 	for _, sb := range m.byID {
-		victims = append(victims, &slot{sb: sb, ready: closedChan})
+		victims = append(victims, doneSlot(sb))
 	}
 	for _, s := range m.byOwner {
 		victims = append(victims, s)
@@ -229,7 +229,12 @@ func (m *Manager) Close(ctx context.Context) error {
 	return m.closeSlots(ctx, victims)
 }
 
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+// doneSlot wraps a sandbox that needs no waiting for.
+func doneSlot(sb Sandbox) *slot {
+	s := &slot{sb: sb, ready: make(chan struct{})}
+	close(s.ready)
+	return s
+}
 
 func (m *Manager) closeSlots(ctx context.Context, slots []*slot) error {
 	var (

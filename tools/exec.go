@@ -125,7 +125,11 @@ func runShell(ctx context.Context, call Call, p ShellParams) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return runProcess(ctx, call, argv, nil, timeout)
+	res, err := runProcess(ctx, call, argv, nil, timeout)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return fromSandboxError(err) // a missing program is the model's to fix
+	}
+	return res, err
 }
 
 // runProcess runs argv in the call's sandbox and turns the outcome into a result. A program

@@ -1,0 +1,183 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeSandbox stands in for a container in tests of the manager's own bookkeeping; the real
+// engine is exercised by the integration tests.
+type fakeSandbox struct {
+	id     string
+	closed atomic.Bool
+	dead   atomic.Bool
+}
+
+func (f *fakeSandbox) ID() string                 { return f.id }
+func (f *fakeSandbox) Info() Info                 { return Info{ID: f.id, Status: StatusRunning} }
+func (f *fakeSandbox) Alive() bool                { return !f.dead.Load() }
+func (f *fakeSandbox) Stop(context.Context) error { return nil }
+func (f *fakeSandbox) Close(context.Context) error {
+	f.closed.Store(true)
+	return nil
+}
+func (f *fakeSandbox) Exec(context.Context, ExecRequest, func(Output)) (ExecResult, error) {
+	return ExecResult{}, nil
+}
+func (f *fakeSandbox) File(context.Context, FileRequest) (FileResult, error) {
+	return FileResult{}, nil
+}
+
+type fakeCreator struct {
+	mu      sync.Mutex
+	made    []*fakeSandbox
+	delay   time.Duration
+	failing bool
+}
+
+func (c *fakeCreator) create(ctx context.Context, owner string, cfg Resolved) (Sandbox, error) {
+	time.Sleep(c.delay)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failing {
+		return nil, errors.New("engine down")
+	}
+	sb := &fakeSandbox{id: NewID()}
+	c.made = append(c.made, sb)
+	return sb, nil
+}
+
+func newTestManager(c *fakeCreator) *Manager {
+	return NewManager(ManagerOptions{Creators: map[Type]Creator{TypeDocker: c.create}})
+}
+
+func TestManagerConcurrentFirstCallsShareOneSandbox(t *testing.T) {
+	t.Parallel()
+	c := &fakeCreator{delay: 20 * time.Millisecond}
+	m := newTestManager(c)
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sb, err := m.Acquire(context.Background(), "session-1", TypeDocker)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = sb.ID()
+		}()
+	}
+	wg.Wait()
+	if len(c.made) != 1 {
+		t.Fatalf("created %d sandboxes for one session, want 1", len(c.made))
+	}
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("calls got different sandboxes: %v", ids)
+		}
+	}
+}
+
+func TestManagerOwnersAreSeparateAndReleased(t *testing.T) {
+	t.Parallel()
+	c := &fakeCreator{}
+	m := newTestManager(c)
+	ctx := context.Background()
+	a, _ := m.Acquire(ctx, "a", TypeDocker)
+	b, _ := m.Acquire(ctx, "b", TypeDocker)
+	if a.ID() == b.ID() {
+		t.Fatal("two owners share a sandbox")
+	}
+	if err := m.Release(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if !a.(*fakeSandbox).closed.Load() || b.(*fakeSandbox).closed.Load() {
+		t.Fatal("Release must close the owner's sandbox and only that")
+	}
+	if _, err := m.Get(a.ID()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("released sandbox still listed: %v", err)
+	}
+	if got := len(m.List()); got != 1 {
+		t.Errorf("List has %d sandboxes, want 1", got)
+	}
+}
+
+func TestManagerReplacesDeadSandbox(t *testing.T) {
+	t.Parallel()
+	c := &fakeCreator{}
+	m := newTestManager(c)
+	ctx := context.Background()
+	first, _ := m.Acquire(ctx, "s", TypeDocker)
+	first.(*fakeSandbox).dead.Store(true)
+	second, err := m.Acquire(ctx, "s", TypeDocker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID() == first.ID() {
+		t.Fatal("a dead sandbox was handed out again")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !first.(*fakeSandbox).closed.Load() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !first.(*fakeSandbox).closed.Load() {
+		t.Error("the dead sandbox was not cleaned up")
+	}
+}
+
+func TestManagerCreateFailureIsNotCached(t *testing.T) {
+	t.Parallel()
+	c := &fakeCreator{failing: true}
+	m := newTestManager(c)
+	ctx := context.Background()
+	if _, err := m.Acquire(ctx, "s", TypeDocker); err == nil {
+		t.Fatal("want the creator's error")
+	}
+	c.mu.Lock()
+	c.failing = false
+	c.mu.Unlock()
+	if _, err := m.Acquire(ctx, "s", TypeDocker); err != nil {
+		t.Fatalf("after the engine recovered: %v", err)
+	}
+}
+
+func TestManagerCloseRemovesAllAndRefusesNew(t *testing.T) {
+	t.Parallel()
+	c := &fakeCreator{}
+	m := newTestManager(c)
+	ctx := context.Background()
+	for _, owner := range []string{"a", "b", "c"} {
+		if _, err := m.Acquire(ctx, owner, TypeDocker); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range c.made {
+		if !sb.closed.Load() {
+			t.Errorf("sandbox %s not closed", sb.id)
+		}
+	}
+	if _, err := m.Acquire(ctx, "d", TypeDocker); !errors.Is(err, ErrManagerClosed) {
+		t.Errorf("Acquire after Close = %v, want ErrManagerClosed", err)
+	}
+}
+
+func TestManagerUnknownTypeAndPolicy(t *testing.T) {
+	t.Parallel()
+	m := newTestManager(&fakeCreator{})
+	ctx := context.Background()
+	if _, err := m.Create(ctx, "o", TypeNotebook, Config{}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("unknown type: %v", err)
+	}
+	if _, err := m.Create(ctx, "o", TypeDocker, Config{Privileged: true}); !errors.Is(err, ErrPolicy) {
+		t.Errorf("privileged: %v", err)
+	}
+}

@@ -1,0 +1,103 @@
+package tools_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/tools"
+)
+
+// invoke runs tool name with args (a JSON object) in sb.
+func invoke(t *testing.T, sb sandbox.Sandbox, opts map[string]any, name, args string) tools.Result {
+	t.Helper()
+	for _, def := range tools.All() {
+		if def.Name != name {
+			continue
+		}
+		res, err := def.Invoke(context.Background(), tools.Call{Sandbox: sb, Options: opts, DefaultTimeout: 30}, json.RawMessage(args))
+		if err != nil {
+			t.Fatalf("%s %s: %v", name, args, err)
+		}
+		if res.ToolName != name || res.Metadata == nil || res.Timestamp.IsZero() {
+			t.Fatalf("result lacks ms-enclave's fields: %+v", res)
+		}
+		return res
+	}
+	t.Fatalf("no tool %s", name)
+	return tools.Result{}
+}
+
+func TestIntegrationFileOperations(t *testing.T) {
+	e := testenv.Engine(t)
+	sb := testenv.Sandbox(t, e, sandbox.Config{})
+	binary := []byte{0, 1, 2, 0xff, 0xfe, '\n', 0x80}
+	b64 := base64.StdEncoding.EncodeToString(binary)
+
+	steps := []struct {
+		name, tool, args string
+		wantStatus       tools.Status
+		wantOutput       string // substring
+	}{
+		{"create empty", "file_operation", `{"operation":"create","file_path":"a.txt"}`, tools.StatusSuccess, "wrote 0 bytes to /sandbox/a.txt"},
+		{"exists", "file_operation", `{"operation":"exists","file_path":"a.txt"}`, tools.StatusSuccess, "exists"},
+		{"write", "file_operation", `{"operation":"write","file_path":"dir/sub/b.txt","content":"héllo\n"}`, tools.StatusSuccess, "/sandbox/dir/sub/b.txt"},
+		{"read", "file_operation", `{"operation":"read","file_path":"/sandbox/dir/sub/b.txt"}`, tools.StatusSuccess, "héllo\n"},
+		{"code sees it", "python_executor", `{"code":"print(open('dir/sub/b.txt').read().upper())"}`, tools.StatusSuccess, "HÉLLO"},
+		{"binary write", "file_operation", `{"operation":"write","file_path":"bin.dat","content":"` + b64 + `","encoding":"base64"}`, tools.StatusSuccess, "wrote 7 bytes"},
+		{"binary read", "file_operation", `{"operation":"read","file_path":"bin.dat","encoding":"base64"}`, tools.StatusSuccess, b64},
+		{"binary as text is refused with the fix", "file_operation", `{"operation":"read","file_path":"bin.dat"}`, tools.StatusError, "read it with encoding base64"},
+		{"list", "file_operation", `{"operation":"list","file_path":"."}`, tools.StatusSuccess, "a.txt\nbin.dat\ndir/\n"},
+		{"stat", "file_operation", `{"operation":"stat","file_path":"dir"}`, tools.StatusSuccess, "directory"},
+		{"mkdir", "file_operation", `{"operation":"mkdir","file_path":"x/y/z"}`, tools.StatusSuccess, "created directory /sandbox/x/y/z"},
+		{"delete non-empty dir needs recursive", "file_operation", `{"operation":"delete","file_path":"dir"}`, tools.StatusError, "dir"},
+		{"delete recursive", "file_operation", `{"operation":"delete","file_path":"dir","recursive":true}`, tools.StatusSuccess, "deleted /sandbox/dir"},
+		{"gone", "file_operation", `{"operation":"exists","file_path":"dir"}`, tools.StatusSuccess, "does not exist"},
+		{"read missing", "file_operation", `{"operation":"read","file_path":"nope.txt"}`, tools.StatusError, "nope.txt"},
+		{"write outside the workspace fails", "file_operation", `{"operation":"write","file_path":"/etc/evil","content":"x"}`, tools.StatusError, "read-only file system"},
+		{"read outside the workspace is allowed", "file_operation", `{"operation":"read","file_path":"/etc/debian_version"}`, tools.StatusSuccess, "12"},
+		{"shell argv needs no shell", "shell_executor", `{"command":["python3","-c","import sys; print(sys.argv[1])","a b; echo no"]}`, tools.StatusSuccess, "a b; echo no"},
+		{"shell string uses sh", "shell_executor", `{"command":"echo $((6*7)) | tr 4 X"}`, tools.StatusSuccess, "X2"},
+		{"missing program", "shell_executor", `{"command":["no-such-program"]}`, tools.StatusError, `"no-such-program" not found`},
+		{"non-zero exit keeps output", "python_executor", `{"code":"print('before'); raise SystemExit(3)"}`, tools.StatusSuccess, ""},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			res := invoke(t, sb, nil, st.tool, st.args)
+			if st.name == "non-zero exit keeps output" {
+				if res.Status != tools.StatusError || res.Output != "before\n" || *res.ExitCode != 3 {
+					t.Fatalf("got %+v", res)
+				}
+				return
+			}
+			if res.Status != st.wantStatus {
+				t.Fatalf("status = %s, want %s; output %q error %q", res.Status, st.wantStatus, res.Output, res.Error)
+			}
+			if !strings.Contains(res.Text(), st.wantOutput) {
+				t.Fatalf("text %q lacks %q", res.Text(), st.wantOutput)
+			}
+		})
+	}
+}
+
+func TestIntegrationShellOption(t *testing.T) {
+	e := testenv.Engine(t)
+	sb := testenv.Sandbox(t, e, sandbox.Config{})
+	res := invoke(t, sb, map[string]any{"shell": "/bin/bash"}, "shell_executor", `{"command":"echo $BASH_VERSION | cut -c1"}`)
+	if res.Status != tools.StatusSuccess || strings.TrimSpace(res.Output) != "5" {
+		t.Fatalf("tools_config shell option not honoured: %+v", res)
+	}
+}
+
+func TestIntegrationOutputCapOption(t *testing.T) {
+	e := testenv.Engine(t)
+	sb := testenv.Sandbox(t, e, sandbox.Config{})
+	res := invoke(t, sb, map[string]any{"max_output_bytes": float64(1000)}, "python_executor", `{"code":"print('x' * 5000)"}`)
+	if !res.Truncated || len(res.Output) > 1100 {
+		t.Fatalf("cap of 1000 bytes not applied: truncated=%v len=%d", res.Truncated, len(res.Output))
+	}
+}
