@@ -304,18 +304,45 @@ func (s *DockerSandbox) Exec(ctx context.Context, req ExecRequest, onOutput func
 
 // File implements Sandbox.
 func (s *DockerSandbox) File(ctx context.Context, req FileRequest) (FileResult, error) {
-	if err := s.enter(); err != nil {
-		return FileResult{}, err
-	}
-	defer s.leave()
-	resp, err := s.conn.call(ctx, wire.Request{Op: wire.OpFile, File: &req}, nil)
+	resp, err := s.request(ctx, wire.Request{Op: wire.OpFile, File: &req})
 	if err != nil {
-		return FileResult{}, s.callError(err)
+		return FileResult{}, err
 	}
 	if resp.File == nil {
 		return FileResult{}, errors.New("agent answered a file operation without a result")
 	}
 	return *resp.File, nil
+}
+
+// Jobs implements Sandbox.
+func (s *DockerSandbox) Jobs(ctx context.Context) ([]Job, error) {
+	resp, err := s.request(ctx, wire.Request{Op: wire.OpJobs})
+	return resp.Jobs, err
+}
+
+// KillJob implements Sandbox.
+func (s *DockerSandbox) KillJob(ctx context.Context, id string) (Job, error) {
+	resp, err := s.request(ctx, wire.Request{Op: wire.OpKill, Job: id})
+	if err != nil {
+		return Job{}, err
+	}
+	if len(resp.Jobs) == 0 {
+		return Job{ID: id}, nil
+	}
+	return resp.Jobs[0], nil
+}
+
+// request is a plain request/response exchange with the agent.
+func (s *DockerSandbox) request(ctx context.Context, req wire.Request) (wire.Response, error) {
+	if err := s.enter(); err != nil {
+		return wire.Response{}, err
+	}
+	defer s.leave()
+	resp, err := s.conn.call(ctx, req, nil)
+	if err != nil {
+		return resp, s.callError(err)
+	}
+	return resp, nil
 }
 
 // callError marks the sandbox dead when its agent stream is gone, so the caller can replace it.

@@ -31,6 +31,8 @@ func (f *fakeSandbox) Exec(context.Context, ExecRequest, func(Output)) (ExecResu
 func (f *fakeSandbox) File(context.Context, FileRequest) (FileResult, error) {
 	return FileResult{}, nil
 }
+func (f *fakeSandbox) Jobs(context.Context) ([]Job, error)          { return nil, nil }
+func (f *fakeSandbox) KillJob(context.Context, string) (Job, error) { return Job{}, nil }
 
 type fakeCreator struct {
 	mu      sync.Mutex

@@ -24,6 +24,10 @@ type Sandbox interface {
 	Exec(ctx context.Context, req ExecRequest, onOutput func(Output)) (ExecResult, error)
 	// File performs one file operation without a shell.
 	File(ctx context.Context, req FileRequest) (FileResult, error)
+	// Jobs lists the background jobs started with ExecRequest.Background.
+	Jobs(ctx context.Context) ([]Job, error)
+	// KillJob kills a background job's whole process tree and returns its final state.
+	KillJob(ctx context.Context, id string) (Job, error)
 	// Stop stops the sandbox's processes; Info still answers afterwards.
 	Stop(ctx context.Context) error
 	// Close stops the sandbox and removes everything it holds on the engine. It is safe to
@@ -40,6 +44,7 @@ type (
 	FileRequest = wire.File
 	FileResult  = wire.FileResult
 	FileInfo    = wire.FileInfo
+	Job         = wire.Job
 )
 
 // Status is a sandbox's place in its life cycle.

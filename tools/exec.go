@@ -55,6 +55,8 @@ func runPython(ctx context.Context, call Call, p PythonParams) (Result, error) {
 type ShellParams struct {
 	Command Command `json:"command" jsonschema_description:"A command line run by /bin/sh -c (pipes, redirects and && work), or an array of strings run directly as program and arguments with no shell."`
 	Timeout float64 `json:"timeout,omitempty" jsonschema_description:"Seconds before the command, and every process it started, is killed. Fractions are allowed. Default 30."`
+	// Background keeps a server or watcher alive past the call; timeout does not apply to it.
+	Background bool `json:"background,omitempty" jsonschema_description:"Start the command as a background job and return at once with its job id, instead of waiting for it. The job keeps running (a server, a watcher) until it exits, is stopped with background_jobs, or the session ends. Its output is discarded: redirect it to a file to keep it."`
 }
 
 // Command is a shell command line or an argv array.
@@ -120,6 +122,9 @@ func runShell(ctx context.Context, call Call, p ShellParams) (Result, error) {
 	}
 	if len(argv) == 0 || argv[0] == "" {
 		return failure("No command provided: the array needs at least the program name"), nil
+	}
+	if p.Background {
+		return startJob(ctx, call, argv)
 	}
 	timeout, err := timeoutOf("shell_executor", p.Timeout, call.DefaultTimeout)
 	if err != nil {

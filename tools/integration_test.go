@@ -84,6 +84,32 @@ func TestIntegrationFileOperations(t *testing.T) {
 	}
 }
 
+func TestIntegrationBackgroundJobs(t *testing.T) {
+	e := testenv.Engine(t)
+	sb := testenv.Sandbox(t, e, sandbox.Config{})
+	res := invoke(t, sb, nil, "shell_executor", `{"command":"sleep 300","background":true}`)
+	if res.Status != tools.StatusSuccess || res.Metadata["job_id"] != "job-1" {
+		t.Fatalf("start: %+v", res)
+	}
+	// A foreground command's own leftovers die with it, but the job survives it.
+	invoke(t, sb, nil, "shell_executor", `{"command":"sleep 200 &"}`)
+	list := invoke(t, sb, nil, "background_jobs", `{"action":"list"}`)
+	if !strings.Contains(list.Output, "job-1") || !strings.Contains(list.Output, "running") {
+		t.Fatalf("list: %q", list.Output)
+	}
+	count := `{"command":"for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c '^sleep'"}`
+	if got := strings.TrimSpace(invoke(t, sb, nil, "shell_executor", count).Output); got != "1" {
+		t.Fatalf("want exactly the job's sleep alive, found %s", got)
+	}
+	stop := invoke(t, sb, nil, "background_jobs", `{"action":"stop","job_id":"job-1"}`)
+	if stop.Status != tools.StatusSuccess || !strings.Contains(stop.Output, "SIGKILL") {
+		t.Fatalf("stop: %+v", stop)
+	}
+	if res := invoke(t, sb, nil, "background_jobs", `{"action":"stop","job_id":"job-9"}`); res.Status != tools.StatusError {
+		t.Fatalf("stopping an unknown job must fail: %+v", res)
+	}
+}
+
 func TestIntegrationShellOption(t *testing.T) {
 	e := testenv.Engine(t)
 	sb := testenv.Sandbox(t, e, sandbox.Config{})

@@ -195,6 +195,7 @@ func All() []Def {
 		pythonExecutor(),
 		shellExecutor(),
 		fileOperation(),
+		backgroundJobs(),
 	}
 }
 
