@@ -5,6 +5,7 @@
 package mcp
 
 import (
+	"encoding/base64"
 	"context"
 	"encoding/json"
 	"errors"
@@ -162,12 +163,18 @@ func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 			return errorResult(def.Name + ": " + err.Error()), nil
 		}
 		log.Info("tool call", "status", res.Status, "took", time.Since(start).Round(time.Microsecond))
-		return &mcp.CallToolResult{
-			Content:           []mcp.Content{mcp.NewTextContent(res.Text())},
-			StructuredContent: res,
-			IsError:           !res.OK(),
-		}, nil
+		return toMCPResult(res), nil
 	}
+}
+
+// toMCPResult maps a tool result to MCP: text for people, images as image content, the whole
+// result (without image bytes) as structured content for programs, isError for failures.
+func toMCPResult(res tools.Result) *mcp.CallToolResult {
+	content := []mcp.Content{mcp.NewTextContent(res.Text())}
+	for _, img := range res.Images {
+		content = append(content, mcp.NewImageContent(base64.StdEncoding.EncodeToString(img.Data), img.MIMEType))
+	}
+	return &mcp.CallToolResult{Content: content, StructuredContent: res, IsError: !res.OK()}
 }
 
 func errorResult(msg string) *mcp.CallToolResult {

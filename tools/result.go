@@ -38,6 +38,18 @@ type Result struct {
 	OOMKilled     bool           `json:"oom_killed,omitempty"`
 	Metadata      map[string]any `json:"metadata"`
 	Timestamp     time.Time      `json:"timestamp"`
+	// Images are rich outputs (plots); over MCP each becomes an image content block, and
+	// structured results list them without their bytes.
+	Images []Image `json:"images,omitempty"`
+}
+
+// Image is one image a tool produced.
+type Image struct {
+	MIMEType string `json:"mime_type"`
+	Data     []byte `json:"-"`
+	Size     int    `json:"size"`
+	Width    int    `json:"width,omitempty"`
+	Height   int    `json:"height,omitempty"`
 }
 
 // OK reports whether the result is a success.
