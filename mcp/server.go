@@ -40,9 +40,10 @@ type Config struct {
 
 // Server is an MCP server over enclave-mcp's tools.
 type Server struct {
-	cfg Config
-	log *slog.Logger
-	mcp *server.MCPServer
+	cfg      Config
+	log      *slog.Logger
+	mcp      *server.MCPServer
+	sessions *sessionIDs
 }
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
@@ -57,7 +58,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Name == "" {
 		cfg.Name = "enclave-mcp"
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, sessions: newSessionIDs()}
 	hooks := &server.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
 		s.endSession(ctx, session.SessionID())
@@ -119,6 +120,7 @@ func sessionOf(ctx context.Context) string {
 }
 
 func (s *Server) endSession(ctx context.Context, session string) {
+	s.sessions.end(session)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.cfg.Manager.Release(ctx, session); err != nil {
