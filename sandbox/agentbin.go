@@ -76,7 +76,7 @@ func (e *Engine) ensureAgentVolume(ctx context.Context, image string) (string, e
 		return "", fmt.Errorf("%w: creating agent volume: %w", ErrEngine, err)
 	}
 	helper, err := e.cli.ContainerCreate(ctx,
-		&container.Config{Image: image, Entrypoint: []string{agentPath}, Labels: map[string]string{LabelManaged: "true", LabelInstance: e.instance, LabelKind: "agent-helper"}},
+		&container.Config{Image: image, Entrypoint: []string{agentPath}, Labels: map[string]string{LabelManaged: "true", LabelInstance: e.identity.ID, LabelKind: "agent-helper"}},
 		&container.HostConfig{
 			NetworkMode: "none",
 			LogConfig:   container.LogConfig{Type: "none"},

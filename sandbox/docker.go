@@ -40,7 +40,7 @@ type EngineOptions struct {
 type Engine struct {
 	cli          *client.Client
 	log          *slog.Logger
-	instance     string
+	identity     Identity
 	readyTimeout time.Duration
 
 	agent      *agentBinary
@@ -79,11 +79,11 @@ func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("%w: no Docker engine answers at %s (start dockerd, or set DOCKER_HOST): %w", ErrEngine, cli.DaemonHost(), err)
 	}
-	return &Engine{cli: cli, log: opts.Logger, instance: opts.Instance, readyTimeout: opts.ReadyTimeout, agent: agent}, nil
+	return &Engine{cli: cli, log: opts.Logger, identity: selfIdentity(opts.Instance), readyTimeout: opts.ReadyTimeout, agent: agent}, nil
 }
 
 // Instance is the label value that marks this engine connection's containers.
-func (e *Engine) Instance() string { return e.instance }
+func (e *Engine) Instance() string { return e.identity.ID }
 
 // Client exposes the Docker client to the package's other files (images, doctor).
 func (e *Engine) Client() *client.Client { return e.cli }
@@ -120,7 +120,7 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*DockerSandbox
 	}
 	id := NewID()
 	cfg, host := containerSpec(specInput{
-		ID: id, Instance: e.instance, Owner: opts.Owner, Kind: string(opts.Type),
+		ID: id, Instance: e.identity, Owner: opts.Owner, Kind: string(opts.Type),
 		Config: opts.Config, AgentVolume: volume, AgentArgs: opts.AgentArgs,
 	})
 	now := time.Now()

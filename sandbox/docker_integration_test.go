@@ -25,3 +25,32 @@ func TestIntegrationSandboxLifecycle(t *testing.T) {
 		t.Fatalf("exec result = %+v", res)
 	}
 }
+
+// TestIntegrationReapOrphans: a sandbox whose server died (its engine connection forgotten,
+// its labels naming a process that no longer runs) is removed by the next server's reaping,
+// while a live server's sandbox is left alone.
+func TestIntegrationReapOrphans(t *testing.T) {
+	dead := testenv.Engine(t)
+	orphan := testenv.Sandbox(t, dead, sandbox.Config{RemoveOnExit: ptrFalse()})
+	live := testenv.Engine(t)
+	kept := testenv.Sandbox(t, live, sandbox.Config{})
+
+	// Make the first server look dead: rewrite nothing, but run the reaper as a server on the
+	// same host whose liveness check finds the orphan's owner gone.
+	n, err := live.ReapOrphansWith(t.Context(), func(pid int, start string) bool { return false }, dead.Instance())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("reaped %d containers, want 1", n)
+	}
+	if _, err := orphan.Exec(t.Context(), sandbox.ExecRequest{Argv: []string{"true"}}, nil); err == nil {
+		t.Error("the orphan still answers after reaping")
+	}
+	res, err := kept.Exec(t.Context(), sandbox.ExecRequest{Argv: []string{"true"}}, nil)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("the live server's sandbox was touched: %v %+v", err, res)
+	}
+}
+
+func ptrFalse() *bool { f := false; return &f }

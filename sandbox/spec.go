@@ -30,7 +30,7 @@ const (
 // specInput is everything containerSpec needs; it holds no client and reads no environment.
 type specInput struct {
 	ID          string
-	Instance    string
+	Instance    Identity
 	Owner       string
 	Kind        string
 	Config      Resolved
@@ -60,12 +60,10 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 		env = append(env, k+"="+c.EnvVars[k])
 	}
 
-	labels := map[string]string{
-		LabelManaged:  "true",
-		LabelInstance: in.Instance,
-		LabelSandbox:  in.ID,
-		LabelKind:     in.Kind,
-	}
+	labels := in.Instance.labels()
+	labels[LabelManaged] = "true"
+	labels[LabelSandbox] = in.ID
+	labels[LabelKind] = in.Kind
 	if in.Owner != "" {
 		labels[LabelOwner] = in.Owner
 	}

@@ -23,7 +23,7 @@ func mustResolve(t *testing.T, c Config, p Policy) Resolved {
 func TestContainerSpecHardenedDefaults(t *testing.T) {
 	t.Parallel()
 	cfg, host := containerSpec(specInput{
-		ID: "abc", Instance: "inst", Owner: "sess", Kind: "docker",
+		ID: "abc", Instance: Identity{ID: "inst", Host: "h", PID: 42, PIDStart: "999"}, Owner: "sess", Kind: "docker",
 		Config: mustResolve(t, Config{}, Policy{}), AgentVolume: "agentvol",
 	})
 
@@ -40,7 +40,8 @@ func TestContainerSpecHardenedDefaults(t *testing.T) {
 	if !cfg.OpenStdin || !cfg.StdinOnce || !cfg.AttachStdin {
 		t.Error("the agent's stdin must be open and close when the server detaches (StdinOnce)")
 	}
-	wantLabels := map[string]string{LabelManaged: "true", LabelInstance: "inst", LabelSandbox: "abc", LabelKind: "docker", LabelOwner: "sess"}
+	wantLabels := map[string]string{LabelManaged: "true", LabelInstance: "inst", LabelSandbox: "abc", LabelKind: "docker", LabelOwner: "sess",
+		LabelHost: "h", LabelPID: "42", LabelPIDStart: "999"}
 	if !reflect.DeepEqual(cfg.Labels, wantLabels) {
 		t.Errorf("Labels = %v, want %v", cfg.Labels, wantLabels)
 	}

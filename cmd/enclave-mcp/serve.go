@@ -83,6 +83,11 @@ func serveCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer engine.Close()
+	if n, err := engine.ReapOrphans(ctx); err != nil {
+		log.Warn("reaping sandboxes of dead servers", "error", err)
+	} else if n > 0 {
+		log.Info("reaped sandboxes of dead servers", "count", n)
+	}
 	enabled, err := tools.Enabled(tools.All(), cfg.ToolsConfig)
 	if err != nil {
 		return err
