@@ -183,8 +183,8 @@ type DockerSandbox struct {
 
 	conn      *agentConn
 	ready     wire.Ready
-	closeOnce sync.Once
-	closeErr  error
+	closeMu sync.Mutex
+	removed bool
 }
 
 // start attaches to the container's stdio (before start, so no output is missed), starts it
@@ -372,32 +372,53 @@ func (s *DockerSandbox) Stop(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Sandbox.
+// Close implements Sandbox. It returns once the container is gone; a failed removal is
+// retried by the next Close.
 func (s *DockerSandbox) Close(ctx context.Context) error {
-	s.closeOnce.Do(func() {
-		s.set(StatusStopping, "")
-		if s.conn != nil {
-			s.conn.close()
-		}
-		s.closeErr = s.remove(ctx)
-		if s.closeErr != nil {
-			s.set(StatusError, s.closeErr.Error())
-		} else {
-			s.set(StatusStopped, "")
-		}
-	})
-	return s.closeErr
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.removed {
+		return nil
+	}
+	s.set(StatusStopping, "")
+	// Remove before closing the agent's stream: closed first, the agent would exit and the
+	// engine's auto-removal would race ours, and Close could return while the container
+	// still exists.
+	err := s.remove(ctx)
+	if s.conn != nil {
+		s.conn.close()
+	}
+	if err != nil {
+		s.set(StatusError, err.Error())
+		return err
+	}
+	s.removed = true
+	s.set(StatusStopped, "")
+	return nil
 }
 
 // remove force-removes the container: SIGKILL, no grace period, so an image whose PID 1
-// would ignore SIGTERM costs nothing extra. Gone already is success.
+// would ignore SIGTERM costs nothing extra. Gone already is success; a removal the engine
+// already has under way is waited for.
 func (s *DockerSandbox) remove(ctx context.Context) error {
-	err := s.engine.cli.ContainerRemove(ctx, s.containerID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-	// A conflict here means the engine's own auto-removal got there first.
-	if err == nil || errdefs.IsNotFound(err) || errdefs.IsConflict(err) {
+	cli := s.engine.cli
+	err := cli.ContainerRemove(ctx, s.containerID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	switch {
+	case err == nil || errdefs.IsNotFound(err):
 		return nil
+	case !errdefs.IsConflict(err):
+		return fmt.Errorf("%w: removing sandbox %s: %w", ErrEngine, s.id, err)
 	}
-	return fmt.Errorf("%w: removing sandbox %s: %w", ErrEngine, s.id, err)
+	for {
+		if _, err := cli.ContainerInspect(ctx, s.containerID); errdefs.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("removing sandbox %s: waiting for the engine's removal: %w", s.id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // ListManaged lists this package's containers on the engine, optionally only instance's.

@@ -51,6 +51,9 @@ func dockerExec(ctx context.Context, cli *client.Client, containerID, user strin
 	}
 	var out, errOut bytes.Buffer
 	if _, err := stdcopy.StdCopy(&out, &errOut, hijack.Reader); err != nil {
+		if ctx.Err() != nil { // the read ended because ctx closed the connection
+			err = context.Cause(ctx)
+		}
 		return "", "", 0, fmt.Errorf("docker exec %q: reading output: %w", argv, err)
 	}
 	// The stream ends when the process's output closes; the engine may record the exit a

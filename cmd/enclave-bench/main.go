@@ -65,7 +65,7 @@ func run() int {
 	flag.IntVar(&opts.n, "n", 30, "runs per operation (creates and removals use max(5, n/3), concurrent creates 3 to 5 rounds)")
 	flag.StringVar(&opts.jsonPath, "json", "", "also write machine-readable results to this file (- for stdout, after the table)")
 	flag.StringVar(&opts.agentBinary, "agent-binary", "bin/enclave-mcp", "static enclave-mcp binary run as the sandboxes' agent (the default path is relative to the module root, and is rebuilt when missing or stale)")
-	flag.BoolVar(&opts.slow, "slow", false, "also measure `docker stop` + remove of a container whose PID 1 ignores SIGTERM (about 10 s per run, 2 runs)")
+	flag.BoolVar(&opts.slow, "slow", false, "also measure docker stop + remove of a container whose PID 1 ignores SIGTERM (about 10 s per run, 2 runs)")
 	flag.StringVar(&opts.image, "image", sandbox.DefaultImage, "sandbox image")
 	flag.Parse()
 	flag.Visit(func(f *flag.Flag) { opts.agentSet = opts.agentSet || f.Name == "agent-binary" })
@@ -96,7 +96,10 @@ func runBench(ctx context.Context, opts options) (err error) {
 	}
 	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: agentPath})
 	if err != nil {
-		return fmt.Errorf("connecting to the engine (try scripts/ensure-docker.sh): %w", err)
+		if errors.Is(err, sandbox.ErrEngine) {
+			return fmt.Errorf("connecting to the engine (scripts/ensure-docker.sh starts one): %w", err)
+		}
+		return fmt.Errorf("loading the agent binary %s: %w", agentPath, err)
 	}
 	defer engine.Close()
 	cli := engine.Client()
@@ -125,6 +128,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 		APIVersion: cli.ClientVersion(),
 		Kernel:     ver.KernelVersion,
 		Nproc:      runtime.NumCPU(),
+		LoadAvg:    loadAverage(),
 		Image:      cfg.Image,
 		Agent:      agentPath,
 		N:          opts.n,
@@ -271,6 +275,20 @@ func goTool() string {
 		return p
 	}
 	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// loadAverage is the host's load averages as /proc/loadavg gives them (1, 5 and 15 min):
+// other work on the machine skews every figure, the baseline's included.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func writeJSON(path string, rep *report) error {

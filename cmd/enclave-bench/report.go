@@ -30,6 +30,7 @@ type report struct {
 	APIVersion string
 	Kernel     string
 	Nproc      int
+	LoadAvg    string // at the start
 	Image      string
 	Agent      string
 	N          int
@@ -51,8 +52,8 @@ func (r *report) addAgentTime(op string, roundTrip stats, process []time.Duratio
 }
 
 func (r *report) header() string {
-	return fmt.Sprintf("Docker Engine %s (API %s, kernel %s), nproc %d, image %s, agent %s",
-		r.Engine, r.APIVersion, r.Kernel, r.Nproc, r.Image, r.Agent)
+	return fmt.Sprintf("Docker Engine %s (API %s, kernel %s), nproc %d, load average %s, image %s, agent %s",
+		r.Engine, r.APIVersion, r.Kernel, r.Nproc, r.LoadAvg, r.Image, r.Agent)
 }
 
 // printReport writes the results as Markdown.
@@ -89,6 +90,13 @@ func printReport(w io.Writer, r *report) {
 		t.row(cells...)
 	}
 	t.write(w)
+	fmt.Fprint(w, `
+Notes: medians decide pass/fail. Ours goes through tools.Def.Invoke on a DockerSandbox (the MCP path); the
+docker column runs the same command per call through the Docker API, in the same container, as the same user.
+Our create includes waiting for the agent's ready message; the baseline's ends when ContainerStart returns.
+Close is a force remove (SIGKILL, no grace period), so how an image's PID 1 treats SIGTERM cannot slow it; the
+"polite way" row shows what a docker stop would cost when PID 1 ignores SIGTERM.
+`)
 
 	if len(r.Parts) > 0 {
 		fmt.Fprintf(w, "\n### Where the time goes (ours)\n\n")
@@ -196,6 +204,7 @@ type jsonReport struct {
 	APIVersion string     `json:"api_version"`
 	Kernel     string     `json:"kernel"`
 	Nproc      int        `json:"nproc"`
+	LoadAvg    string     `json:"load_average"`
 	Image      string     `json:"image"`
 	Agent      string     `json:"agent_binary"`
 	N          int        `json:"n"`
@@ -206,7 +215,7 @@ type jsonReport struct {
 }
 
 func (r *report) toJSON() jsonReport {
-	j := jsonReport{Engine: r.Engine, APIVersion: r.APIVersion, Kernel: r.Kernel, Nproc: r.Nproc, Image: r.Image, Agent: r.Agent, N: r.N, Started: r.Started, Took: r.Took}
+	j := jsonReport{Engine: r.Engine, APIVersion: r.APIVersion, Kernel: r.Kernel, Nproc: r.Nproc, LoadAvg: r.LoadAvg, Image: r.Image, Agent: r.Agent, N: r.N, Started: r.Started, Took: r.Took}
 	for _, row := range r.Rows {
 		jr := jsonRow{Op: row.Op, Ours: row.Ours.toJSON(), Baseline: row.Baseline, Docker: row.Docker.toJSON(), Skipped: row.Skipped}
 		if row.Ours.N > 0 && row.Docker.N > 0 && row.Ours.Median > 0 {
