@@ -132,7 +132,7 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*DockerSandbox
 		owner:  opts.Owner,
 		log:    e.log.With("sandbox", id),
 	}
-	s.lifecycle = lifecycle{status: StatusInitializing, createdAt: now, updatedAt: now}
+	s.lifecycle = lifecycle{status: StatusInitializing, createdAt: now, updatedAt: now, lastUsed: now}
 
 	created, err := e.cli.ContainerCreate(ctx, cfg, host, nil, nil, containerName(id))
 	if err != nil {
@@ -257,7 +257,8 @@ func (s *DockerSandbox) ContainerID() string { return s.containerID }
 
 // Info implements Sandbox. Environment values are left out: they may hold secrets.
 func (s *DockerSandbox) Info() Info {
-	status, errMsg, created, updated := s.snapshot()
+	info := Info{ID: s.id, Type: s.typ, Image: s.cfg.Image, Owner: s.owner}
+	errMsg := s.fill(&info)
 	meta := map[string]any{
 		"container_name": containerName(s.id),
 		"working_dir":    s.cfg.WorkingDir,
@@ -280,7 +281,8 @@ func (s *DockerSandbox) Info() Info {
 	if errMsg != "" {
 		meta["error"] = errMsg
 	}
-	return Info{ID: s.id, Status: status, Type: s.typ, Image: s.cfg.Image, Owner: s.owner, CreatedAt: created, UpdatedAt: updated, Metadata: meta}
+	info.Metadata = meta
+	return info
 }
 
 // Config is the resolved config the sandbox runs with.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Creator makes a sandbox of one type for an owner. The Docker engine is one; the notebook
@@ -22,6 +23,15 @@ type ManagerOptions struct {
 	// Creators build sandboxes by type.
 	Creators map[Type]Creator
 	Logger   *slog.Logger
+
+	// MaxSandboxes caps the sandboxes alive at once (0: no cap); MaxPerOwner caps one
+	// owner's. Past a cap, creation fails at once with ErrLimit: never a hang.
+	MaxSandboxes int
+	MaxPerOwner  int
+	// IdleTTL removes a sandbox that has not been used for this long (0: never); MaxLifetime
+	// removes one this long after its creation, busy or not (0: never).
+	IdleTTL     time.Duration
+	MaxLifetime time.Duration
 }
 
 // Manager owns every sandbox of a server: it creates each owner's sandbox on first use, hands
@@ -30,10 +40,15 @@ type Manager struct {
 	opts ManagerOptions
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	byID    map[string]Sandbox
-	byOwner map[ownerKey]*slot
-	closed  bool
+	mu       sync.Mutex
+	byID     map[string]Sandbox
+	owners   map[string]string // sandbox id -> owner
+	byOwner  map[ownerKey]*slot
+	creating map[string]int // owner -> creations under way, counted against the caps
+	closed   bool
+
+	stopJanitor chan struct{}
+	janitorDone chan struct{}
 }
 
 type ownerKey struct {
@@ -52,12 +67,21 @@ type slot struct {
 // ErrManagerClosed is returned by a Manager that is shutting down.
 var ErrManagerClosed = errors.New("sandbox manager is shut down")
 
+// ErrLimit is returned when a sandbox cap is reached; callers answer it with 429.
+var ErrLimit = errors.New("sandbox limit reached")
+
 // NewManager returns a Manager.
 func NewManager(opts ManagerOptions) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{opts: opts, log: opts.Logger, byID: map[string]Sandbox{}, byOwner: map[ownerKey]*slot{}}
+	m := &Manager{
+		opts: opts, log: opts.Logger,
+		byID: map[string]Sandbox{}, owners: map[string]string{}, byOwner: map[ownerKey]*slot{}, creating: map[string]int{},
+		stopJanitor: make(chan struct{}), janitorDone: make(chan struct{}),
+	}
+	go m.janitor()
+	return m
 }
 
 // alive is implemented by sandboxes that can tell when their container died behind our back.
@@ -115,8 +139,14 @@ func (m *Manager) drop(key ownerKey, s *slot) {
 		delete(m.byOwner, key)
 	}
 	if s.sb != nil {
-		delete(m.byID, s.sb.ID())
+		m.forgetLocked(s.sb.ID())
 	}
+}
+
+// forgetLocked drops a sandbox from the indexes; m.mu must be held.
+func (m *Manager) forgetLocked(id string) {
+	delete(m.byID, id)
+	delete(m.owners, id)
 }
 
 // Create makes a new sandbox from cfg (after defaults and policy) and tracks it.
@@ -129,20 +159,58 @@ func (m *Manager) Create(ctx context.Context, owner string, typ Type, cfg Config
 	if err != nil {
 		return nil, err
 	}
-	sb, err := create(ctx, owner, resolved)
-	if err != nil {
+	if err := m.reserve(owner); err != nil {
 		return nil, err
 	}
+	sb, err := create(ctx, owner, resolved)
 	m.mu.Lock()
+	m.creating[owner]--
+	if m.creating[owner] == 0 {
+		delete(m.creating, owner)
+	}
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
 	if m.closed {
 		m.mu.Unlock()
 		_ = sb.Close(context.WithoutCancel(ctx))
 		return nil, ErrManagerClosed
 	}
 	m.byID[sb.ID()] = sb
+	m.owners[sb.ID()] = owner
 	m.mu.Unlock()
 	m.log.Info("sandbox created", "sandbox", sb.ID(), "type", typ, "owner", owner)
 	return sb, nil
+}
+
+// reserve counts a creation against the caps, or refuses it.
+func (m *Manager) reserve(owner string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrManagerClosed
+	}
+	total := len(m.byID)
+	for _, n := range m.creating {
+		total += n
+	}
+	if m.opts.MaxSandboxes > 0 && total >= m.opts.MaxSandboxes {
+		return fmt.Errorf("%w: %d sandboxes exist, the server's maximum; remove one (or end a session) first", ErrLimit, total)
+	}
+	if m.opts.MaxPerOwner > 0 {
+		mine := m.creating[owner]
+		for _, o := range m.owners {
+			if o == owner {
+				mine++
+			}
+		}
+		if mine >= m.opts.MaxPerOwner {
+			return fmt.Errorf("%w: this owner already has %d sandboxes, the per-owner maximum; remove one first", ErrLimit, mine)
+		}
+	}
+	m.creating[owner]++
+	return nil
 }
 
 // Types lists the sandbox types this manager can create.
@@ -198,7 +266,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	m.mu.Lock()
 	sb, ok := m.byID[id]
 	if ok {
-		delete(m.byID, id)
+		m.forgetLocked(id)
 		for key, s := range m.byOwner {
 			if s.sb == sb {
 				delete(m.byOwner, key)
@@ -215,6 +283,9 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 // Close removes every sandbox, concurrently, and refuses new ones.
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
+	if !m.closed {
+		close(m.stopJanitor)
+	}
 	m.closed = true
 	var victims []*slot
 	for _, sb := range m.byID {
@@ -224,9 +295,78 @@ func (m *Manager) Close(ctx context.Context) error {
 		victims = append(victims, s)
 	}
 	m.byID = map[string]Sandbox{}
+	m.owners = map[string]string{}
 	m.byOwner = map[ownerKey]*slot{}
 	m.mu.Unlock()
-	return m.closeSlots(ctx, victims)
+	err := m.closeSlots(ctx, victims)
+	<-m.janitorDone
+	return err
+}
+
+// janitor removes sandboxes past their idle TTL or maximum lifetime.
+func (m *Manager) janitor() {
+	defer close(m.janitorDone)
+	if m.opts.IdleTTL <= 0 && m.opts.MaxLifetime <= 0 {
+		<-m.stopJanitor
+		return
+	}
+	interval := min(nonZero(m.opts.IdleTTL), nonZero(m.opts.MaxLifetime)) / 4
+	interval = max(interval, 50*time.Millisecond)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stopJanitor:
+			return
+		case now := <-tick.C:
+			for _, id := range m.expired(now) {
+				m.log.Info("removing expired sandbox", "sandbox", id)
+				if err := m.Delete(context.Background(), id); err != nil && !errors.Is(err, ErrNotFound) {
+					m.log.Warn("removing expired sandbox", "sandbox", id, "error", err)
+				}
+			}
+		}
+	}
+}
+
+func nonZero(d time.Duration) time.Duration {
+	if d <= 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	return d
+}
+
+// expired lists sandboxes idle past IdleTTL (and not busy) or older than MaxLifetime.
+func (m *Manager) expired(now time.Time) []string {
+	var ids []string
+	for _, sb := range m.List() {
+		info := sb.Info()
+		idle := m.opts.IdleTTL > 0 && info.Status != StatusBusy && now.Sub(info.LastUsedAt) > m.opts.IdleTTL
+		old := m.opts.MaxLifetime > 0 && now.Sub(info.CreatedAt) > m.opts.MaxLifetime
+		if idle || old {
+			ids = append(ids, sb.ID())
+		}
+	}
+	return ids
+}
+
+// Stats counts the tracked sandboxes by status and by type.
+type Stats struct {
+	Total    int            `json:"total_sandboxes"`
+	ByStatus map[Status]int `json:"status_counts"`
+	ByType   map[Type]int   `json:"sandbox_types"`
+}
+
+// Stats returns the current counts.
+func (m *Manager) Stats() Stats {
+	st := Stats{ByStatus: map[Status]int{}, ByType: map[Type]int{}}
+	for _, sb := range m.List() {
+		info := sb.Info()
+		st.Total++
+		st.ByStatus[info.Status]++
+		st.ByType[info.Type]++
+	}
+	return st
 }
 
 // doneSlot wraps a sandbox that needs no waiting for.
@@ -259,7 +399,7 @@ func (m *Manager) closeSlots(ctx context.Context, slots []*slot) error {
 				return
 			}
 			m.mu.Lock()
-			delete(m.byID, s.sb.ID())
+			m.forgetLocked(s.sb.ID())
 			m.mu.Unlock()
 			if err := s.sb.Close(ctx); err != nil {
 				mu.Lock()

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,13 +13,17 @@ import (
 // fakeSandbox stands in for a container in tests of the manager's own bookkeeping; the real
 // engine is exercised by the integration tests.
 type fakeSandbox struct {
-	id     string
-	closed atomic.Bool
-	dead   atomic.Bool
+	id       string
+	closed   atomic.Bool
+	dead     atomic.Bool
+	created  atomic.Int64 // unix nanoseconds
+	lastUsed atomic.Int64 // unix nanoseconds
 }
 
-func (f *fakeSandbox) ID() string                 { return f.id }
-func (f *fakeSandbox) Info() Info                 { return Info{ID: f.id, Status: StatusRunning} }
+func (f *fakeSandbox) ID() string { return f.id }
+func (f *fakeSandbox) Info() Info {
+	return Info{ID: f.id, Status: StatusRunning, Type: TypeDocker, CreatedAt: time.Unix(0, f.created.Load()), LastUsedAt: time.Unix(0, f.lastUsed.Load())}
+}
 func (f *fakeSandbox) Alive() bool                { return !f.dead.Load() }
 func (f *fakeSandbox) Stop(context.Context) error { return nil }
 func (f *fakeSandbox) Close(context.Context) error {
@@ -49,12 +54,18 @@ func (c *fakeCreator) create(ctx context.Context, owner string, cfg Resolved) (S
 		return nil, errors.New("engine down")
 	}
 	sb := &fakeSandbox{id: NewID()}
+	sb.created.Store(time.Now().UnixNano())
+	sb.lastUsed.Store(time.Now().UnixNano())
 	c.made = append(c.made, sb)
 	return sb, nil
 }
 
-func newTestManager(c *fakeCreator) *Manager {
-	return NewManager(ManagerOptions{Creators: map[Type]Creator{TypeDocker: c.create}})
+func newTestManager(c *fakeCreator, opts ...func(*ManagerOptions)) *Manager {
+	o := ManagerOptions{Creators: map[Type]Creator{TypeDocker: c.create}}
+	for _, f := range opts {
+		f(&o)
+	}
+	return NewManager(o)
 }
 
 func TestManagerConcurrentFirstCallsShareOneSandbox(t *testing.T) {
@@ -181,5 +192,68 @@ func TestManagerUnknownTypeAndPolicy(t *testing.T) {
 	}
 	if _, err := m.Create(ctx, "o", TypeDocker, Config{Privileged: true}); !errors.Is(err, ErrPolicy) {
 		t.Errorf("privileged: %v", err)
+	}
+}
+
+func TestManagerLimits(t *testing.T) {
+	t.Parallel()
+	m := newTestManager(&fakeCreator{}, func(o *ManagerOptions) { o.MaxSandboxes, o.MaxPerOwner = 3, 2 })
+	ctx := context.Background()
+	for i := range 2 {
+		if _, err := m.Create(ctx, "a", TypeDocker, Config{}); err != nil {
+			t.Fatalf("create %d: %v", i, err)
+		}
+	}
+	if _, err := m.Create(ctx, "a", TypeDocker, Config{}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("third for one owner = %v, want ErrLimit", err)
+	}
+	if _, err := m.Create(ctx, "b", TypeDocker, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.Create(ctx, "c", TypeDocker, Config{})
+	if !errors.Is(err, ErrLimit) {
+		t.Fatalf("fourth overall = %v, want ErrLimit", err)
+	}
+	if !strings.Contains(err.Error(), "3 sandboxes exist") {
+		t.Errorf("limit error should say why: %v", err)
+	}
+	if got := m.Stats(); got.Total != 3 || got.ByStatus[StatusRunning] != 3 || got.ByType[TypeDocker] != 3 {
+		t.Errorf("stats = %+v", got)
+	}
+	_ = m.Close(ctx)
+}
+
+func TestManagerExpiry(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts func(*ManagerOptions)
+		age  func(*fakeSandbox)
+	}{
+		{"idle ttl counts from last use", func(o *ManagerOptions) { o.IdleTTL = 200 * time.Millisecond },
+			func(f *fakeSandbox) { f.lastUsed.Store(time.Now().Add(-time.Hour).UnixNano()) }},
+		{"max lifetime counts from creation", func(o *ManagerOptions) { o.MaxLifetime = 200 * time.Millisecond },
+			func(f *fakeSandbox) { f.created.Store(time.Now().Add(-time.Hour).UnixNano()) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := &fakeCreator{}
+			m := newTestManager(c, tc.opts)
+			defer m.Close(context.Background())
+			fresh, _ := m.Create(context.Background(), "fresh", TypeDocker, Config{})
+			old, _ := m.Create(context.Background(), "old", TypeDocker, Config{})
+			tc.age(old.(*fakeSandbox))
+			deadline := time.Now().Add(3 * time.Second)
+			for !old.(*fakeSandbox).closed.Load() && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if !old.(*fakeSandbox).closed.Load() {
+				t.Fatal("expired sandbox was not removed")
+			}
+			if fresh.(*fakeSandbox).closed.Load() {
+				t.Fatal("a fresh sandbox was removed")
+			}
+		})
 	}
 }

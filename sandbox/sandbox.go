@@ -79,6 +79,8 @@ type Info struct {
 	Owner     string         `json:"owner,omitempty"`
 	CreatedAt time.Time      `json:"created_at"`
 	UpdatedAt time.Time      `json:"updated_at"`
+	// LastUsedAt is when a call last started or ended; idle expiry counts from it.
+	LastUsedAt time.Time `json:"last_used_at"`
 	Metadata  map[string]any `json:"metadata"`
 }
 
@@ -146,10 +148,12 @@ func (l *lifecycle) leave() {
 	l.updatedAt, l.lastUsed = time.Now(), time.Now()
 }
 
-func (l *lifecycle) snapshot() (Status, string, time.Time, time.Time) {
+// fill copies the life-cycle fields into info.
+func (l *lifecycle) fill(info *Info) (errMsg string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.status, l.errMsg, l.createdAt, l.updatedAt
+	info.Status, info.CreatedAt, info.UpdatedAt, info.LastUsedAt = l.status, l.createdAt, l.updatedAt, l.lastUsed
+	return l.errMsg
 }
 
 // The file actions, re-exported so callers need not import the wire package.
