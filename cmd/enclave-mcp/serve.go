@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -42,6 +41,11 @@ type serveFlags struct {
 	agentBinary string
 	httpAddr    string
 	token       string
+	sessionTTL  time.Duration
+	idleTTL     time.Duration
+	maxLifetime time.Duration
+	maxTotal    int
+	maxPerOwner int
 }
 
 func serveCmd(ctx context.Context, args []string) error {
@@ -62,7 +66,12 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&f.runtime, "runtime", "", "OCI runtime for sandboxes, e.g. runsc (default: the engine's)")
 	fs.StringVar(&f.agentBinary, "agent-binary", "", "static enclave-mcp binary injected into sandboxes (default: this executable)")
 	fs.StringVar(&f.httpAddr, "http", "", "serve MCP and the REST API over HTTP on ADDR (e.g. 127.0.0.1:8000) instead of stdio")
-	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints (or ENCLAVE_TOKEN)")
+	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints (or ENCLAVE_TOKEN); generated when listening on loopback without one")
+	fs.DurationVar(&f.sessionTTL, "session-ttl", 30*time.Minute, "HTTP: end an MCP session (and remove its sandboxes) after this long without a request")
+	fs.DurationVar(&f.idleTTL, "idle-ttl", 0, "remove a sandbox unused for this long (0: never)")
+	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "remove a sandbox this long after its creation (0: never)")
+	fs.IntVar(&f.maxTotal, "max-sandboxes", 100, "most sandboxes alive at once (0: no cap)")
+	fs.IntVar(&f.maxPerOwner, "max-per-owner", 10, "most sandboxes one session or REST client holds (0: no cap)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -74,8 +83,13 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var token string
+	var generated bool
 	if f.httpAddr != "" {
-		return errors.New("the HTTP transport (--http) is not available in this build yet; use stdio (enclave-mcp serve)")
+		// Checked before any engine work: a remote endpoint without a token never starts.
+		if token, generated, err = httpToken(f.httpAddr, f.token); err != nil {
+			return err
+		}
 	}
 
 	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: f.agentBinary, Logger: log})
@@ -97,6 +111,11 @@ func serveCmd(ctx context.Context, args []string) error {
 		Policy:   policy,
 		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: engine.Creator(sandbox.TypeDocker)},
 		Logger:   log,
+
+		MaxSandboxes: f.maxTotal,
+		MaxPerOwner:  f.maxPerOwner,
+		IdleTTL:      f.idleTTL,
+		MaxLifetime:  f.maxLifetime,
 	})
 	// Resolve once now, so a bad config fails at start rather than at the first tool call.
 	resolved, err := sandbox.Resolve(cfg, policy)
@@ -111,8 +130,17 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("serving MCP over stdio", "image", resolved.Image, "tools", len(enabled))
-	serveErr := srv.ServeStdio(ctx, os.Stdin, os.Stdout)
+	var serveErr error
+	if f.httpAddr != "" {
+		h := &httpServer{
+			addr: f.httpAddr, token: token, generated: generated, mcp: srv,
+			rest: restAPI(manager), auth: requireToken, sessionTTL: f.sessionTTL, log: log,
+		}
+		serveErr = h.serve(ctx)
+	} else {
+		log.Info("serving MCP over stdio", "image", resolved.Image, "tools", len(enabled))
+		serveErr = srv.ServeStdio(ctx, os.Stdin, os.Stdout)
+	}
 
 	// Remove every sandbox, even when interrupted: a fresh context, bounded.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
