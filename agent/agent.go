@@ -5,7 +5,8 @@
 // Reading order: agent.go (the request loop), exec.go (running a command), jobs.go
 // (background commands), tree.go (finding and killing everything a command started),
 // reaper.go (collecting exit statuses, as PID 1 must), output.go (capping output by its
-// encoded size), files.go (file operations).
+// encoded size), files.go (file operations), tunnel.go (connections relayed into the
+// sandbox).
 package agent
 
 import (
@@ -73,6 +74,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 		stop:      stop,
 		running:   make(map[uint64]context.CancelCauseFunc),
 		jobs:      make(map[string]*job),
+		tunnels:   newTunnelSet(),
 	}
 	if err := s.out.send(&wire.Response{Kind: wire.KindReady, Ready: &wire.Ready{
 		Version:   wire.Version,
@@ -117,6 +119,7 @@ type server struct {
 	running map[uint64]context.CancelCauseFunc // foreground exec requests, by request ID
 	jobs    map[string]*job
 	jobSeq  int
+	tunnels *tunnelSet
 }
 
 // serve decodes requests and starts a goroutine for each until in ends or breaks.
@@ -140,6 +143,11 @@ func (s *server) serve(ctx context.Context, in io.Reader) error {
 			}
 			return fmt.Errorf("decoding request: %w", err)
 		}
+		if req.Op == wire.OpData || req.Op == wire.OpClose {
+			// Applied here, not in a goroutine, so that a stream's data keeps its order.
+			s.tunnelRequest(req)
+			continue
+		}
 		if !s.dispatch(ctx, req) {
 			return nil
 		}
@@ -159,6 +167,9 @@ func (s *server) dispatch(ctx context.Context, req wire.Request) bool {
 	go func() {
 		defer s.handlers.Done()
 		resp, err := s.answer(ctx, req)
+		if resp == nil && err == nil {
+			return // answered already: a dial's result must go out before its stream's data
+		}
 		if err != nil {
 			resp = errorResponse(err)
 			s.log.Debug("request failed", "id", req.ID, "op", req.Op, "err", err)
@@ -191,9 +202,11 @@ func (s *server) answer(ctx context.Context, req wire.Request) (*wire.Response, 
 			return nil, err
 		}
 		return &wire.Response{Kind: wire.KindResult, Jobs: []wire.Job{j}}, nil
+	case wire.OpDial:
+		return s.dial(ctx, req.ID, req.Dial)
 	default:
-		return nil, errorf(wire.CodeInvalid, "unknown op %q (valid: %s, %s, %s, %s, %s, %s)", req.Op,
-			wire.OpPing, wire.OpExec, wire.OpCancel, wire.OpFile, wire.OpJobs, wire.OpKill)
+		return nil, errorf(wire.CodeInvalid, "unknown op %q (valid: %s, %s, %s, %s, %s, %s, %s, %s, %s)", req.Op,
+			wire.OpPing, wire.OpExec, wire.OpCancel, wire.OpFile, wire.OpJobs, wire.OpKill, wire.OpDial, wire.OpData, wire.OpClose)
 	}
 }
 
@@ -219,6 +232,7 @@ func (s *server) shutdown() {
 	case <-time.After(shutdownGrace):
 		s.log.Warn("requests still answering at shutdown; their responses are dropped")
 	}
+	s.closeTunnels()
 	s.killAllJobs()
 	if n := sweepOrphans(s.reaper); n > 0 {
 		s.log.Info("killed orphans at shutdown", "count", n)

@@ -29,7 +29,8 @@ type agentConn struct {
 
 	mu      sync.Mutex
 	pending map[uint64]chan wire.Response
-	err     error // set once the stream is gone; every later call fails with it
+	streams map[uint64]*tunnelConn // tunnels, by the ID of the dial that opened them
+	err     error                  // set once the stream is gone; every later call fails with it
 
 	ready chan wire.Ready
 	done  chan struct{}
@@ -48,6 +49,7 @@ func newAgentConn(w io.WriteCloser, r io.Reader, log *slog.Logger) *agentConn {
 		buf:     buf,
 		enc:     enc,
 		pending: map[uint64]chan wire.Response{},
+		streams: map[uint64]*tunnelConn{},
 		ready:   make(chan wire.Ready, 1),
 		done:    make(chan struct{}),
 	}
@@ -68,6 +70,10 @@ func (c *agentConn) readLoop(r io.Reader) {
 			case c.ready <- *resp.Ready:
 			default:
 			}
+			continue
+		}
+		if resp.Kind == wire.KindData || resp.Kind == wire.KindEOF {
+			c.routeStream(resp) // never blocks: each stream buffers its own data
 			continue
 		}
 		c.mu.Lock()
@@ -130,7 +136,9 @@ func (c *agentConn) send(req wire.Request) error {
 // ends during an exec, the agent is told to cancel it and call waits (briefly) for the
 // cancelled result, so the caller learns what the process printed before it died.
 func (c *agentConn) call(ctx context.Context, req wire.Request, onOutput func(wire.Output)) (wire.Response, error) {
-	req.ID = c.nextID.Add(1)
+	if req.ID == 0 { // a dial picks its ID first, to register its stream under it
+		req.ID = c.nextID.Add(1)
+	}
 	ch := make(chan wire.Response, 16)
 	c.mu.Lock()
 	if c.err != nil {

@@ -23,6 +23,17 @@ const (
 	OpFile   Operation = "file"   // a file-system operation (Request.File)
 	OpJobs   Operation = "jobs"   // lists background jobs
 	OpKill   Operation = "kill"   // kills background job Request.Job and its whole tree
+	// OpDial opens a connection inside the sandbox (Request.Dial), e.g. to a server listening
+	// on the container's loopback. The dial request's ID names the stream from then on: the
+	// agent answers with a result once connected, then sends what it reads as KindData
+	// responses and the end of the stream as KindEOF, all carrying that ID.
+	OpDial Operation = "dial"
+	// OpData writes Request.Data to stream Request.Target. It gets no answer: a failed write
+	// ends the stream with KindEOF. Data requests of one stream are applied in order.
+	OpData Operation = "data"
+	// OpClose closes stream Request.Target. It gets no answer, and nothing more is sent on
+	// the stream.
+	OpClose Operation = "close"
 )
 
 // Request is one message from the server to the agent.
@@ -33,7 +44,26 @@ type Request struct {
 	File   *File     `json:"file,omitempty"`
 	Target uint64    `json:"target,omitempty"` // OpCancel: the ID of the exec request to cancel
 	Job    string    `json:"job,omitempty"`    // OpKill: the background job to kill
+	Dial   *Dial     `json:"dial,omitempty"`
+	Data   []byte    `json:"data,omitempty"` // OpData: the bytes to write
 }
+
+// Dial asks the agent to open a connection from inside the sandbox.
+type Dial struct {
+	// Network is "tcp", "tcp4", "tcp6" or "unix".
+	Network string `json:"network"`
+	// Address is host:port, or a socket path for unix.
+	Address string `json:"address"`
+	// TimeoutMS bounds the connect; zero means DefaultDialTimeout.
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
+}
+
+// DefaultDialTimeout bounds a connect when Dial.TimeoutMS is zero.
+const DefaultDialTimeout = 10 * time.Second
+
+// MaxStreamBuffer caps the bytes either end holds for one stream that its reader has not
+// taken yet. Passing it fails that stream, never the agent's connection.
+const MaxStreamBuffer = 64 << 20
 
 // Exec asks the agent to run one process.
 type Exec struct {
@@ -109,6 +139,9 @@ const (
 	KindResult Kind = "result" // the final answer to a request
 	KindOutput Kind = "output" // a streaming chunk of a running exec request
 	KindError  Kind = "error"  // the request failed; Error and Code say why
+	KindData   Kind = "data"   // bytes read from stream ID (Response.Data)
+	// KindEOF ends stream ID: the other side closed it, or (with Error set) it failed.
+	KindEOF Kind = "eof"
 )
 
 // Code classifies an error so the server can branch on it without reading text.
@@ -139,6 +172,7 @@ type Response struct {
 	Output *Output     `json:"output,omitempty"`
 	File   *FileResult `json:"file,omitempty"`
 	Jobs   []Job       `json:"jobs,omitempty"`
+	Data   []byte      `json:"data,omitempty"` // KindData: bytes read from the stream
 }
 
 // Ready is the agent's greeting.
