@@ -37,19 +37,37 @@ func DefaultImageSpecs(mirror string) []ImageSpec {
 	if mirror == "" {
 		mirror = DefaultMirror
 	}
+	changes := []string{
+		"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"ENV LANG=C.UTF-8",
+		"WORKDIR /sandbox",
+		`CMD ["/bin/sh"]`,
+	}
 	return []ImageSpec{{
 		Tag:     DefaultImage,
 		Suite:   "bookworm",
 		Mirror:  mirror,
 		Include: []string{"python3"},
-		Changes: []string{
-			"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-			"ENV LANG=C.UTF-8",
-			"WORKDIR /sandbox",
-			`CMD ["/bin/sh"]`,
+		Changes: changes,
+	}, {
+		Tag:    DefaultNotebookImage,
+		Suite:  "bookworm",
+		Mirror: mirror,
+		// debootstrap alone cannot install these (it does not resolve virtual packages), so
+		// apt does, in the chroot, from the mirror debootstrap wrote into sources.list.
+		Include: []string{"python3"},
+		Setup: []string{
+			"export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && " +
+				"apt-get install -y -qq --no-install-recommends " + notebookPackages,
 		},
+		Changes: changes,
 	}}
 }
+
+// notebookPackages make the notebook image: Debian's jupyter_server serves the same kernel
+// API as a kernel gateway (none is packaged), and python3-munkres satisfies matplotlib's
+// optional dependency that would otherwise pull in scipy, g++ and boost.
+const notebookPackages = "python3-jupyter-server python3-ipykernel python3-matplotlib python3-munkres python3-numpy"
 
 // ImagePresent reports whether the engine has tag.
 func (e *Engine) ImagePresent(ctx context.Context, tag string) (bool, error) {
