@@ -75,8 +75,12 @@ func (e *Engine) ensureAgentVolume(ctx context.Context, image string) (string, e
 	}); err != nil {
 		return "", fmt.Errorf("%w: creating agent volume: %w", ErrEngine, err)
 	}
-	helper, err := e.cli.ContainerCreate(ctx,
-		&container.Config{Image: image, Entrypoint: []string{agentPath}, Labels: map[string]string{LabelManaged: "true", LabelInstance: e.identity.ID, LabelKind: "agent-helper"}},
+	labels := e.identity.labels()
+	labels[LabelManaged], labels[LabelKind] = "true", "agent-helper"
+	// Not the caller's context: a create cancelled in flight may still happen on the engine,
+	// and its container must then be removed by the defer below, not leaked.
+	helper, err := e.cli.ContainerCreate(context.WithoutCancel(ctx),
+		&container.Config{Image: image, Entrypoint: []string{agentPath}, Labels: labels},
 		&container.HostConfig{
 			NetworkMode: "none",
 			LogConfig:   container.LogConfig{Type: "none"},

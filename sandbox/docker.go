@@ -134,11 +134,17 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*DockerSandbox
 	}
 	s.lifecycle = lifecycle{status: StatusInitializing, createdAt: now, updatedAt: now, lastUsed: now}
 
-	created, err := e.cli.ContainerCreate(ctx, cfg, host, nil, nil, containerName(id))
+	// Not the caller's context: a create cancelled in flight may still happen on the engine,
+	// leaving a container we would not know to remove.
+	created, err := e.cli.ContainerCreate(context.WithoutCancel(ctx), cfg, host, nil, nil, containerName(id))
 	if err != nil {
 		return nil, e.createError(image, err)
 	}
 	s.containerID = created.ID
+	if err := ctx.Err(); err != nil {
+		_ = s.remove(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("creating sandbox: %w", err)
+	}
 	if err := s.start(ctx); err != nil {
 		s.set(StatusError, err.Error())
 		_ = s.remove(context.WithoutCancel(ctx))
