@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -117,19 +118,26 @@ type e2eServer struct {
 	ProtocolVersion string
 
 	mu          sync.Mutex
-	usedSandbox bool            // some call reached the sandbox
-	containers  map[string]bool // container IDs this server's session was seen in
+	usedSandbox bool              // some call reached the sandbox
+	containers  map[string]string // container IDs this server's session was seen in → instance label
 
 	closeOnce sync.Once
 }
 
-// e2eStart starts "enclave-mcp serve" with extra flags, connects and initializes. The
-// server is closed, and its containers checked for leaks, when the test ends.
+// e2eStart starts "enclave-mcp serve" with extra flags, connects and initializes with the
+// client's default (newest) protocol version. The server is closed, and its containers
+// checked for leaks, when the test ends.
 func e2eStart(t testing.TB, extraArgs ...string) *e2eServer {
+	t.Helper()
+	return e2eStartVersion(t, "", extraArgs...)
+}
+
+// e2eStartVersion is e2eStart asking for protocol version (empty: the client's newest).
+func e2eStartVersion(t testing.TB, version string, extraArgs ...string) *e2eServer {
 	t.Helper()
 	testenv.RequireDocker(t)
 	bin := testenv.Binary(t)
-	s := &e2eServer{t: t, stderr: &e2eBuffer{}, containers: map[string]bool{}}
+	s := &e2eServer{t: t, stderr: &e2eBuffer{}, containers: map[string]string{}}
 	args := append([]string{"serve", "--log-level", "debug"}, extraArgs...)
 	tr := transport.NewStdioWithOptions(bin, nil, args,
 		transport.WithCommandFunc(func(_ context.Context, command string, env, args []string) (*exec.Cmd, error) {
@@ -158,6 +166,7 @@ func e2eStart(t testing.TB, extraArgs ...string) *e2eServer {
 	}
 	var init mcpgo.InitializeRequest
 	init.Params.ClientInfo = mcpgo.Implementation{Name: "enclave-e2e", Version: "0"}
+	init.Params.ProtocolVersion = version
 	ir, err := s.Client.Initialize(ctx, init)
 	if err != nil {
 		t.Fatalf("initialize: %v\nstderr:\n%s", err, s.stderr.String())
@@ -328,10 +337,22 @@ func (s *e2eServer) ContainerID(t testing.TB) string {
 		t.Fatalf("no container ID in the sandbox's mountinfo/cgroup:\n%s", e2eCut(out.S.Output, 2000))
 	}
 	id := m[1]
-	s.mu.Lock()
-	s.containers[id] = true
-	s.mu.Unlock()
+	s.record(t, id)
 	return id
+}
+
+// record remembers container id, and its server instance's label, for the leak check.
+func (s *e2eServer) record(t testing.TB, id string) {
+	t.Helper()
+	instance := ""
+	if c := e2eInspect(t, id); c != nil {
+		instance = c.Config.Labels["enclave-mcp.instance"]
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.containers[id]; !ok || instance != "" {
+		s.containers[id] = instance
+	}
 }
 
 // Close closes the client (which closes the server's stdin), waits for the server to exit and
@@ -351,9 +372,7 @@ func (s *e2eServer) Close() {
 			if res, err := s.Client.CallTool(ctx, req); err == nil && !res.IsError && len(res.Content) > 0 {
 				if tc, ok := mcpgo.AsTextContent(res.Content[0]); ok {
 					if m := containerIDPattern.FindStringSubmatch(tc.Text); m != nil {
-						s.mu.Lock()
-						s.containers[m[1]] = true
-						s.mu.Unlock()
+						s.record(t, m[1])
 					}
 				}
 			}
@@ -367,8 +386,12 @@ func (s *e2eServer) Close() {
 		}
 		s.mu.Lock()
 		ids := make([]string, 0, len(s.containers))
-		for id := range s.containers {
+		instances := map[string]bool{}
+		for id, instance := range s.containers {
 			ids = append(ids, id)
+			if instance != "" {
+				instances[instance] = true
+			}
 		}
 		s.mu.Unlock()
 		if used && len(ids) == 0 {
@@ -376,6 +399,9 @@ func (s *e2eServer) Close() {
 		}
 		for _, id := range ids {
 			e2eAssertGone(t, id)
+		}
+		for instance := range instances {
+			e2eAssertInstanceGone(t, instance)
 		}
 		if len(ids) > 0 {
 			t.Logf("leak check: container(s) %.12s removed after the server exited", ids)
@@ -385,9 +411,10 @@ func (s *e2eServer) Close() {
 
 // e2eContainer is what docker inspect says of a container, or nil when it does not exist.
 type e2eContainer struct {
-	ID     string
-	State  struct{ Status string }
-	Config struct{ Labels map[string]string }
+	ID      string
+	Created time.Time
+	State   struct{ Status string }
+	Config  struct{ Labels map[string]string }
 }
 
 func e2eInspect(t testing.TB, id string) *e2eContainer {
@@ -423,9 +450,47 @@ func e2eAssertGone(t testing.TB, id string) {
 		}
 		if time.Now().After(deadline) {
 			t.Errorf("leaked container %.12s (state %s, labels %v) still exists %v after its server exited", id, c.State.Status, c.Config.Labels, e2eGoneTimeout)
+			e2eRemove(t, id)
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// e2eInstanceContainers lists the containers, any state, labelled with a server instance.
+func e2eInstanceContainers(t testing.TB, instance string) []string {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "-aq", "--no-trunc", "--filter", "label=enclave-mcp.instance="+instance).Output()
+	if err != nil {
+		t.Fatalf("docker ps: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+// e2eAssertInstanceGone polls until no container of a server instance exists: it catches
+// containers of that server that the test never saw (replacements, helpers).
+func e2eAssertInstanceGone(t testing.TB, instance string) {
+	t.Helper()
+	var left []string
+	if !e2ePoll(e2eGoneTimeout, 100*time.Millisecond, func() bool {
+		left = e2eInstanceContainers(t, instance)
+		return len(left) == 0
+	}) {
+		for _, id := range left {
+			if c := e2eInspect(t, id); c != nil {
+				t.Errorf("leaked container %.12s of server instance %s (state %s, labels %v)", id, instance, c.State.Status, c.Config.Labels)
+			}
+			e2eRemove(t, id)
+		}
+	}
+}
+
+// e2eRemove force-removes a container a test found leaked (by its own server), so that a
+// failing run leaves nothing behind.
+func e2eRemove(t testing.TB, id string) {
+	t.Helper()
+	if out, err := exec.Command("docker", "rm", "-f", "-v", id).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such") {
+		t.Logf("removing leaked container %.12s: %v %s", id, err, out)
 	}
 }
 
@@ -455,10 +520,13 @@ type e2eRaw struct {
 	msgs   chan map[string]any
 	exited chan struct{}
 
-	mu      sync.Mutex
-	lines   int
-	invalid []string // stdout lines that are not JSON-RPC 2.0
-	nextID  int
+	mu         sync.Mutex
+	lines      int
+	invalid    []string // stdout lines that are not JSON-RPC 2.0
+	nextID     int
+	stdinShut  bool
+	used       bool              // a tools/call was answered with structuredContent
+	containers map[string]string // container ID → instance label, for the leak check
 }
 
 // e2eStartRaw starts "enclave-mcp serve" with extra flags without any handshake.
@@ -466,7 +534,7 @@ func e2eStartRaw(t testing.TB, extraArgs ...string) *e2eRaw {
 	t.Helper()
 	testenv.RequireDocker(t)
 	bin := testenv.Binary(t)
-	r := &e2eRaw{t: t, stderr: &e2eBuffer{}, msgs: make(chan map[string]any, 1024), exited: make(chan struct{}), nextID: 100}
+	r := &e2eRaw{t: t, stderr: &e2eBuffer{}, msgs: make(chan map[string]any, 1024), exited: make(chan struct{}), nextID: 100, containers: map[string]string{}}
 	r.cmd = exec.Command(bin, append([]string{"serve", "--log-level", "debug"}, extraArgs...)...)
 	r.cmd.Stderr = r.stderr
 	var err error
@@ -501,17 +569,40 @@ func e2eStartRaw(t testing.TB, extraArgs ...string) *e2eRaw {
 		close(r.exited)
 	}()
 	t.Cleanup(func() {
+		r.mu.Lock()
+		probe := r.used && !r.stdinShut
+		r.mu.Unlock()
+		select {
+		case <-r.exited:
+		default:
+			if probe {
+				r.probeContainer()
+			}
+		}
 		go func() { // keep stdout flowing: a blocked writer would never see EOF
 			for range r.msgs {
 			}
 		}()
-		_ = r.stdin.Close()
+		r.CloseStdin()
 		select {
 		case <-r.exited:
 		case <-time.After(e2eExitTimeout):
 			t.Errorf("the server did not exit within %v of its stdin closing; killing it", e2eExitTimeout)
 			_ = r.cmd.Process.Kill()
 			<-r.exited
+		}
+		r.mu.Lock()
+		containers := maps.Clone(r.containers)
+		used := r.used
+		r.mu.Unlock()
+		if used && len(containers) == 0 {
+			t.Errorf("leak check: the session used a sandbox but its container could not be identified")
+		}
+		for id, instance := range containers {
+			e2eAssertGone(t, id)
+			if instance != "" {
+				e2eAssertInstanceGone(t, instance)
+			}
 		}
 		if t.Failed() {
 			t.Logf("server stderr (tail):\n%s", e2eTail(r.stderr.String(), 6000))
@@ -542,6 +633,58 @@ func (r *e2eRaw) record(line []byte) {
 		return
 	}
 	r.msgs <- m
+}
+
+// CloseStdin closes the server's stdin (its end of session).
+func (r *e2eRaw) CloseStdin() {
+	r.mu.Lock()
+	r.stdinShut = true
+	r.mu.Unlock()
+	_ = r.stdin.Close()
+}
+
+// probeContainer learns the session's container without failing the test: for the leak
+// check at the end.
+func (r *e2eRaw) probeContainer() {
+	const id = 99 // below the ids Request hands out
+	if _, err := io.WriteString(r.stdin, `{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"shell_executor","arguments":{"command":"cat /proc/self/mountinfo /proc/self/cgroup"}}}`+"\n"); err != nil {
+		return
+	}
+	deadline := time.After(20 * time.Second)
+	want := fmt.Sprint(id)
+	for {
+		select {
+		case m, ok := <-r.msgs:
+			if !ok {
+				return
+			}
+			got, _ := json.Marshal(m["id"])
+			if _, isNote := m["method"]; isNote || string(got) != want {
+				continue
+			}
+			res, _ := m["result"].(map[string]any)
+			sc, _ := res["structuredContent"].(map[string]any)
+			out, _ := sc["output"].(string)
+			if match := containerIDPattern.FindStringSubmatch(out); match != nil {
+				r.recordContainer(match[1])
+			}
+			return
+		case <-deadline:
+			return
+		}
+	}
+}
+
+func (r *e2eRaw) recordContainer(id string) {
+	instance := ""
+	if c := e2eInspect(r.t, id); c != nil {
+		instance = c.Config.Labels["enclave-mcp.instance"]
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.containers[id]; !ok || instance != "" {
+		r.containers[id] = instance
+	}
 }
 
 // SendLine writes one raw line (a newline is added).
@@ -640,6 +783,11 @@ func (r *e2eRaw) CallTool(name string, args map[string]any) map[string]any {
 	if res == nil {
 		r.t.Fatalf("tools/call %s: no result in %v", name, resp)
 	}
+	if res["structuredContent"] != nil {
+		r.mu.Lock()
+		r.used = true
+		r.mu.Unlock()
+	}
 	return res
 }
 
@@ -653,6 +801,7 @@ func (r *e2eRaw) ContainerID() string {
 	if m == nil {
 		r.t.Fatalf("no container ID in the sandbox's mountinfo/cgroup: %v", res)
 	}
+	r.recordContainer(m[1])
 	return m[1]
 }
 

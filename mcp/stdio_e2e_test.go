@@ -6,9 +6,11 @@ package mcp_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -33,6 +35,7 @@ func TestIntegrationStdioToolsList(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tools/list: %v", err)
 	}
+	// The documented tools, their required parameters and (at least) these properties.
 	want := map[string]struct{ required, properties []string }{
 		"python_executor": {[]string{"code"}, []string{"code", "timeout"}},
 		"shell_executor":  {[]string{"command"}, []string{"command", "timeout"}},
@@ -42,35 +45,47 @@ func TestIntegrationStdioToolsList(t *testing.T) {
 	for _, tool := range res.Tools {
 		names = append(names, tool.Name)
 	}
-	slices.Sort(names)
-	if !slices.Equal(names, []string{"file_operation", "python_executor", "shell_executor"}) {
-		t.Fatalf("tools/list names = %v, want exactly file_operation, python_executor, shell_executor", names)
+	for name := range want {
+		if !slices.Contains(names, name) {
+			t.Errorf("tools/list lacks %s: %v", name, names)
+		}
+	}
+	if len(names) != len(want) {
+		t.Logf("tools/list also has tools beyond the three documented ones: %v", names)
+	}
+	if dup := len(names) - len(slices.Compact(slices.Sorted(slices.Values(names)))); dup != 0 {
+		t.Errorf("tools/list repeats names: %v", names)
 	}
 	for _, tool := range res.Tools {
 		t.Run(tool.Name, func(t *testing.T) {
-			w := want[tool.Name]
 			sc := tool.InputSchema
 			if sc.Type != "object" {
 				t.Errorf("inputSchema.type = %q, want object", sc.Type)
+			}
+			if ap, ok := sc.AdditionalProperties.(bool); !ok || ap {
+				t.Errorf("inputSchema.additionalProperties = %#v, want false", sc.AdditionalProperties)
+			}
+			if strings.TrimSpace(tool.Description) == "" {
+				t.Errorf("tool has no description")
+			}
+			for _, r := range sc.Required {
+				if _, ok := sc.Properties[r]; !ok {
+					t.Errorf("required %q is not a property", r)
+				}
+			}
+			w, documented := want[tool.Name]
+			if !documented {
+				return
 			}
 			req := slices.Clone(sc.Required)
 			slices.Sort(req)
 			if !slices.Equal(req, w.required) {
 				t.Errorf("inputSchema.required = %v, want %v", sc.Required, w.required)
 			}
-			if ap, ok := sc.AdditionalProperties.(bool); !ok || ap {
-				t.Errorf("inputSchema.additionalProperties = %#v, want false", sc.AdditionalProperties)
-			}
-			var props []string
-			for k := range sc.Properties {
-				props = append(props, k)
-			}
-			slices.Sort(props)
-			if !slices.Equal(props, w.properties) {
-				t.Errorf("inputSchema.properties = %v, want %v", props, w.properties)
-			}
-			if strings.TrimSpace(tool.Description) == "" {
-				t.Errorf("tool has no description")
+			for _, p := range w.properties {
+				if _, ok := sc.Properties[p]; !ok {
+					t.Errorf("inputSchema.properties lacks %q: %v", p, sc.Properties)
+				}
 			}
 		})
 	}
@@ -107,8 +122,8 @@ func TestIntegrationStdioFloor(t *testing.T) {
 	t.Run("failures are errors not timeouts", func(t *testing.T) {
 		for _, tc := range []struct {
 			name, command string
-			check        func(r *e2eResult) bool
-			want         string
+			check         func(r *e2eResult) bool
+			want          string
 		}{
 			{"exit 124", "bash -c 'exit 124'", func(r *e2eResult) bool { return r.ExitCode != nil && *r.ExitCode == 124 }, "exit_code 124"},
 			{"kill -9 self", "bash -c 'kill -9 $$'", func(r *e2eResult) bool {
@@ -131,6 +146,36 @@ func TestIntegrationStdioFloor(t *testing.T) {
 		}
 	})
 
+	t.Run("stderr alone is not an error", func(t *testing.T) {
+		out := s.MustSucceed(t, "shell_executor", map[string]any{"command": "echo warning >&2; echo result"})
+		if out.S.Output != "result\n" || out.S.Error != "warning\n" {
+			t.Errorf("output %q error %q", out.S.Output, out.S.Error)
+		}
+	})
+
+	t.Run("unicode", func(t *testing.T) {
+		out := s.MustSucceed(t, "python_executor", map[string]any{"code": "print('héllo ✓ 日本 🚀')"})
+		if out.S.Output != "héllo ✓ 日本 🚀\n" {
+			t.Errorf("output %q", out.S.Output)
+		}
+	})
+
+	t.Run("stdin is empty", func(t *testing.T) {
+		// A program that reads stdin gets EOF at once: it must not sit until its timeout.
+		start := time.Now()
+		out := s.MustSucceed(t, "shell_executor", map[string]any{"command": "cat; echo read-done", "timeout": 20})
+		if out.S.Output != "read-done\n" {
+			t.Errorf("output %q", out.S.Output)
+		}
+		py := s.Call(t, "python_executor", map[string]any{"code": "try:\n    input()\nexcept EOFError:\n    print('EOF')", "timeout": 20})
+		if py.IsError || py.S == nil || py.S.Output != "EOF\n" {
+			t.Errorf("python input(): %s", py)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("reading stdin took %v", took)
+		}
+	})
+
 	t.Run("timeouts kill everything", func(t *testing.T) {
 		// Each command would create its marker 2 s after starting; a 0.3 s timeout must
 		// kill it, its children and any detached grandchildren before that.
@@ -142,6 +187,11 @@ func TestIntegrationStdioFloor(t *testing.T) {
 			{"shell", "shell_executor", map[string]any{"command": "sleep 2; touch MARKER", "timeout": 0.3}, "MARKER"},
 			{"detached grandchild", "shell_executor", map[string]any{"command": "(setsid sh -c 'sleep 2; touch M2' &); sleep 5", "timeout": 0.3}, "M2"},
 			{"python os.system", "python_executor", map[string]any{"code": "import os; os.system(\"sleep 2; touch M3\")", "timeout": 0.3}, "M3"},
+		}
+		// Positive control: a marker that is created is seen where the check looks.
+		s.MustSucceed(t, "shell_executor", map[string]any{"command": "touch CONTROL"})
+		if got := s.Exists(t, "CONTROL"); got != "exists" {
+			t.Fatalf("control marker: %s", got)
 		}
 		var last time.Time
 		for _, tc := range cases {
@@ -210,6 +260,26 @@ func TestIntegrationStdioQuickStart(t *testing.T) {
 		}
 	})
 
+	t.Run("binary round trip", func(t *testing.T) {
+		data := make([]byte, 256*3)
+		for i := range data {
+			data[i] = byte(i)
+		}
+		b64 := base64.StdEncoding.EncodeToString(data)
+		s.MustSucceed(t, "file_operation", map[string]any{"operation": "write", "file_path": "bytes.bin", "content": b64, "encoding": "base64"})
+		read := s.MustSucceed(t, "file_operation", map[string]any{"operation": "read", "file_path": "bytes.bin", "encoding": "base64"})
+		if read.S.Output != b64 {
+			t.Errorf("base64 read back %q, want %q", e2eCut(read.S.Output, 100), e2eCut(b64, 100))
+		}
+		sum := s.MustSucceed(t, "python_executor", map[string]any{"code": "d = open('bytes.bin','rb').read()\nprint(len(d), d == bytes(range(256))*3)"})
+		if sum.S.Output != "768 True\n" {
+			t.Errorf("python sees %q", sum.S.Output)
+		}
+		if out := s.Call(t, "file_operation", map[string]any{"operation": "read", "file_path": "bytes.bin"}); !out.IsError || !strings.Contains(out.Text, "base64") {
+			t.Errorf("reading binary as utf-8: want an error suggesting base64, got %s", out)
+		}
+	})
+
 	t.Run("hostile file names", func(t *testing.T) {
 		s.MustSucceed(t, "file_operation", map[string]any{"operation": "mkdir", "file_path": "dir with space"})
 		name := "we'ird \"quoted\" $(touch pwned) `touch pwned`;\nline2 *.txt"
@@ -275,6 +345,8 @@ func TestIntegrationStdioBadInput(t *testing.T) {
 		{"blank code", "python_executor", map[string]any{"code": " \n\t"}, []string{"No code provided"}},
 		{"command wrong type", "shell_executor", map[string]any{"command": 42}, []string{"command"}},
 		{"negative timeout", "shell_executor", map[string]any{"command": "echo hi", "timeout": -1}, []string{"timeout"}},
+		{"huge timeout", "shell_executor", map[string]any{"command": "echo hi", "timeout": 1e9}, []string{"timeout"}},
+		{"no arguments", "python_executor", nil, []string{"code"}},
 		{"missing file_path", "file_operation", map[string]any{"operation": "read"}, []string{"file_path"}},
 		{"unknown operation", "file_operation", map[string]any{"operation": "frobnicate", "file_path": "x"}, []string{"frobnicate"}},
 		{"write without content", "file_operation", map[string]any{"operation": "write", "file_path": "x"}, []string{"content"}},
@@ -504,7 +576,7 @@ func TestIntegrationStdioSessionEnds(t *testing.T) {
 		name string
 		end  func(r *e2eRaw)
 	}{
-		{"stdin EOF", func(r *e2eRaw) { _ = r.stdin.Close() }},
+		{"stdin EOF", func(r *e2eRaw) { r.CloseStdin() }},
 		{"SIGTERM", func(r *e2eRaw) { r.Signal(syscall.SIGTERM) }},
 		{"SIGINT", func(r *e2eRaw) { r.Signal(syscall.SIGINT) }},
 	} {
@@ -512,7 +584,8 @@ func TestIntegrationStdioSessionEnds(t *testing.T) {
 			r := e2eStartRaw(t)
 			r.Initialize()
 			id := r.ContainerID()
-			if e2eInspect(t, id) == nil {
+			c := e2eInspect(t, id)
+			if c == nil {
 				t.Fatalf("the sandbox's container %.12s does not exist", id)
 			}
 			tc.end(r)
@@ -521,6 +594,7 @@ func TestIntegrationStdioSessionEnds(t *testing.T) {
 				t.Errorf("the server was killed by %v instead of shutting down", ws.Signal())
 			}
 			e2eAssertGone(t, id)
+			e2eAssertInstanceGone(t, c.Config.Labels["enclave-mcp.instance"])
 		})
 	}
 }
@@ -602,7 +676,7 @@ func TestIntegrationStdioProgress(t *testing.T) {
 	done = true
 	before := slices.Clone(messages)
 	mu.Unlock()
-	if out.IsError || out.S.Output != "tick 1\ntick 2\ntick 3\n" {
+	if out.IsError || out.S == nil || out.S.Output != "tick 1\ntick 2\ntick 3\n" {
 		t.Errorf("result: %s", out)
 	}
 	if !slices.ContainsFunc(before, func(m string) bool { return strings.Contains(m, "tick") }) {
@@ -771,7 +845,7 @@ func TestIntegrationStdioGarbage(t *testing.T) {
 	id := r.Request("tools/list", map[string]any{})
 	resp := r.Await(id, 10*time.Second, nil)
 	res0, _ := resp["result"].(map[string]any)
-	if tools, _ := res0["tools"].([]any); len(tools) != 3 {
+	if tools, _ := res0["tools"].([]any); !strings.Contains(fmt.Sprint(tools), "python_executor") {
 		t.Errorf("tools/list after garbage: %v", e2eCut(fmt.Sprint(resp), 300))
 	}
 	res := r.CallTool("python_executor", map[string]any{"code": "print(6*7)"})
@@ -797,6 +871,7 @@ func TestIntegrationStdioStdoutHygiene(t *testing.T) {
 	r.Request("tools/list", nil)
 	r.CallTool("python_executor", map[string]any{"code": "import sys\nprint('out')\nprint('err', file=sys.stderr)\nprint('{not json')"})
 	r.CallTool("shell_executor", map[string]any{"command": "echo to stderr >&2; exit 3"})
+	r.CallTool("shell_executor", map[string]any{"command": `head -c 65536 /dev/urandom; printf '\377\376\000\033[31m\r\n'; head -c 4096 /dev/urandom >&2`})
 	r.CallTool("python_executor", map[string]any{"code": "1/0"})
 	r.CallTool("python_executor", map[string]any{"bogus": 1})
 	r.CallTool("file_operation", map[string]any{"operation": "read", "file_path": "/nonexistent"})
@@ -804,7 +879,8 @@ func TestIntegrationStdioStdoutHygiene(t *testing.T) {
 	id := r.Request("tools/call", map[string]any{"name": "shell_executor", "arguments": map[string]any{"command": "echo a; sleep 0.7; echo b"}, "_meta": map[string]any{"progressToken": 7}})
 	r.Await(id, e2eCallTimeout, nil)
 	r.Request("no/such/method", nil)
-	_ = r.stdin.Close()
+	r.ContainerID() // for the leak check after exit
+	r.CloseStdin()
 	r.WaitExit(e2eExitTimeout)
 	for range r.msgs { // everything left, until stdout closed
 	}
@@ -818,4 +894,261 @@ func TestIntegrationStdioStdoutHygiene(t *testing.T) {
 	if !strings.Contains(r.stderr.String(), "tool call") {
 		t.Errorf("no logs on stderr at --log-level debug; stderr:\n%s", e2eTail(r.stderr.String(), 2000))
 	}
+}
+
+// TestIntegrationStdioProtocolVersions runs a session on each protocol version that still
+// has the initialize handshake (the client's default, the stateless 2026-07-28, is what the
+// other tests use).
+func TestIntegrationStdioProtocolVersions(t *testing.T) {
+	testenv.RequireDocker(t)
+	t.Parallel()
+	for _, version := range []string{"2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"} {
+		t.Run(version, func(t *testing.T) {
+			t.Parallel()
+			s := e2eStartVersion(t, version)
+			if s.ProtocolVersion != version {
+				t.Errorf("negotiated %s, want %s", s.ProtocolVersion, version)
+			}
+			out := s.Call(t, "python_executor", map[string]any{"code": "print(6 * 7)"})
+			if out.IsError || out.Text != "42\n" {
+				t.Errorf("python: %s", out)
+			}
+			bad := s.Call(t, "python_executor", map[string]any{"code": "print(1)", "extra": 1})
+			if !bad.IsError || !strings.Contains(bad.Text, `"extra"`) {
+				t.Errorf("unknown parameter: %s", bad)
+			}
+		})
+	}
+}
+
+// TestIntegrationStdioConcurrentCalls makes a session's first calls concurrently: they must
+// share one sandbox, not race to create several.
+func TestIntegrationStdioConcurrentCalls(t *testing.T) {
+	testenv.RequireDocker(t)
+	t.Parallel()
+	s := e2eStart(t)
+	const n = 5
+	var wg sync.WaitGroup
+	outs := make([]e2eOutcome, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), e2eCallTimeout)
+			defer cancel()
+			out, err := s.CallCtx(ctx, t, "shell_executor", map[string]any{"command": fmt.Sprintf("echo call %d > call-%d.txt; cat /proc/self/mountinfo /proc/self/cgroup", i, i)}, nil)
+			if err != nil {
+				t.Errorf("call %d: %v", i, err)
+			}
+			outs[i] = out
+		}()
+	}
+	wg.Wait()
+	ids := map[string]bool{}
+	for i, out := range outs {
+		if out.IsError || out.S == nil {
+			t.Fatalf("call %d: %s", i, out)
+		}
+		m := containerIDPattern.FindStringSubmatch(out.S.Output)
+		if m == nil {
+			t.Fatalf("call %d: no container ID", i)
+		}
+		ids[m[1]] = true
+	}
+	if len(ids) != 1 {
+		t.Errorf("one session's concurrent first calls ran in %d containers", len(ids))
+	}
+	id := s.ContainerID(t)
+	c := e2eInspect(t, id)
+	if c == nil {
+		t.Fatalf("container %.12s does not exist", id)
+	}
+	if all := e2eInstanceContainers(t, c.Config.Labels["enclave-mcp.instance"]); len(all) != 1 {
+		t.Errorf("the server has %d containers, want 1: %.12s", len(all), all)
+	}
+	list := s.MustSucceed(t, "file_operation", map[string]any{"operation": "list", "file_path": "."})
+	for i := range n {
+		if !strings.Contains(list.S.Output, fmt.Sprintf("call-%d.txt", i)) {
+			t.Errorf("call-%d.txt missing from %q", i, list.S.Output)
+		}
+	}
+}
+
+// TestIntegrationStdioSandboxDies removes a session's container behind the server's back:
+// the session must recover with a fresh sandbox.
+func TestIntegrationStdioSandboxDies(t *testing.T) {
+	testenv.RequireDocker(t)
+	t.Parallel()
+	s := e2eStart(t)
+	s.MustSucceed(t, "file_operation", map[string]any{"operation": "write", "file_path": "before.txt", "content": "x"})
+	old := s.ContainerID(t)
+	if out, err := exec.Command("docker", "rm", "-f", old).CombinedOutput(); err != nil {
+		t.Fatalf("docker rm -f: %v %s", err, out)
+	}
+	// The call that finds the sandbox dead may fail (saying so); the next must work.
+	var out e2eOutcome
+	for attempt := 1; attempt <= 2; attempt++ {
+		out = s.Call(t, "shell_executor", map[string]any{"command": "echo back"})
+		if !out.IsError {
+			break
+		}
+		t.Logf("call %d after the container was removed: %s", attempt, out)
+	}
+	if out.IsError || out.S == nil || out.S.Output != "back\n" {
+		t.Fatalf("the session did not recover: %s", out)
+	}
+	if now := s.ContainerID(t); now == old {
+		t.Errorf("still in the removed container %.12s", old)
+	}
+	if got := s.Exists(t, "before.txt"); got != "does not exist" {
+		t.Errorf("before.txt in the fresh sandbox: %s", got)
+	}
+}
+
+// TestIntegrationStdioCancelCreate cancels a call (2 ms after sending it) while it is creating
+// the session's sandbox: the first sandbox of a server (which also prepares the agent volume
+// with a helper container) and a replacement for a sandbox that died. The creation must not
+// leave an orphan container behind (the count below and the leak check at the end cover every
+// container of the server's instance) nor poison the session.
+func TestIntegrationStdioCancelCreate(t *testing.T) {
+	testenv.RequireDocker(t)
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		prepare func(t *testing.T, s *e2eServer)
+	}{
+		{"first sandbox", func(*testing.T, *e2eServer) {}},
+		{"replacement sandbox", func(t *testing.T, s *e2eServer) {
+			old := s.ContainerID(t)
+			if out, err := exec.Command("docker", "rm", "-f", old).CombinedOutput(); err != nil {
+				t.Fatalf("docker rm -f: %v %s", err, out)
+			}
+			// Let the server see its sandbox's attach stream end (not an assertion).
+			time.Sleep(500 * time.Millisecond)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := e2eStart(t)
+			tc.prepare(t, s)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+			out, err := s.CallCtx(ctx, t, "shell_executor", map[string]any{"command": "sleep 5"}, nil)
+			cancel()
+			if err == nil {
+				t.Logf("the cancelled call was answered: %s", out)
+			}
+			var after e2eOutcome
+			for attempt := 1; attempt <= 2; attempt++ { // a dead sandbox may cost one failed call
+				if after = s.Call(t, "shell_executor", map[string]any{"command": "echo after"}); !after.IsError {
+					break
+				}
+			}
+			if after.IsError || after.S == nil || after.S.Output != "after\n" {
+				t.Fatalf("the call after a cancelled creation: %s", after)
+			}
+			id := s.ContainerID(t)
+			c := e2eInspect(t, id)
+			if c == nil {
+				t.Fatalf("container %.12s does not exist", id)
+			}
+			// Every container of this server: the live sandbox only, once the cancelled
+			// creation has cleaned up.
+			instance := c.Config.Labels["enclave-mcp.instance"]
+			var all []string
+			if !e2ePoll(10*time.Second, 100*time.Millisecond, func() bool {
+				all = e2eInstanceContainers(t, instance)
+				return len(all) == 1
+			}) {
+				t.Errorf("the server has %d containers after a cancelled creation, want 1: %.12s", len(all), all)
+				for _, other := range all {
+					if other != id {
+						if c := e2eInspect(t, other); c != nil {
+							t.Errorf("orphan %.12s: state %s, labels %v", other, c.State.Status, c.Config.Labels)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestIntegrationStdioEndDuringCall ends the session while a call is in flight, before and
+// after its sandbox exists. It does not run in parallel with this package's other tests, so
+// that it can count every stdio-owned container that appears while it runs.
+func TestIntegrationStdioEndDuringCall(t *testing.T) {
+	testenv.RequireDocker(t)
+	for _, tc := range []struct {
+		name string
+		// wait is how long after sending the call the session ends; 0 waits for the
+		// command to be running (its first progress notification).
+		wait time.Duration
+		end  func(r *e2eRaw)
+	}{
+		{"EOF while creating", 0 * time.Millisecond, (*e2eRaw).CloseStdin},
+		{"EOF after 100ms", 100 * time.Millisecond, (*e2eRaw).CloseStdin},
+		{"EOF while running", -1, (*e2eRaw).CloseStdin},
+		{"SIGTERM while creating", 0, func(r *e2eRaw) { r.Signal(syscall.SIGTERM) }},
+		{"SIGTERM while running", -1, func(r *e2eRaw) { r.Signal(syscall.SIGTERM) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := e2eManagedContainers(t)
+			began := time.Now()
+			r := e2eStartRaw(t)
+			r.Initialize()
+			r.Request("tools/call", map[string]any{"name": "shell_executor", "arguments": map[string]any{"command": "echo running; sleep 30; echo done"}, "_meta": map[string]any{"progressToken": "p"}})
+			switch {
+			case tc.wait < 0:
+				deadline := time.Now().Add(20 * time.Second)
+				for {
+					if m := r.Next(time.Until(deadline)); m["method"] == "notifications/progress" {
+						break
+					}
+				}
+			case tc.wait > 0:
+				time.Sleep(tc.wait)
+			}
+			start := time.Now()
+			tc.end(r)
+			st := r.WaitExit(e2eExitTimeout)
+			ended := time.Now()
+			if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				t.Errorf("the server was killed by %v instead of shutting down", ws.Signal())
+			}
+			t.Logf("server exited %v after the session ended", time.Since(start).Round(time.Millisecond))
+			// This server's containers: owned by a stdio session, or agent-volume helpers
+			// (which carry no owner), created while it ran.
+			var left []*e2eContainer
+			if !e2ePoll(e2eGoneTimeout, 100*time.Millisecond, func() bool {
+				left = nil
+				for _, id := range e2eManagedContainers(t) {
+					if slices.Contains(before, id) {
+						continue
+					}
+					c := e2eInspect(t, id)
+					if c == nil || c.Created.Before(began.Add(-time.Second)) || c.Created.After(ended.Add(time.Second)) {
+						continue
+					}
+					if c.Config.Labels["enclave-mcp.owner"] == "stdio" || c.Config.Labels["enclave-mcp.kind"] == "agent-helper" {
+						left = append(left, c)
+					}
+				}
+				return len(left) == 0
+			}) {
+				for _, c := range left {
+					t.Errorf("leaked container %.12s (state %s, created %s, labels %v)", c.ID, c.State.Status, c.Created.Format(time.RFC3339Nano), c.Config.Labels)
+					e2eRemove(t, c.ID)
+				}
+			}
+		})
+	}
+}
+
+// e2eManagedContainers lists every container enclave-mcp manages, any state.
+func e2eManagedContainers(t testing.TB) []string {
+	t.Helper()
+	out, err := exec.Command("docker", "ps", "-aq", "--no-trunc", "--filter", "label=enclave-mcp.managed=true").Output()
+	if err != nil {
+		t.Fatalf("docker ps: %v", err)
+	}
+	return strings.Fields(string(out))
 }
