@@ -1,0 +1,384 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// poolFake is a sandbox with a file set and background jobs in memory, for the pool's and
+// the owner checks' bookkeeping; the real engine is exercised by httpapi's and client's
+// integration tests.
+type poolFake struct {
+	lifecycle
+	id, owner string
+	dead      atomic.Bool
+	closed    atomic.Bool
+	failList  atomic.Bool
+
+	mu    sync.Mutex
+	files map[string]bool // absolute paths
+	jobs  []Job
+}
+
+func (f *poolFake) ID() string { return f.id }
+func (f *poolFake) Info() Info {
+	info := Info{ID: f.id, Owner: f.owner, Type: TypeDocker, Metadata: map[string]any{"working_dir": DefaultWorkingDir}}
+	f.fill(&info)
+	return info
+}
+func (f *poolFake) Alive() bool { return !f.dead.Load() }
+func (f *poolFake) Stop(context.Context) error {
+	f.set(StatusStopped, "")
+	return nil
+}
+func (f *poolFake) Close(context.Context) error {
+	f.closed.Store(true)
+	f.set(StatusStopped, "")
+	return nil
+}
+func (f *poolFake) Exec(_ context.Context, req ExecRequest, _ func(Output)) (ExecResult, error) {
+	if err := f.enter(); err != nil {
+		return ExecResult{}, err
+	}
+	defer f.leave()
+	if req.Background {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.jobs = append(f.jobs, Job{ID: "job-1", Argv: req.Argv, Running: true})
+	}
+	return ExecResult{}, nil
+}
+func (f *poolFake) File(_ context.Context, req FileRequest) (FileResult, error) {
+	if err := f.enter(); err != nil {
+		return FileResult{}, err
+	}
+	defer f.leave()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch req.Action {
+	case FileWrite:
+		f.files[req.Path] = true
+	case FileList:
+		if f.failList.Load() {
+			return FileResult{}, errors.New("agent gone")
+		}
+		seen := map[string]bool{}
+		var out []FileInfo
+		for p := range f.files {
+			rest, ok := strings.CutPrefix(p, req.Path+"/")
+			name, _, _ := strings.Cut(rest, "/")
+			if ok && !seen[name] {
+				seen[name] = true
+				out = append(out, FileInfo{Name: name})
+			}
+		}
+		return FileResult{Entries: out}, nil
+	case FileDelete:
+		for p := range f.files {
+			if p == req.Path || strings.HasPrefix(p, req.Path+"/") {
+				delete(f.files, p)
+			}
+		}
+	case FileExists:
+		return FileResult{Exists: f.files[req.Path]}, nil
+	}
+	return FileResult{}, nil
+}
+func (f *poolFake) Jobs(context.Context) ([]Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Job(nil), f.jobs...), nil
+}
+func (f *poolFake) KillJob(_ context.Context, id string) (Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.jobs {
+		if f.jobs[i].ID == id {
+			f.jobs[i].Running = false
+			return f.jobs[i], nil
+		}
+	}
+	return Job{}, &AgentError{Code: "not_found", Message: "no job"}
+}
+
+type poolFakes struct {
+	mu   sync.Mutex
+	made []*poolFake
+}
+
+func (c *poolFakes) create(_ context.Context, owner string, _ Resolved) (Sandbox, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	sb := &poolFake{id: NewID(), owner: owner, files: map[string]bool{}}
+	sb.lifecycle = lifecycle{status: StatusRunning, createdAt: now, updatedAt: now}
+	c.made = append(c.made, sb)
+	return sb, nil
+}
+
+func newPoolTest(t *testing.T) (*Manager, *poolFakes) {
+	t.Helper()
+	c := &poolFakes{}
+	m := NewManager(ManagerOptions{Creators: map[Type]Creator{TypeDocker: c.create}})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return m, c
+}
+
+// waitFree polls until n sandboxes are free: clean-up after Return runs in the background.
+func waitFree(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Free() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("pool has %d free sandboxes, want %d", p.Free(), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestPoolGrowIsIdempotentAndIdle(t *testing.T) {
+	t.Parallel()
+	m, _ := newPoolTest(t)
+	p := NewPool(m, "rest", TypeDocker)
+	ctx := t.Context()
+	ids, err := p.Grow(ctx, 2, Config{})
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("Grow(2) = %v, %v", ids, err)
+	}
+	for _, id := range ids {
+		sb, err := m.GetOwned("rest", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sb.Info().Status; got != StatusIdle {
+			t.Errorf("pooled sandbox %s is %s, want idle", id, got)
+		}
+	}
+	again, err := p.Grow(ctx, 2, Config{})
+	if err != nil || strings.Join(again, ",") != strings.Join(ids, ",") {
+		t.Errorf("Grow(2) again = %v, %v; want the same %v", again, err, ids)
+	}
+	more, err := p.Grow(ctx, 3, Config{})
+	if err != nil || len(more) != 3 {
+		t.Errorf("Grow(3) = %v, %v", more, err)
+	}
+}
+
+func TestPoolCleansBetweenBorrowers(t *testing.T) {
+	t.Parallel()
+	m, _ := newPoolTest(t)
+	p := NewPool(m, "rest", TypeDocker)
+	ctx := t.Context()
+	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := p.Borrow(ctx, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sb.Info().Status; got != StatusRunning {
+		t.Errorf("borrowed sandbox is %s, want running", got)
+	}
+	for _, f := range []string{"/sandbox/secret.txt", "/sandbox/dir/nested", "/tmp/scratch"} {
+		if _, err := sb.File(ctx, FileRequest{Action: FileWrite, Path: f}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sb.Exec(ctx, ExecRequest{Argv: []string{"server"}, Background: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.Return(sb)
+	waitFree(t, p, 1)
+	next, err := p.Borrow(ctx, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := next.(*poolFake)
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.files) != 0 {
+		t.Errorf("next borrower sees the previous one's files: %v", fake.files)
+	}
+	for _, j := range fake.jobs {
+		if j.Running {
+			t.Errorf("background job %s survived the hand-over", j.ID)
+		}
+	}
+}
+
+func TestPoolWaitsTimesOutAndReportsEmpty(t *testing.T) {
+	t.Parallel()
+	m, _ := newPoolTest(t)
+	p := NewPool(m, "rest", TypeDocker)
+	ctx := t.Context()
+	if _, err := p.Borrow(ctx, 10*time.Millisecond); !errors.Is(err, ErrPoolEmpty) {
+		t.Fatalf("empty pool: %v, want ErrPoolEmpty", err)
+	}
+	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := p.Borrow(ctx, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := p.Borrow(ctx, 50*time.Millisecond); !errors.Is(err, ErrPoolTimeout) {
+		t.Fatalf("all busy: %v, want ErrPoolTimeout", err)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond || waited > 2*time.Second {
+		t.Errorf("waited %v for a 50ms timeout", waited)
+	}
+	// A waiter gets the sandbox as soon as it is back and clean.
+	got := make(chan error, 1)
+	go func() {
+		b, err := p.Borrow(ctx, 5*time.Second)
+		if err == nil && b != sb {
+			err = errors.New("got another sandbox")
+		}
+		got <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	p.Return(sb)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPoolReplacesBrokenAndForgetsDeleted(t *testing.T) {
+	t.Parallel()
+	m, c := newPoolTest(t)
+	p := NewPool(m, "rest", TypeDocker)
+	ctx := t.Context()
+	ids, err := p.Grow(ctx, 2, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One dies while free: the next Borrow skips it and a replacement keeps the size.
+	c.mu.Lock()
+	c.made[0].dead.Store(true)
+	dead := c.made[0]
+	c.mu.Unlock()
+	var borrowed []Sandbox
+	for range 2 {
+		sb, err := p.Borrow(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sb == Sandbox(dead) {
+			t.Fatal("a dead sandbox was lent")
+		}
+		borrowed = append(borrowed, sb)
+	}
+	for _, sb := range borrowed {
+		p.Return(sb)
+	}
+	waitFree(t, p, 2)
+	if !dead.closed.Load() {
+		t.Error("the dead sandbox was not removed")
+	}
+	if p.Size() != 2 {
+		t.Errorf("pool size %d after a replacement, want 2", p.Size())
+	}
+
+	// One that cannot be cleaned after use is replaced too.
+	sb, err := p.Borrow(ctx, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.(*poolFake).failList.Store(true)
+	p.Return(sb)
+	waitFree(t, p, 2)
+	if slicesContain(p.IDs(), sb.ID()) {
+		t.Error("an uncleanable sandbox stayed in the pool")
+	}
+
+	// Deleted by its owner: it leaves the pool, which ends up empty.
+	for _, id := range p.IDs() {
+		if err := m.DeleteOwned(ctx, "rest", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := p.Borrow(ctx, time.Second); !errors.Is(err, ErrPoolEmpty) {
+		t.Errorf("after deleting every member: %v, want ErrPoolEmpty (ids were %v)", err, ids)
+	}
+}
+
+func TestPoolClose(t *testing.T) {
+	t.Parallel()
+	m, c := newPoolTest(t)
+	p := NewPool(m, "rest", TypeDocker)
+	if _, err := p.Grow(t.Context(), 2, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, sb := range c.made {
+		if !sb.closed.Load() {
+			t.Errorf("sandbox %s survived the pool's Close", sb.id)
+		}
+	}
+	if _, err := p.Borrow(t.Context(), time.Millisecond); !errors.Is(err, ErrManagerClosed) {
+		t.Errorf("Borrow after Close: %v", err)
+	}
+}
+
+func TestManagerOwnership(t *testing.T) {
+	t.Parallel()
+	m, _ := newPoolTest(t)
+	ctx := t.Context()
+	mine, err := m.Create(ctx, "rest", TypeDocker, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := m.Create(ctx, "mcp-session-1", TypeDocker, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.GetOwned("rest", mine.ID()); err != nil {
+		t.Errorf("own sandbox: %v", err)
+	}
+	for name, err := range map[string]error{
+		"get other's":    func() error { _, err := m.GetOwned("rest", theirs.ID()); return err }(),
+		"get as nobody":  func() error { _, err := m.GetOwned("", mine.ID()); return err }(),
+		"delete other's": m.DeleteOwned(ctx, "rest", theirs.ID()),
+	} {
+		if !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: %v, want ErrNotFound", name, err)
+		}
+	}
+	if got := m.ListOwned("rest"); len(got) != 1 || got[0].ID() != mine.ID() {
+		t.Errorf("ListOwned = %v", got)
+	}
+	if _, err := m.Get(theirs.ID()); err != nil {
+		t.Errorf("a refused delete removed the sandbox: %v", err)
+	}
+}
+
+func TestManagerDefaultConfigIsACopy(t *testing.T) {
+	t.Parallel()
+	m := NewManager(ManagerOptions{Defaults: map[Type]Config{TypeDocker: {
+		Image: "img", EnvVars: map[string]string{"A": "1"}, ToolsConfig: ToolsConfig{"shell_executor": {"shell": "/bin/bash"}},
+	}}})
+	c := m.DefaultConfig(TypeDocker)
+	c.EnvVars["A"] = "changed"
+	c.ToolsConfig["shell_executor"]["shell"] = "changed"
+	again := m.DefaultConfig(TypeDocker)
+	if again.EnvVars["A"] != "1" || again.ToolsConfig["shell_executor"]["shell"] != "/bin/bash" || again.Image != "img" {
+		t.Errorf("DefaultConfig shares maps with the manager: %+v", again)
+	}
+}
+
+func slicesContain(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
