@@ -134,3 +134,20 @@ func Sandbox(t testing.TB, e *sandbox.Engine, cfg sandbox.Config) *sandbox.Docke
 	})
 	return sb
 }
+
+// RequireImage skips the test (or, under CI, fails it) when e lacks image tag: images are
+// built by `make test`'s set-up (enclave-mcp images build --missing), never pulled.
+func RequireImage(t testing.TB, e *sandbox.Engine, tag string) {
+	t.Helper()
+	present, err := e.ImagePresent(t.Context(), tag)
+	if err != nil {
+		t.Fatalf("inspecting image %s: %v", tag, err)
+	}
+	if present {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("image %s is missing under CI; make test should have built it (enclave-mcp images build --missing)", tag)
+	}
+	t.Skipf("image %s is missing: build it with `enclave-mcp images build --missing` (make test does)", tag)
+}

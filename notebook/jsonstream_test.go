@@ -1,0 +1,100 @@
+package notebook
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestCappedDecoderMatchesEncodingJSON: below its limits the decoder reads what encoding/json
+// reads.
+func TestCappedDecoderMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	inputs := []string{
+		`{"a": 1, "b": [true, false, null], "c": {"d": "e"}}`,
+		`{"esc": "quote \" backslash \\ slash \/ \b\f\n\r\t"}`,
+		`{"u": "\u00e9\u4e16\ud83d\ude00", "raw": "é世😀"}`,
+		`{"lone": "\ud800x", "lone2": "\udc00"}`,
+		`{"n": [-1, 0.5, 1e10, -2.5E-3, 12345678901234567890]}`,
+		`  [ ] `,
+		`{"empty": {}, "e2": [], "s": ""}`,
+		`"just a string"`,
+	}
+	for _, in := range inputs {
+		t.Run(in, func(t *testing.T) {
+			t.Parallel()
+			d := newCappedDecoder(strings.NewReader(in), func(string) int { return 1 << 20 })
+			got, err := d.value("")
+			if err != nil {
+				t.Fatalf("capped decoder: %v", err)
+			}
+			var want any
+			dec := json.NewDecoder(strings.NewReader(in))
+			dec.UseNumber()
+			if err := dec.Decode(&want); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got %#v\nwant %#v", got, want)
+			}
+		})
+	}
+}
+
+func TestCappedDecoderErrors(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{`{"a" 1}`, `{"a": tru}`, `[1 2]`, `{"a": "\x"}`, `{1: 2}`, `{"a": "unterminated`, strings.Repeat("[", 300)} {
+		d := newCappedDecoder(strings.NewReader(in), func(string) int { return 100 })
+		if _, err := d.value(""); err == nil {
+			t.Errorf("%.40q: want an error", in)
+		} else if !errors.Is(err, errSyntax) && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("%.40q: unexpected error %v", in, err)
+		}
+	}
+}
+
+// TestReadMessageLarge: a 5 MB stream message is read with its text cut to the limit, its
+// other fields intact, and the cut counted.
+func TestReadMessageLarge(t *testing.T) {
+	t.Parallel()
+	text := "HEAD" + strings.Repeat("x\n", 5<<20/2) + "TAIL"
+	raw, err := json.Marshal(map[string]any{
+		"header":        map[string]any{"msg_id": "m1", "msg_type": "stream"},
+		"parent_header": map[string]any{"msg_id": "p1", "msg_type": "execute_request"},
+		"metadata":      map[string]any{},
+		"content":       map[string]any{"name": "stdout", "text": text},
+		"channel":       "iopub",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := 1000
+	m, err := readMessage(bytes.NewReader(raw), func(key string) int { return limit })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.MsgType != "stream" || m.ParentHeader.MsgID != "p1" || m.Channel != "iopub" {
+		t.Errorf("envelope: %+v", m)
+	}
+	var s streamContent
+	if err := json.Unmarshal(m.Content, &s); err != nil {
+		t.Fatal(err)
+	}
+	omitted := m.truncated["text"]
+	head, tail, ok := strings.Cut(s.Text, omissionMarker(omitted))
+	if !ok || !strings.HasPrefix(head, "HEAD") || !strings.HasSuffix(tail, "TAIL") || len(head)+len(tail) > limit {
+		t.Fatalf("text of %d bytes: want HEAD, the marker, TAIL within %d bytes", len(s.Text), limit)
+	}
+	if omitted != int64(len(text)-len(head)-len(tail)) {
+		t.Errorf("omitted %d, want %d", omitted, len(text)-len(head)-len(tail))
+	}
+
+	small, err := readMessage(strings.NewReader(`{"header":{"msg_type":"status"},"parent_header":{},"content":{"execution_state":"idle"},"channel":"iopub"}`), func(string) int { return 10 })
+	if err != nil || small.truncated != nil || small.Header.MsgType != "status" {
+		t.Errorf("small message: %+v, %v", small, err)
+	}
+}
