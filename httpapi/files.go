@@ -70,18 +70,13 @@ func (a *API) poolInitialize(w http.ResponseWriter, r *http.Request) {
 		}
 		size = n
 	}
-	var cfg sandbox.Config
-	hasBody, err := a.decodeBody(w, r, &cfg)
+	cfg, err := a.decodeConfig(w, r)
 	if err != nil {
 		a.failErr(w, r, err)
 		return
 	}
-	var cfgp *sandbox.Config
-	if hasBody {
-		cfgp = &cfg
-	}
 	typ := sandbox.Type(r.URL.Query().Get("sandbox_type"))
-	ids, err := a.local(r).InitializePool(r.Context(), size, typ, cfgp)
+	ids, err := a.local(r).InitializePool(r.Context(), size, typ, cfg)
 	if err != nil {
 		a.failErr(w, r, err)
 		return

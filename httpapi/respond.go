@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/enclave-mcp/enclave-mcp/client"
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
 // errorBody is every error answer: ms-enclave's {"detail": "..."} plus a code that names
@@ -119,6 +120,37 @@ func (a *API) decodeBody(w http.ResponseWriter, r *http.Request, v any) (bool, e
 		return false, describeJSONError(err)
 	}
 	return true, nil
+}
+
+// decodeConfig decodes a sandbox config body; nil when there is none. Older ms-enclave
+// clients send volumes as {host_path: container_path}: those are read as {"bind": path} so
+// that the operator's policy refuses them by name (403 "volumes"), as it does the newer form,
+// instead of the decoder refusing their type.
+func (a *API) decodeConfig(w http.ResponseWriter, r *http.Request) (*sandbox.Config, error) {
+	var fields map[string]json.RawMessage
+	ok, err := a.decodeBody(w, r, &fields)
+	if err != nil || !ok {
+		return nil, err
+	}
+	if raw, found := fields["volumes"]; found {
+		var short map[string]string
+		if json.Unmarshal(raw, &short) == nil {
+			long := make(map[string]sandbox.VolumeMount, len(short))
+			for host, bind := range short {
+				long[host] = sandbox.VolumeMount{Bind: bind, Mode: "rw"}
+			}
+			fields["volumes"], _ = json.Marshal(long)
+		}
+	}
+	data, err := json.Marshal(fields)
+	if err != nil {
+		return nil, fmt.Errorf("%w: re-encoding the config: %w", client.ErrBadRequest, err)
+	}
+	var cfg sandbox.Config
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, describeJSONError(err)
+	}
+	return &cfg, nil
 }
 
 // describeJSONError says what is wrong with a body in words a client can act on.

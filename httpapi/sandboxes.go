@@ -40,13 +40,16 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 // applies: refused fields are 403 naming the field, lowered limits and a refused network
 // are notes in the sandbox's metadata.
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
-	var cfg sandbox.Config
-	if _, err := a.decodeBody(w, r, &cfg); err != nil {
+	cfg, err := a.decodeConfig(w, r)
+	if err != nil {
 		a.failErr(w, r, err)
 		return
 	}
+	if cfg == nil {
+		cfg = &sandbox.Config{}
+	}
 	typ := sandbox.Type(r.URL.Query().Get("sandbox_type"))
-	id, err := a.local(r).Create(r.Context(), typ, cfg)
+	id, err := a.local(r).Create(r.Context(), typ, *cfg)
 	if err != nil {
 		a.failErr(w, r, err)
 		return
