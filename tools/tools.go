@@ -196,6 +196,9 @@ func All() []Def {
 		shellExecutor(),
 		fileOperation(),
 		backgroundJobs(),
+		notebookExecutor(),
+		notebookRestart(),
+		notebookInterrupt(),
 	}
 }
 
