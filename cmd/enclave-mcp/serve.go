@@ -10,14 +10,16 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/mcp"
+	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
 // fileConfig is the optional --config file: the sandbox defaults and the operator's policy.
 type fileConfig struct {
-	Sandbox sandbox.Config `json:"sandbox"`
-	Policy  struct {
+	Sandbox  sandbox.Config `json:"sandbox"`
+	Notebook notebookConfig `json:"notebook"`
+	Policy   struct {
 		AllowNetwork    bool     `json:"allow_network"`
 		AllowPrivileged bool     `json:"allow_privileged"`
 		AllowHostMounts bool     `json:"allow_host_mounts"`
@@ -46,6 +48,7 @@ type serveFlags struct {
 	maxLifetime time.Duration
 	maxTotal    int
 	maxPerOwner int
+	notebook    notebookConfig // the config file's notebook section
 }
 
 func serveCmd(ctx context.Context, args []string) error {
@@ -106,11 +109,15 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	notebookCfg, notebookOpts := notebookSetup(cfg, f.notebook, log)
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
-		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: cfg},
+		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: cfg, sandbox.TypeNotebook: notebookCfg},
 		Policy:   policy,
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: engine.Creator(sandbox.TypeDocker)},
-		Logger:   log,
+		Creators: map[sandbox.Type]sandbox.Creator{
+			sandbox.TypeDocker:   engine.Creator(sandbox.TypeDocker),
+			sandbox.TypeNotebook: notebook.Creator(engine, notebookOpts),
+		},
+		Logger: log,
 
 		MaxSandboxes: f.maxTotal,
 		MaxPerOwner:  f.maxPerOwner,
@@ -167,6 +174,7 @@ func (f *serveFlags) sandboxConfig() (sandbox.Config, sandbox.Policy, error) {
 		}
 	}
 	cfg := fc.Sandbox
+	f.notebook = fc.Notebook
 	policy := sandbox.Policy{
 		AllowNetwork:    fc.Policy.AllowNetwork,
 		AllowPrivileged: fc.Policy.AllowPrivileged,
