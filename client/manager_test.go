@@ -370,6 +370,14 @@ func TestRemoteErrors(t *testing.T) {
 	if err != nil || h.Healthy || !strings.Contains(h.Detail, "engine unreachable") {
 		t.Errorf("Health = %+v, %v", h, err)
 	}
+	right, _ := client.NewRemote(client.RemoteConfig{BaseURL: srv.URL + "/", Token: token})
+	exported, err := right.ExportTools(ctx, "openai-strict")
+	if err != nil || len(exported) != len(tools.All()) || !strings.Contains(string(exported[0]), `"strict":true`) {
+		t.Errorf("ExportTools = %d tools, %v", len(exported), err)
+	}
+	if _, err := right.ExportTools(ctx, "yaml"); !errors.Is(err, client.ErrBadRequest) {
+		t.Errorf("ExportTools(yaml) = %v, want ErrBadRequest", err)
+	}
 	if _, err := client.NewRemote(client.RemoteConfig{BaseURL: "localhost:8000"}); err == nil {
 		t.Error("a base URL without a scheme is accepted")
 	}

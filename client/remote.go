@@ -300,3 +300,18 @@ func (r *Remote) ExecuteInPool(ctx context.Context, tool string, params any, wai
 		body: bytes.NewReader(raw), contentType: "application/json"}, &res)
 	return res, err
 }
+
+// ExportTools fetches every tool's schema in format ("openai", "openai-strict" or "mcp";
+// "" means openai): the list goes as is into a chat completion request's "tools". It is not
+// part of Manager: a Local program gets the same from package schema directly.
+func (r *Remote) ExportTools(ctx context.Context, format string) ([]json.RawMessage, error) {
+	q := url.Values{}
+	if format != "" {
+		q.Set("format", format)
+	}
+	var out struct {
+		Tools []json.RawMessage `json:"tools"`
+	}
+	err := r.call(ctx, request{method: http.MethodGet, path: "/v1/tools", query: q}, &out)
+	return out.Tools, err
+}
