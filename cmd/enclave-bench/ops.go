@@ -66,6 +66,10 @@ func (b *bench) all(ctx context.Context) error {
 	if err := b.breakdown(ctx, sb); err != nil {
 		return err
 	}
+	fmt.Fprintln(os.Stderr, "notebook sandboxes:")
+	if err := b.notebook(ctx); err != nil {
+		return err
+	}
 
 	fmt.Fprintf(os.Stderr, "%d concurrent creates:\n", concurrentCreates)
 	return b.concurrent(ctx)
