@@ -3,6 +3,7 @@ package notebook_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image/png"
 	"log/slog"
@@ -206,6 +207,10 @@ func TestIntegrationNotebookRecovery(t *testing.T) {
 		run(t, sb, "kept = 1", notebook.ExecOptions{})
 		go func() {
 			time.Sleep(300 * time.Millisecond)
+			// A running cell holds the sandbox busy, so that idle expiry leaves it alone.
+			if st := sb.Info().Status; st != sandbox.StatusBusy {
+				t.Errorf("status while a cell runs = %s, want busy", st)
+			}
 			if err := sb.Interrupt(context.Background()); err != nil {
 				t.Errorf("interrupt: %v", err)
 			}
@@ -337,6 +342,9 @@ func TestIntegrationNotebookIsolation(t *testing.T) {
 	}
 	if _, err := e.Client().ContainerInspect(t.Context(), id); !errdefs.IsNotFound(err) {
 		t.Errorf("container still there after Close: %v", err)
+	}
+	if _, err := a.Execute(t.Context(), "1", notebook.ExecOptions{}); !errors.Is(err, sandbox.ErrClosed) {
+		t.Errorf("a cell in a closed sandbox: %v, want ErrClosed", err)
 	}
 	if r := run(t, b, "print(secret if 'secret' in globals() else 'b lives')", notebook.ExecOptions{}); r.Output != "b lives\n" {
 		t.Errorf("b after a closed: %q", r.Output)

@@ -255,17 +255,34 @@ func newToken() (string, error) {
 
 // Execute runs code as the next cell in the sandbox's kernel (see Kernel.Execute).
 func (s *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (Result, error) {
+	// The cell travels over a websocket, not through the agent's calls: hold the sandbox
+	// busy so that idle expiry leaves it alone while the cell runs.
+	release, err := s.Hold()
+	if err != nil {
+		return Result{}, err
+	}
+	defer release()
 	res, err := s.kernel.Execute(ctx, code, opts)
 	return res, s.checkServer(ctx, err)
 }
 
 // Interrupt stops the running cell, if any; the kernel keeps its state.
 func (s *Sandbox) Interrupt(ctx context.Context) error {
+	release, err := s.Hold()
+	if err != nil {
+		return err
+	}
+	defer release()
 	return s.checkServer(ctx, s.kernel.Interrupt(ctx))
 }
 
 // Restart restarts the kernel, clearing its state.
 func (s *Sandbox) Restart(ctx context.Context) error {
+	release, err := s.Hold()
+	if err != nil {
+		return err
+	}
+	defer release()
 	return s.checkServer(ctx, s.kernel.Restart(ctx))
 }
 

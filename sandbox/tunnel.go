@@ -40,6 +40,18 @@ func (s *DockerSandbox) DialContext(ctx context.Context, network, addr string) (
 	return conn, nil
 }
 
+// Hold marks the sandbox busy, as its own calls do, for work that reaches it through a
+// tunnel rather than through those calls (a notebook cell over a websocket), so that idle
+// expiry does not remove it mid-cell. release ends the hold; calling it again does nothing.
+// Hold fails with ErrClosed once the sandbox is stopping or gone.
+func (s *DockerSandbox) Hold() (release func(), err error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(s.leave) }, nil
+}
+
 // dial opens a tunnel. The stream is registered under the dial's ID before the request goes
 // out, so nothing the agent relays can arrive before there is somewhere to put it.
 func (c *agentConn) dial(ctx context.Context, network, addr string) (*tunnelConn, error) {
