@@ -53,6 +53,12 @@ func newServer(t *testing.T, creator sandbox.Creator, tweak func(*httpapi.Config
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = api.Close(context.Background()) })
+	return newServerFor(t, api, m)
+}
+
+// newServerFor serves api (over m) on a test listener.
+func newServerFor(t *testing.T, api *httpapi.API, m *sandbox.Manager) *server {
+	t.Helper()
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	return &server{t: t, url: srv.URL, manager: m, api: api}

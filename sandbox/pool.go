@@ -31,14 +31,17 @@ const resetTimeout = time.Minute
 
 // Pool keeps warm sandboxes of one type for one owner and lends each to one borrower at a
 // time, like ms-enclave's pool. Unlike ms-enclave's, a sandbox is cleaned before the next
-// borrower gets it: its running background jobs are killed and everything under its
-// workspace and /tmp is deleted, so no borrower sees another's files. A sandbox that
+// borrower gets it, so no borrower sees another's files or processes: the background jobs a
+// borrower started are killed, and what it added to the workspace and to /tmp is deleted.
+// What was there when the sandbox joined the pool is the backend's own (a notebook sandbox's
+// Jupyter server is a background job, its state lives in /tmp) and is kept. A sandbox that
 // cannot be cleaned, died, or was stopped is removed and replaced by a fresh one; one that
 // its owner deleted leaves the pool.
 //
-// What the clean-up does not undo: the ended background jobs of earlier borrowers stay in
-// the agent's job list (ids and command lines), and backends with more state than files
-// are only reset when they implement Resetter.
+// What the clean-up does not undo: changes inside the backend's own top-level entries of /tmp,
+// the ended background jobs of earlier borrowers in the agent's job list (ids and command
+// lines), and backend state beyond files and processes unless the backend implements
+// Resetter (a notebook's kernel variables).
 type Pool struct {
 	m     *Manager
 	owner string
@@ -49,7 +52,7 @@ type Pool struct {
 
 	mu      sync.Mutex
 	cfg     Config // for replacements: the config of the last Grow
-	members map[string]Sandbox
+	members map[string]*member
 	free    []Sandbox
 	pending int           // replacements being created
 	wake    chan struct{} // closed (and replaced) whenever a sandbox frees up or leaves
@@ -57,11 +60,19 @@ type Pool struct {
 	work    sync.WaitGroup // clean-ups and replacements under way
 }
 
+// member is a pooled sandbox and what it held when it joined the pool: the clean-up between
+// borrowers keeps exactly that.
+type member struct {
+	sb   Sandbox
+	jobs map[string]bool            // background jobs running at the start
+	keep map[string]map[string]bool // directory -> its entries at the start
+}
+
 // NewPool returns an empty pool of owner's sandboxes of type typ, created through m.
 func NewPool(m *Manager, owner string, typ Type) *Pool {
 	return &Pool{
 		m: m, owner: owner, typ: typ, log: m.log.With("pool", string(typ), "owner", owner),
-		members: map[string]Sandbox{}, wake: make(chan struct{}),
+		members: map[string]*member{}, wake: make(chan struct{}),
 	}
 }
 
@@ -83,30 +94,69 @@ func (p *Pool) Grow(ctx context.Context, n int, cfg Config) ([]string, error) {
 	p.cfg = cfg
 	p.mu.Unlock()
 
-	made := make([]Sandbox, max(missing, 0))
+	made := make([]*member, max(missing, 0))
 	errs := make([]error, len(made))
 	var wg sync.WaitGroup
 	for i := range made {
-		wg.Go(func() { made[i], errs[i] = p.m.Create(ctx, p.owner, p.typ, cfg) })
+		wg.Go(func() { made[i], errs[i] = p.create(ctx, cfg) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		for _, sb := range made {
-			if sb != nil {
-				_ = p.m.Delete(context.WithoutCancel(ctx), sb.ID())
+		for _, mb := range made {
+			if mb != nil {
+				_ = p.m.Delete(context.WithoutCancel(ctx), mb.sb.ID())
 			}
 		}
 		return nil, fmt.Errorf("creating pooled sandboxes: %w", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, sb := range made {
-		markIdle(sb)
-		p.members[sb.ID()] = sb
-		p.free = append(p.free, sb)
+	for _, mb := range made {
+		markIdle(mb.sb)
+		p.members[mb.sb.ID()] = mb
+		p.free = append(p.free, mb.sb)
 	}
 	p.broadcastLocked()
 	return p.idsLocked(), nil
+}
+
+// create makes a sandbox for the pool and records what it holds before any borrower.
+func (p *Pool) create(ctx context.Context, cfg Config) (*member, error) {
+	sb, err := p.m.Create(ctx, p.owner, p.typ, cfg)
+	if err != nil {
+		return nil, err
+	}
+	mb, err := baseline(ctx, sb)
+	if err != nil {
+		_ = p.m.Delete(context.WithoutCancel(ctx), sb.ID())
+		return nil, fmt.Errorf("inspecting a new pooled sandbox: %w", err)
+	}
+	return mb, nil
+}
+
+// baseline records sb's running jobs and the entries of its workspace and /tmp.
+func baseline(ctx context.Context, sb Sandbox) (*member, error) {
+	mb := &member{sb: sb, jobs: map[string]bool{}, keep: map[string]map[string]bool{}}
+	jobs, err := sb.Jobs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing background jobs: %w", err)
+	}
+	for _, j := range jobs {
+		if j.Running {
+			mb.jobs[j.ID] = true
+		}
+	}
+	for _, dir := range cleanDirs(sb) {
+		names, err := entries(ctx, sb, dir)
+		if err != nil {
+			return nil, err
+		}
+		mb.keep[dir] = map[string]bool{}
+		for _, n := range names {
+			mb.keep[dir][n] = true
+		}
+	}
+	return mb, nil
 }
 
 // IDs lists the ids of the pool's sandboxes, sorted.
@@ -186,7 +236,8 @@ func (p *Pool) Borrow(ctx context.Context, wait time.Duration) (Sandbox, error) 
 // next borrower only once clean, so the borrower's response is not delayed by the clean-up.
 func (p *Pool) Return(sb Sandbox) {
 	p.mu.Lock()
-	if p.closed || p.members[sb.ID()] != sb {
+	mb := p.members[sb.ID()]
+	if p.closed || mb == nil || mb.sb != sb {
 		p.mu.Unlock()
 		return
 	}
@@ -196,7 +247,7 @@ func (p *Pool) Return(sb Sandbox) {
 		defer p.work.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
 		defer cancel()
-		if err := resetSandbox(ctx, sb); err != nil {
+		if err := mb.reset(ctx); err != nil {
 			p.log.Warn("cleaning a pooled sandbox failed; replacing it", "sandbox", sb.ID(), "error", err)
 			p.discard(sb)
 			return
@@ -204,7 +255,7 @@ func (p *Pool) Return(sb Sandbox) {
 		markIdle(sb)
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if !p.closed && p.members[sb.ID()] == sb {
+		if !p.closed && p.members[sb.ID()] == mb {
 			p.free = append(p.free, sb)
 			p.broadcastLocked()
 		}
@@ -244,7 +295,7 @@ func (p *Pool) discard(sb Sandbox) {
 		if err := p.m.Delete(ctx, sb.ID()); err != nil {
 			p.log.Warn("removing a broken pooled sandbox", "sandbox", sb.ID(), "error", err)
 		}
-		fresh, err := p.m.Create(ctx, p.owner, p.typ, cfg)
+		fresh, err := p.create(ctx, cfg)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.pending--
@@ -254,12 +305,12 @@ func (p *Pool) discard(sb Sandbox) {
 			return
 		}
 		if p.closed {
-			_ = p.m.Delete(context.WithoutCancel(ctx), fresh.ID())
+			_ = p.m.Delete(context.WithoutCancel(ctx), fresh.sb.ID())
 			return
 		}
-		markIdle(fresh)
-		p.members[fresh.ID()] = fresh
-		p.free = append(p.free, fresh)
+		markIdle(fresh.sb)
+		p.members[fresh.sb.ID()] = fresh
+		p.free = append(p.free, fresh.sb)
 	}()
 }
 
@@ -278,7 +329,7 @@ func (p *Pool) Close(ctx context.Context) error {
 	p.work.Wait()
 	p.mu.Lock()
 	members := p.members
-	p.members, p.free = map[string]Sandbox{}, nil
+	p.members, p.free = map[string]*member{}, nil
 	p.mu.Unlock()
 	var errs []error
 	for id := range members {
@@ -289,24 +340,35 @@ func (p *Pool) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// resetSandbox undoes what a borrower left: running background jobs, files in the
-// workspace and in /tmp, and (for a Resetter) the backend's own state.
-func resetSandbox(ctx context.Context, sb Sandbox) error {
+// reset undoes what borrowers left: the background jobs they started, what they added to
+// the workspace and /tmp, and (for a Resetter) the backend's own state.
+func (mb *member) reset(ctx context.Context) error {
+	sb := mb.sb
 	jobs, err := sb.Jobs(ctx)
 	if err != nil {
 		return fmt.Errorf("listing background jobs: %w", err)
 	}
 	for _, j := range jobs {
-		if !j.Running {
+		if !j.Running || mb.jobs[j.ID] {
 			continue
 		}
 		if _, err := sb.KillJob(ctx, j.ID); err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("killing background job %s: %w", j.ID, err)
 		}
 	}
-	for _, dir := range []string{workingDirOf(sb), "/tmp"} {
-		if err := emptyDir(ctx, sb, dir); err != nil {
+	for _, dir := range cleanDirs(sb) {
+		names, err := entries(ctx, sb, dir)
+		if err != nil {
 			return err
+		}
+		for _, n := range names {
+			if mb.keep[dir][n] {
+				continue
+			}
+			_, err := sb.File(ctx, FileRequest{Action: FileDelete, Path: path.Join(dir, n), Recursive: true})
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("emptying %s: %w", dir, err)
+			}
 		}
 	}
 	if r, ok := sb.(Resetter); ok {
@@ -317,22 +379,25 @@ func resetSandbox(ctx context.Context, sb Sandbox) error {
 	return nil
 }
 
-// emptyDir deletes everything in dir, keeping dir itself (it is a mount point).
-func emptyDir(ctx context.Context, sb Sandbox, dir string) error {
+// cleanDirs are the writable places a borrower can leave files in.
+func cleanDirs(sb Sandbox) []string {
+	return []string{workingDirOf(sb), "/tmp"}
+}
+
+// entries lists the names in dir; a missing dir has none.
+func entries(ctx context.Context, sb Sandbox, dir string) ([]string, error) {
 	list, err := sb.File(ctx, FileRequest{Action: FileList, Path: dir})
 	if errors.Is(err, ErrNotFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("listing %s: %w", dir, err)
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
 	}
-	for _, e := range list.Entries {
-		_, err := sb.File(ctx, FileRequest{Action: FileDelete, Path: path.Join(dir, e.Name), Recursive: true})
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("emptying %s: %w", dir, err)
-		}
+	names := make([]string, len(list.Entries))
+	for i, e := range list.Entries {
+		names[i] = e.Name
 	}
-	return nil
+	return names, nil
 }
 
 // workingDirOf is sb's workspace.

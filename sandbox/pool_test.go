@@ -109,6 +109,9 @@ func (f *poolFake) KillJob(_ context.Context, id string) (Job, error) {
 type poolFakes struct {
 	mu   sync.Mutex
 	made []*poolFake
+	// system, when set, gives each new sandbox a backend job and a file of its own in /tmp,
+	// as a notebook sandbox has (its Jupyter server and state).
+	system bool
 }
 
 func (c *poolFakes) create(_ context.Context, owner string, _ Resolved) (Sandbox, error) {
@@ -117,6 +120,10 @@ func (c *poolFakes) create(_ context.Context, owner string, _ Resolved) (Sandbox
 	now := time.Now()
 	sb := &poolFake{id: NewID(), owner: owner, files: map[string]bool{}}
 	sb.lifecycle = lifecycle{status: StatusRunning, createdAt: now, updatedAt: now}
+	if c.system {
+		sb.jobs = []Job{{ID: "job-server", Running: true}}
+		sb.files["/tmp/server-state/runtime.json"] = true
+	}
 	c.made = append(c.made, sb)
 	return sb, nil
 }
@@ -207,6 +214,43 @@ func TestPoolCleansBetweenBorrowers(t *testing.T) {
 	for _, j := range fake.jobs {
 		if j.Running {
 			t.Errorf("background job %s survived the hand-over", j.ID)
+		}
+	}
+}
+
+func TestPoolKeepsTheBackendsOwnJobsAndFiles(t *testing.T) {
+	t.Parallel()
+	m, c := newPoolTest(t)
+	c.system = true
+	p := NewPool(m, "rest", TypeDocker)
+	ctx := t.Context()
+	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := p.Borrow(ctx, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"/tmp/mine", "/sandbox/mine"} {
+		if _, err := sb.File(ctx, FileRequest{Action: FileWrite, Path: f}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake := sb.(*poolFake)
+	fake.mu.Lock()
+	fake.jobs = append(fake.jobs, Job{ID: "job-borrower", Running: true})
+	fake.mu.Unlock()
+	p.Return(sb)
+	waitFree(t, p, 1)
+
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if !fake.files["/tmp/server-state/runtime.json"] || fake.files["/tmp/mine"] || fake.files["/sandbox/mine"] {
+		t.Errorf("files after the clean-up: %v; want only the backend's", fake.files)
+	}
+	for _, j := range fake.jobs {
+		if j.Running != (j.ID == "job-server") {
+			t.Errorf("job %s running=%v; only the backend's own job survives", j.ID, j.Running)
 		}
 	}
 }
