@@ -106,9 +106,13 @@ func (ch *channels) readLoop() {
 		}
 		ch.lastRead.Store(time.Now().UnixNano())
 		m, err := readMessage(activityReader{r, &ch.lastRead}, ch.limitFor)
-		if err != nil {
-			ch.log.Warn("skipping a kernel message that could not be read", "error", err)
+		if errors.Is(err, errBadMessage) {
+			ch.log.Warn("skipping a kernel message that could not be decoded", "error", err)
 			continue
+		}
+		if err != nil { // the connection broke mid-message
+			ch.fail(err)
+			return
 		}
 		if m.Channel == channelIOPub && m.Header.MsgType == "status" {
 			var st statusContent

@@ -33,22 +33,25 @@ func readMessage(r io.Reader, limitFor func(key string) int) (*message, error) {
 	var m message
 	if n <= smallMessage {
 		if err := json.Unmarshal(small.Bytes(), &m); err != nil {
-			return nil, fmt.Errorf("decoding kernel message: %w", err)
+			return nil, fmt.Errorf("%w: %w", errBadMessage, err)
 		}
 		return &m, nil
 	}
 	d := newCappedDecoder(io.MultiReader(&small, r), limitFor)
 	tree, err := d.value("")
+	if errors.Is(err, errSyntax) {
+		return nil, fmt.Errorf("%w: %w", errBadMessage, err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("decoding kernel message: %w", err)
+		return nil, fmt.Errorf("reading kernel message: %w", err)
 	}
 	// What is left is bounded by the caps, so the standard library can take it from here.
 	raw, err := json.Marshal(tree)
 	if err != nil {
-		return nil, fmt.Errorf("re-encoding kernel message: %w", err)
+		return nil, fmt.Errorf("%w: re-encoding: %w", errBadMessage, err)
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("decoding kernel message: %w", err)
+		return nil, fmt.Errorf("%w: %w", errBadMessage, err)
 	}
 	m.truncated = d.truncated
 	return &m, nil
@@ -72,6 +75,10 @@ func newCappedDecoder(r io.Reader, limitFor func(key string) int) *cappedDecoder
 }
 
 var errSyntax = errors.New("invalid JSON")
+
+// errBadMessage marks a message that arrived whole but could not be understood; the
+// connection is still good.
+var errBadMessage = errors.New("malformed kernel message")
 
 func (d *cappedDecoder) skipSpace() (byte, error) {
 	for {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // TestCappedDecoderMatchesEncodingJSON: below its limits the decoder reads what encoding/json
@@ -96,5 +97,12 @@ func TestReadMessageLarge(t *testing.T) {
 	small, err := readMessage(strings.NewReader(`{"header":{"msg_type":"status"},"parent_header":{},"content":{"execution_state":"idle"},"channel":"iopub"}`), func(string) int { return 10 })
 	if err != nil || small.truncated != nil || small.Header.MsgType != "status" {
 		t.Errorf("small message: %+v, %v", small, err)
+	}
+	if _, err := readMessage(strings.NewReader(`{"header": `), func(string) int { return 10 }); !errors.Is(err, errBadMessage) {
+		t.Errorf("a malformed message: %v, want errBadMessage", err)
+	}
+	cut := io.MultiReader(bytes.NewReader(raw[:2<<20]), iotest.ErrReader(io.ErrClosedPipe))
+	if _, err := readMessage(cut, func(string) int { return limit }); errors.Is(err, errBadMessage) || !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("a connection broken mid-message: %v, want the read error", err)
 	}
 }
