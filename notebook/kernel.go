@@ -354,6 +354,13 @@ func (k *Kernel) ensureReady(ctx context.Context) (string, error) {
 	ch, lost := k.ch, k.lost
 	k.lost = ""
 	k.mu.Unlock()
+	// A loss not reported yet stays for the cell that gets to run.
+	fail := func(err error) (string, error) {
+		if lost != "" {
+			k.setLost(lost)
+		}
+		return "", err
+	}
 	if ch != nil && ch.closed() == nil {
 		if stale, _ := ch.isStale(); !stale {
 			return lost, nil
@@ -366,26 +373,26 @@ func (k *Kernel) ensureReady(ctx context.Context) (string, error) {
 	model, err := k.client.GetKernel(ctx, k.ID())
 	switch {
 	case errors.Is(err, ErrKernelNotFound):
-		created, err := k.client.CreateKernel(ctx, k.name)
-		if err != nil {
-			return "", fmt.Errorf("replacing a kernel the server lost: %w", err)
+		created, cerr := k.client.CreateKernel(ctx, k.name)
+		if cerr != nil {
+			return fail(fmt.Errorf("replacing a kernel the server lost: %w", cerr))
 		}
 		k.mu.Lock()
 		k.id = created.ID
 		k.mu.Unlock()
 		lost = "the kernel was gone from the server, so a new one was started"
 	case err != nil:
-		return "", fmt.Errorf("checking the kernel: %w", err)
+		return fail(fmt.Errorf("checking the kernel: %w", err))
 	case model.ExecutionState == "dead":
 		if _, err := k.client.RestartKernel(ctx, k.ID()); err != nil {
-			return "", fmt.Errorf("restarting a dead kernel: %w", err)
+			return fail(fmt.Errorf("restarting a dead kernel: %w", err))
 		}
 		lost = "the kernel had died (out of memory, or a crash) and was restarted"
 	case diedUnseen && lost == "":
 		lost = "the kernel died since the previous cell (out of memory, or a crash) and was restarted"
 	}
 	if err := k.connect(ctx); err != nil {
-		return "", err
+		return fail(err)
 	}
 	return lost, nil
 }
