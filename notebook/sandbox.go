@@ -144,7 +144,7 @@ func Start(ctx context.Context, engine *sandbox.Engine, owner string, cfg sandbo
 		return nil, fmt.Errorf("starting notebook sandbox %s: %w", sb.ID(), err)
 	}
 	s.startup.Total = time.Since(begin)
-	opts.Logger.Debug("notebook sandbox ready", "sandbox", sb.ID(), "container", s.startup.Container,
+	opts.Logger.Info("notebook sandbox ready", "sandbox", sb.ID(), "container", s.startup.Container,
 		"server", s.startup.Server, "kernel", s.startup.Kernel, "total", s.startup.Total)
 	return s, nil
 }
