@@ -236,6 +236,19 @@ func TestIntegrationNotebookRecovery(t *testing.T) {
 		}
 	})
 
+	t.Run("an interrupt that lands before the cell starts is repeated", func(t *testing.T) {
+		for range 3 {
+			start := time.Now()
+			r := run(t, sb, "import time\ntime.sleep(3)\nnever = 1", notebook.ExecOptions{Timeout: time.Millisecond})
+			if !r.TimedOut || len(r.Notes) != 0 || time.Since(start) > 2*time.Second {
+				t.Fatalf("want a prompt timeout without a restart, got %+v after %s", r, time.Since(start))
+			}
+		}
+		if r := run(t, sb, "print(kept, 'never' in globals())", notebook.ExecOptions{}); r.Output != "1 False\n" {
+			t.Errorf("state after early interrupts: %q", r.Output)
+		}
+	})
+
 	t.Run("a cell that ignores the interrupt gets the kernel restarted", func(t *testing.T) {
 		start := time.Now()
 		r := run(t, sb, "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)", notebook.ExecOptions{Timeout: time.Second})

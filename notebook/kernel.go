@@ -34,6 +34,8 @@ const (
 	// interruptGrace is how long a cell has to stop after SIGINT before the kernel is
 	// restarted instead.
 	interruptGrace = 2 * time.Second
+	// interruptRepeat is how often the interrupt is sent again while the cell runs on.
+	interruptRepeat = 250 * time.Millisecond
 	// idleGrace bounds the wait for the iopub idle status after the execute_reply, counted
 	// from the last byte received: outputs trail the reply on the other channel, and a
 	// large one takes a while to arrive, but a connection this quiet has nothing more.
@@ -240,6 +242,7 @@ func (k *Kernel) follow(ctx context.Context, ch *channels, box *mailbox, col *co
 		cancelled  bool
 		deadline   <-chan time.Time
 		stopping   <-chan time.Time // the interrupt's grace period
+		again      <-chan time.Time // the next repeat of the interrupt
 		afterReply <-chan time.Time
 		tick       <-chan time.Time
 		notes      []string
@@ -258,12 +261,22 @@ func (k *Kernel) follow(ctx context.Context, ch *channels, box *mailbox, col *co
 		defer t.Stop()
 		tick = t.C
 	}
+	// The interrupt is repeated until the cell stops: ipykernel ignores SIGINT outside a
+	// cell's code, so one that lands before the cell has started is lost.
+	var repeat *time.Ticker
 	stop := func() {
 		if stopping == nil {
 			k.interruptQuietly(ctx)
 			stopping = time.After(interruptGrace)
+			repeat = time.NewTicker(interruptRepeat)
+			again = repeat.C
 		}
 	}
+	defer func() {
+		if repeat != nil {
+			repeat.Stop()
+		}
+	}()
 	done := ctx.Done()
 loop:
 	for reply == nil || !idle {
@@ -291,6 +304,10 @@ loop:
 		case <-done:
 			done, cancelled = nil, true
 			stop()
+		case <-again:
+			if reply == nil {
+				k.interruptQuietly(ctx)
+			}
 		case <-stopping:
 			// The cell ignored SIGINT (a C loop, a blocked call). A restart stops it; the
 			// next cell would otherwise queue behind it.
