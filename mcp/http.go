@@ -54,11 +54,15 @@ func (s *Server) HTTPTransports(opts HTTPOptions) Transports {
 	return Transports{Streamable: streamable, SSE: sse}
 }
 
-// Mount registers the transports on mux: /mcp, /sse and /message.
-func (t Transports) Mount(mux *http.ServeMux) {
-	mux.Handle("/mcp", t.Streamable)
-	mux.Handle("/sse", t.SSE.SSEHandler())
-	mux.Handle("/message", t.SSE.MessageHandler())
+// Mount registers the transports on mux: /mcp, /sse and /message, each wrapped by guard
+// (the token check; nil for none).
+func (t Transports) Mount(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
+	if guard == nil {
+		guard = func(h http.Handler) http.Handler { return h }
+	}
+	mux.Handle("/mcp", guard(t.Streamable))
+	mux.Handle("/sse", guard(t.SSE.SSEHandler()))
+	mux.Handle("/message", guard(t.SSE.MessageHandler()))
 }
 
 // sessionIDs mints streamable-HTTP session ids and remembers which have ended. mcp-go's

@@ -38,7 +38,7 @@ func newHTTPFixture(t *testing.T, sessionTTL time.Duration) *httpFixture {
 	}
 	transports := srv.HTTPTransports(mcp.HTTPOptions{SessionIdleTTL: sessionTTL})
 	mux := http.NewServeMux()
-	transports.Mount(mux)
+	transports.Mount(mux, nil)
 	ts := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		ctx := context.Background()

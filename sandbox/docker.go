@@ -88,6 +88,14 @@ func (e *Engine) Instance() string { return e.identity.ID }
 // Client exposes the Docker client to the package's other files (images, doctor).
 func (e *Engine) Client() *client.Client { return e.cli }
 
+// Ping checks that the engine answers.
+func (e *Engine) Ping(ctx context.Context) error {
+	if _, err := e.cli.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: the Docker engine does not answer: %w", ErrEngine, err)
+	}
+	return nil
+}
+
 // Close releases the client connection; it does not touch sandboxes.
 func (e *Engine) Close() error { return e.cli.Close() }
 

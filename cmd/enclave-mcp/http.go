@@ -3,16 +3,15 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 )
 
@@ -42,8 +41,7 @@ type httpServer struct {
 	token      string
 	generated  bool
 	mcp        *mcp.Server
-	rest       http.Handler // the REST manager API, /health included
-	auth       func(token string, next http.Handler) http.Handler
+	rest       *httpapi.API // the REST manager API, /health included; it checks the token itself
 	sessionTTL time.Duration
 	log        *slog.Logger
 }
@@ -53,15 +51,15 @@ type httpServer struct {
 func (h *httpServer) serve(ctx context.Context) error {
 	transports := h.mcp.HTTPTransports(mcp.HTTPOptions{SessionIdleTTL: h.sessionTTL})
 	mux := http.NewServeMux()
-	transports.Mount(mux)
-	mux.Handle("/", h.rest)
+	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(h.token, next) })
+	mux.Handle("/", h.rest.Handler())
 
 	ln, err := net.Listen("tcp", h.addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", h.addr, err)
 	}
 	srv := &http.Server{
-		Handler:           h.auth(h.token, mux),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
@@ -83,39 +81,11 @@ func (h *httpServer) serve(ctx context.Context) error {
 	// SSE streams and streamable-HTTP sessions stay open: end them first, or Shutdown waits.
 	_ = transports.SSE.Shutdown(sctx)
 	_ = transports.Streamable.Shutdown(sctx)
+	if err := h.rest.Close(sctx); err != nil {
+		h.log.Warn("removing pooled sandboxes", "error", err)
+	}
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutting down HTTP: %w", err)
 	}
 	return nil
-}
-
-// requireToken and restAPI are stand-ins until the REST package lands: the token check
-// (Bearer or X-API-Key, constant time, /health exempt) and a /health-only API.
-func requireToken(token string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" && r.Method == http.MethodGet {
-			next.ServeHTTP(w, r)
-			return
-		}
-		got := r.Header.Get("X-API-Key")
-		if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-			got = v
-		}
-		if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(`{"detail":"Unauthorized"}`))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func restAPI(_ any) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"healthy":true}`))
-	})
-	return mux
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -139,9 +140,16 @@ func serveCmd(ctx context.Context, args []string) error {
 	}
 	var serveErr error
 	if f.httpAddr != "" {
+		api, err := httpapi.New(httpapi.Config{
+			Manager: manager, Tools: enabled, ToolOptions: cfg.ToolsConfig, Token: token, Version: version, Logger: log,
+			Check: engine.Ping,
+		})
+		if err != nil {
+			return err
+		}
 		h := &httpServer{
 			addr: f.httpAddr, token: token, generated: generated, mcp: srv,
-			rest: restAPI(manager), auth: requireToken, sessionTTL: f.sessionTTL, log: log,
+			rest: api, sessionTTL: f.sessionTTL, log: log,
 		}
 		serveErr = h.serve(ctx)
 	} else {
