@@ -195,8 +195,8 @@ type DockerSandbox struct {
 	containerID string
 	log         *slog.Logger
 
-	conn      *agentConn
-	ready     wire.Ready
+	conn    *agentConn
+	ready   wire.Ready
 	closeMu sync.Mutex
 	removed bool
 }

@@ -72,16 +72,16 @@ const (
 
 // Info describes a sandbox, in the shape of ms-enclave's SandboxInfo.
 type Info struct {
-	ID        string         `json:"id"`
-	Status    Status         `json:"status"`
-	Type      Type           `json:"type"`
-	Image     string         `json:"image"`
-	Owner     string         `json:"owner,omitempty"`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
+	ID        string    `json:"id"`
+	Status    Status    `json:"status"`
+	Type      Type      `json:"type"`
+	Image     string    `json:"image"`
+	Owner     string    `json:"owner,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 	// LastUsedAt is when a call last started or ended; idle expiry counts from it.
-	LastUsedAt time.Time `json:"last_used_at"`
-	Metadata  map[string]any `json:"metadata"`
+	LastUsedAt time.Time      `json:"last_used_at"`
+	Metadata   map[string]any `json:"metadata"`
 }
 
 // Sentinel errors callers branch on with errors.Is.
