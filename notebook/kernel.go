@@ -19,6 +19,9 @@ type Kernel struct {
 	name   string
 	log    *slog.Logger
 	turn   chan struct{} // holds a token while a cell runs or the kernel restarts
+	// interrupts tells the running cell that Interrupt was called, so that it repeats the
+	// interrupt until it stops.
+	interrupts chan struct{}
 
 	mu   sync.Mutex
 	id   string
@@ -58,7 +61,7 @@ func StartKernel(ctx context.Context, client *Client, name string, log *slog.Log
 	if model.Name != "" {
 		name = model.Name
 	}
-	k := &Kernel{client: client, name: name, log: log.With("kernel", model.ID), turn: make(chan struct{}, 1), id: model.ID}
+	k := &Kernel{client: client, name: name, log: log.With("kernel", model.ID), turn: make(chan struct{}, 1), interrupts: make(chan struct{}, 1), id: model.ID}
 	if err := k.connect(ctx); err != nil {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), controlTimeout)
 		defer cancel()
@@ -198,6 +201,10 @@ func (k *Kernel) Execute(ctx context.Context, code string, opts ExecOptions) (Re
 		return Result{}, fmt.Errorf("waiting for the previous cell to finish: %w", ctx.Err())
 	}
 	defer func() { <-k.turn }()
+	select {
+	case <-k.interrupts: // meant for a cell that has finished
+	default:
+	}
 
 	lost, err := k.ensureReady(ctx)
 	if err != nil {
@@ -236,16 +243,18 @@ func (k *Kernel) Execute(ctx context.Context, code string, opts ExecOptions) (Re
 // cell is stopped.
 func (k *Kernel) follow(ctx context.Context, ch *channels, box *mailbox, col *collector, prog *progress, opts ExecOptions) (Result, error) {
 	var (
-		reply      *executeReply
-		idle       bool
-		timedOut   bool
-		cancelled  bool
-		deadline   <-chan time.Time
-		stopping   <-chan time.Time // the interrupt's grace period
-		again      <-chan time.Time // the next repeat of the interrupt
-		afterReply <-chan time.Time
-		tick       <-chan time.Time
-		notes      []string
+		reply     *executeReply
+		idle      bool
+		timedOut  bool
+		cancelled bool
+		deadline  <-chan time.Time
+		stopping  <-chan time.Time // the interrupt's grace period
+		again     <-chan time.Time // the next repeat of the interrupt
+		repeatEnd time.Time        // when an outside interrupt stops being repeated
+		settle    <-chan time.Time // the reply or the idle status came; the other is due
+		restarted bool
+		tick      <-chan time.Time
+		notes     []string
 	)
 	if opts.Timeout > 0 {
 		t := time.NewTimer(opts.Timeout)
@@ -264,12 +273,17 @@ func (k *Kernel) follow(ctx context.Context, ch *channels, box *mailbox, col *co
 	// The interrupt is repeated until the cell stops: ipykernel ignores SIGINT outside a
 	// cell's code, so one that lands before the cell has started is lost.
 	var repeat *time.Ticker
+	repeatInterrupts := func() {
+		if repeat == nil {
+			repeat = time.NewTicker(interruptRepeat)
+			again = repeat.C
+		}
+	}
 	stop := func() {
 		if stopping == nil {
 			k.interruptQuietly(ctx)
 			stopping = time.After(interruptGrace)
-			repeat = time.NewTicker(interruptRepeat)
-			again = repeat.C
+			repeatInterrupts()
 		}
 	}
 	defer func() {
@@ -286,16 +300,21 @@ loop:
 				r, isIdle := col.handle(m)
 				if r != nil {
 					reply = r
-					afterReply = time.After(idleGrace)
 				}
 				idle = idle || isIdle
 			}
-		case <-afterReply:
+			if (reply != nil || idle) && settle == nil {
+				settle = time.After(idleGrace)
+			}
+		case <-settle:
 			if quiet := ch.quietFor(); quiet < idleGrace {
-				afterReply = time.After(idleGrace - quiet) // output is still arriving
+				settle = time.After(idleGrace - quiet) // output is still arriving
 				continue
 			}
-			break loop // the idle status went missing; the reply is enough
+			// One of the two never came. A missing idle status costs nothing: the reply
+			// has the outcome. A missing reply happens when an interrupt lands just as
+			// the cell starts: ipykernel then goes idle without replying or running it.
+			break loop
 		case <-tick:
 			prog.flush()
 		case <-deadline:
@@ -304,8 +323,13 @@ loop:
 		case <-done:
 			done, cancelled = nil, true
 			stop()
+		case <-k.interrupts:
+			// Interrupt sent the first; repeat it for a while, but an interrupt from outside
+			// never restarts the kernel: the cell's own timeout does that if it must.
+			repeatEnd = time.Now().Add(interruptGrace)
+			repeatInterrupts()
 		case <-again:
-			if reply == nil {
+			if reply == nil && (stopping != nil || time.Now().Before(repeatEnd)) {
 				k.interruptQuietly(ctx)
 			}
 		case <-stopping:
@@ -319,6 +343,7 @@ loop:
 				notes = append(notes, "restarting the kernel failed: "+err.Error())
 				k.setLost("the kernel could not be restarted after a cell ignored an interrupt")
 			}
+			restarted = true
 			break loop
 		case <-ch.stale:
 			k.setLost("the kernel died while running the previous cell (out of memory, or a crash) and was restarted")
@@ -338,8 +363,12 @@ loop:
 	res := col.result()
 	res.Notes = append(res.Notes, notes...)
 	res.TimedOut, res.Cancelled = timedOut, cancelled && !timedOut
-	if reply != nil {
+	switch {
+	case reply != nil:
 		res.Status, res.ExecutionCount = reply.Status, reply.ExecutionCount
+	case !restarted && !res.TimedOut && !res.Cancelled:
+		res.Status = "aborted"
+		res.Notes = append(res.Notes, "the kernel went idle without running the cell (an interrupt arrived as it started)")
 	}
 	// The KeyboardInterrupt our own interrupt raised is not the cell's error.
 	if (res.TimedOut || res.Cancelled) && res.Error != nil && res.Error.Name == "KeyboardInterrupt" {
@@ -354,7 +383,9 @@ func (k *Kernel) interruptQuietly(ctx context.Context) {
 	defer cancel()
 	if err := k.client.InterruptKernel(ictx, k.ID()); err != nil {
 		k.log.Warn("interrupting the kernel", "error", err)
+		return
 	}
+	k.log.Debug("interrupted the kernel")
 }
 
 func (k *Kernel) setLost(why string) {
@@ -415,10 +446,15 @@ func (k *Kernel) ensureReady(ctx context.Context) (string, error) {
 }
 
 // Interrupt stops the running cell, if any, with KeyboardInterrupt; the kernel keeps its
-// state.
+// state. A cell run by Execute gets the interrupt repeated for a while, since ipykernel
+// ignores one that lands before the cell's code has started.
 func (k *Kernel) Interrupt(ctx context.Context) error {
 	if err := k.client.InterruptKernel(ctx, k.ID()); err != nil {
 		return fmt.Errorf("interrupting the kernel: %w", err)
+	}
+	select {
+	case k.interrupts <- struct{}{}:
+	default: // one is pending already
 	}
 	return nil
 }
