@@ -36,7 +36,7 @@ func newHTTPFixture(t *testing.T, sessionTTL time.Duration) *httpFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transports := srv.HTTPTransports(mcp.HTTPOptions{SessionIdleTTL: sessionTTL})
+	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{SessionIdleTTL: sessionTTL})
 	mux := http.NewServeMux()
 	transports.Mount(mux, nil)
 	ts := httptest.NewServer(mux)

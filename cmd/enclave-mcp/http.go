@@ -49,7 +49,7 @@ type httpServer struct {
 // serve listens until ctx ends, then shuts the transports down (their sessions end, and
 // with them the sessions' sandboxes).
 func (h *httpServer) serve(ctx context.Context) error {
-	transports := h.mcp.HTTPTransports(mcp.HTTPOptions{SessionIdleTTL: h.sessionTTL})
+	transports := h.mcp.HTTPTransports(ctx, mcp.HTTPOptions{SessionIdleTTL: h.sessionTTL})
 	mux := http.NewServeMux()
 	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(h.token, next) })
 	mux.Handle("/", h.rest.Handler())

@@ -26,7 +26,7 @@ func TestExampleAgainstRealServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transports := srv.HTTPTransports(mcp.HTTPOptions{})
+	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{})
 	mux := http.NewServeMux()
 	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken("s3cret", next) })
 	ts := httptest.NewServer(mux)
