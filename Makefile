@@ -30,7 +30,9 @@ run: setup
 # Docker engine (while it runs, every other test using the engine would fail).
 test: setup
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 25m ./...
+	cd examples/agents && CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
 	$(GO) run ./cmd/enclave-load -sessions 8 -calls 5
+	# Restarts the engine under everything else: last, and alone.
 	CGO_ENABLED=1 $(GO) test -race -tags faults -run EngineRestart -count=1 -timeout 5m ./loadtest/
 
 # Unit tests only (no engine needed): for a quick local loop.
