@@ -36,6 +36,8 @@ type Config struct {
 	DefaultTimeout float64
 	Manager        *sandbox.Manager
 	Logger         *slog.Logger
+	// OnToolCall, when set, is told of every finished tool call (metrics).
+	OnToolCall func(tool string, res tools.Result, took time.Duration)
 }
 
 // Server is an MCP server over enclave-mcp's tools.
@@ -48,7 +50,9 @@ type Server struct {
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
 	"first tool call and removed when the session ends. Files in the workspace persist between calls; " +
-	"use file_operation to move text in and out, python_executor and shell_executor to run code."
+	"use file_operation to move text in and out, python_executor and shell_executor to run code. " +
+	"notebook_executor runs code in a Jupyter kernel of the session, where variables persist between calls " +
+	"and plots come back as images."
 
 // New builds the server and registers every tool.
 func New(cfg Config) (*Server, error) {
@@ -164,7 +168,11 @@ func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 			log.Error("tool call failed", "error", err, "took", time.Since(start))
 			return errorResult(def.Name + ": " + err.Error()), nil
 		}
-		log.Info("tool call", "status", res.Status, "took", time.Since(start).Round(time.Microsecond))
+		took := time.Since(start)
+		log.Info("tool call", "status", res.Status, "took", took.Round(time.Microsecond))
+		if s.cfg.OnToolCall != nil {
+			s.cfg.OnToolCall(def.Name, res, took)
+		}
 		return toMCPResult(res), nil
 	}
 }

@@ -130,23 +130,29 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := mcp.New(mcp.Config{
-		Name: "enclave-mcp", Version: version,
-		Tools: enabled, ToolOptions: cfg.ToolsConfig, DefaultTimeout: resolved.Timeout,
-		Manager: manager, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	var serveErr error
+	// In HTTP mode the REST API comes first: its metrics count MCP tool calls too.
+	var api *httpapi.API
+	var onToolCall func(string, tools.Result, time.Duration)
 	if f.httpAddr != "" {
-		api, err := httpapi.New(httpapi.Config{
+		api, err = httpapi.New(httpapi.Config{
 			Manager: manager, Tools: enabled, ToolOptions: cfg.ToolsConfig, Token: token, Version: version, Logger: log,
 			Check: engine.Ping,
 		})
 		if err != nil {
 			return err
 		}
+		onToolCall = api.Metrics().ObserveTool
+	}
+	srv, err := mcp.New(mcp.Config{
+		Name: "enclave-mcp", Version: version,
+		Tools: enabled, ToolOptions: cfg.ToolsConfig, DefaultTimeout: resolved.Timeout,
+		Manager: manager, Logger: log, OnToolCall: onToolCall,
+	})
+	if err != nil {
+		return err
+	}
+	var serveErr error
+	if api != nil {
 		h := &httpServer{
 			addr: f.httpAddr, token: token, generated: generated, mcp: srv,
 			rest: api, sessionTTL: f.sessionTTL, log: log,
