@@ -93,6 +93,7 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.Ex
 		DurationMS: float64(time.Since(cmd.started).Microseconds()) / 1000,
 		TimedOut:   ending == endTimedOut,
 		Cancelled:  ending == endCancelled,
+		Stopped:    ending == endCancelled && !errors.Is(context.Cause(ctx), errCancelled),
 		Reaped:     reaped,
 	}
 	res.ExitCode, res.Signal = exitOf(status)

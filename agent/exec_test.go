@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/internal/textcap"
 )
 
 func TestExecResults(t *testing.T) {
@@ -174,11 +175,26 @@ func TestExecCancel(t *testing.T) {
 		t.Fatalf("cancel: %+v", resp)
 	}
 	final, _ := a.await(ch)
-	if final.Exec == nil || !final.Exec.Cancelled || final.Exec.TimedOut || final.Exec.Signal != "SIGKILL" {
+	if final.Exec == nil || !final.Exec.Cancelled || final.Exec.Stopped || final.Exec.TimedOut || final.Exec.Signal != "SIGKILL" {
 		t.Fatalf("cancelled exec answered %+v", final.Exec)
 	}
 	if left := tagged(tag); len(left) > 0 {
 		t.Errorf("processes left: %v", left)
+	}
+}
+
+// TestExecStoppedByShutdown: a command killed because the agent is stopping (SIGTERM to the
+// container, an engine restart) says so, unlike one cancelled on request.
+func TestExecStoppedByShutdown(t *testing.T) {
+	a := startAgent(t)
+	_, ch := a.send(wire.Request{Op: wire.OpExec, Exec: &wire.Exec{Argv: sh("echo started; sleep 30"), StreamIntervalMS: 10}})
+	if first := <-ch; first.Kind != wire.KindOutput {
+		t.Fatalf("want output first, got %+v", first)
+	}
+	a.cancel() // what SIGTERM does to the agent's context
+	final, _ := a.await(ch)
+	if final.Exec == nil || !final.Exec.Cancelled || !final.Exec.Stopped {
+		t.Fatalf("exec killed by shutdown answered %+v", final.Exec)
 	}
 }
 
@@ -202,7 +218,7 @@ func TestExecOutputCaps(t *testing.T) {
 				if !strings.Contains(res.Stdout, " bytes omitted ...]") {
 					t.Error("no omission marker")
 				}
-				kept := int64(len(res.Stdout) - len(omissionMarker(res.OmittedBytes)))
+				kept := int64(len(res.Stdout) - len(textcap.Marker(res.OmittedBytes)))
 				if kept+res.OmittedBytes != 20_000_008 {
 					t.Errorf("kept %d + omitted %d != 20000008", kept, res.OmittedBytes)
 				}
@@ -263,7 +279,7 @@ func TestExecOutputCaps(t *testing.T) {
 					t.Error("output is not valid UTF-8")
 				}
 				encoded, _ := json.Marshal(out)
-				if max := tc.limit + markerSize(res.OmittedBytes) + 2; len(encoded) > max {
+				if max := tc.limit + textcap.EncodedLen([]byte(textcap.Marker(res.OmittedBytes))) + 2; len(encoded) > max {
 					t.Errorf("encoded output is %d bytes, over %d", len(encoded), max)
 				}
 			}

@@ -109,6 +109,9 @@ func fromExec(r sandbox.ExecResult, timeout float64, memoryLimit string) Result 
 	case r.TimedOut:
 		res.Status = StatusTimeout
 		notes = append(notes, fmt.Sprintf("timed out after %gs: the process and everything it started were killed", timeout))
+	case r.Stopped:
+		res.Status = StatusError
+		notes = append(notes, "the sandbox stopped during the call (its container was stopped or removed, or the engine restarted); the next call starts a fresh sandbox, and files in the old one are lost")
 	case r.Cancelled:
 		res.Status = StatusCancelled
 		notes = append(notes, "cancelled: the process and everything it started were killed")

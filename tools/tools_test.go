@@ -186,6 +186,7 @@ func TestFromExec(t *testing.T) {
 		{"SIGKILL without our timer is an error", sandbox.ExecResult{ExitCode: -1, Signal: "SIGKILL"}, StatusError, "killed by SIGKILL"},
 		{"timeout", sandbox.ExecResult{ExitCode: -1, Signal: "SIGKILL", TimedOut: true}, StatusTimeout, "timed out after 0.3s"},
 		{"cancelled", sandbox.ExecResult{ExitCode: -1, Signal: "SIGKILL", Cancelled: true}, StatusCancelled, "cancelled"},
+		{"sandbox stopped under the call", sandbox.ExecResult{ExitCode: -1, Signal: "SIGKILL", Cancelled: true, Stopped: true}, StatusError, "the sandbox stopped during the call"},
 		{"oom", sandbox.ExecResult{ExitCode: -1, Signal: "SIGKILL", OOMKilled: true}, StatusError, "out of memory (the sandbox's memory limit is 1g)"},
 		{"stderr kept before the note", sandbox.ExecResult{ExitCode: 1, Stderr: "Traceback"}, StatusError, "Traceback\n[exit code 1]"},
 		{"truncation is said", sandbox.ExecResult{Truncated: true, OmittedBytes: 99}, StatusSuccess, "99 bytes omitted"},

@@ -200,6 +200,9 @@ type ExecResult struct {
 	DurationMS float64 `json:"duration_ms"`
 	TimedOut   bool    `json:"timed_out,omitempty"`
 	Cancelled  bool    `json:"cancelled,omitempty"`
+	// Stopped is set with Cancelled when the kill came from the agent shutting down (the
+	// container was stopped, or the engine restarted), not from a cancel request.
+	Stopped bool `json:"stopped,omitempty"`
 	// OOMKilled is set when the kernel's OOM killer fired in the sandbox during the run and
 	// the process died of SIGKILL.
 	OOMKilled bool `json:"oom_killed,omitempty"`
