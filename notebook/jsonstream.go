@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/enclave-mcp/enclave-mcp/internal/textcap"
 )
 
 // A kernel message can be as large as what the code printed: ipykernel sends a cell's
@@ -249,7 +251,7 @@ func (d *cappedDecoder) number(first byte) (any, error) {
 
 // str reads a string whose opening quote has been consumed, keeping at most limit bytes.
 func (d *cappedDecoder) str(limit int, key string) (string, error) {
-	keep := newTextCap(limit)
+	keep := textcap.New(limit)
 	var esc [utf8.UTFMax]byte
 	for {
 		// Copy the run of plain bytes up to the next quote or backslash in one go.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/enclave-mcp/enclave-mcp/internal/textcap"
 )
 
 // TestCappedDecoderMatchesEncodingJSON: below its limits the decoder reads what encoding/json
@@ -20,6 +22,7 @@ func TestCappedDecoderMatchesEncodingJSON(t *testing.T) {
 		`{"esc": "quote \" backslash \\ slash \/ \b\f\n\r\t"}`,
 		`{"u": "\u00e9\u4e16\ud83d\ude00", "raw": "é世😀"}`,
 		`{"lone": "\ud800x", "lone2": "\udc00"}`,
+		"{\"invalid\": \"a\xff\xfeb\xe2\x82\"}", // one U+FFFD per invalid byte
 		`{"n": [-1, 0.5, 1e10, -2.5E-3, 12345678901234567890]}`,
 		`  [ ] `,
 		`{"empty": {}, "e2": [], "s": ""}`,
@@ -86,7 +89,7 @@ func TestReadMessageLarge(t *testing.T) {
 		t.Fatal(err)
 	}
 	omitted := m.truncated["text"]
-	head, tail, ok := strings.Cut(s.Text, omissionMarker(omitted))
+	head, tail, ok := strings.Cut(s.Text, textcap.Marker(omitted))
 	if !ok || !strings.HasPrefix(head, "HEAD") || !strings.HasSuffix(tail, "TAIL") || len(head)+len(tail) > limit {
 		t.Fatalf("text of %d bytes: want HEAD, the marker, TAIL within %d bytes", len(s.Text), limit)
 	}

@@ -3,6 +3,7 @@ package notebook
 import (
 	"fmt"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/textcap"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
@@ -19,7 +20,7 @@ const (
 // progress batches a running cell's stream output into capped notifications.
 type progress struct {
 	send           func(sandbox.Output)
-	stdout, stderr *textCap
+	stdout, stderr *textcap.Capture
 	budget         int
 	exhausted      bool
 }
@@ -28,7 +29,7 @@ func newProgress(send func(sandbox.Output)) *progress {
 	if send == nil {
 		return nil
 	}
-	return &progress{send: send, stdout: newTextCap(progressChunk), stderr: newTextCap(progressChunk), budget: progressBudget}
+	return &progress{send: send, stdout: textcap.New(progressChunk), stderr: textcap.New(progressChunk), budget: progressBudget}
 }
 
 // add records a stream chunk for the next flush.
@@ -50,8 +51,8 @@ func (p *progress) flush() {
 	}
 	out, _, _ := p.stdout.Text()
 	errText, _, _ := p.stderr.Text()
-	p.stdout.reset()
-	p.stderr.reset()
+	p.stdout.Reset()
+	p.stderr.Reset()
 	size := len(out) + len(errText)
 	if size > p.budget {
 		p.exhausted = true

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/internal/textcap"
 )
 
 // Result is what one cell produced, as a notebook shows it under the cell.
@@ -105,7 +107,7 @@ func textTypes() [6]string {
 
 // collector builds a Result from a cell's messages.
 type collector struct {
-	out, stderr *textCap
+	out, stderr *textcap.Capture
 	blockEnded  bool // the last thing in out was a display: the next output starts a line
 	clearNext   bool // clear_output(wait=True): clear when the next output arrives
 	value       string
@@ -119,7 +121,7 @@ type collector struct {
 }
 
 func newCollector(limit int) *collector {
-	return &collector{out: newTextCap(limit), stderr: newTextCap(limit)}
+	return &collector{out: textcap.New(limit), stderr: textcap.New(limit)}
 }
 
 // handle takes one message answering the cell; it returns the execute_reply when m is it,
@@ -171,7 +173,7 @@ func (c *collector) maybeClear() {
 		return
 	}
 	c.clearNext = false
-	c.out.reset()
+	c.out.Reset()
 	c.images, c.imageBytes, c.html, c.value, c.blockEnded = nil, 0, nil, "", false
 }
 
@@ -189,9 +191,9 @@ func (c *collector) stream(s streamContent, omitted int64) {
 	// A string cut while it was read carries the marker where its middle was; the cap
 	// counts those bytes as omitted instead of showing the marker as text.
 	if omitted > 0 {
-		if head, tail, ok := strings.Cut(s.Text, omissionMarker(omitted)); ok {
+		if head, tail, ok := strings.Cut(s.Text, textcap.Marker(omitted)); ok {
 			dst.WriteString(head)
-			dst.skip(omitted)
+			dst.Skip(omitted)
 			dst.WriteString(tail)
 			return
 		}
@@ -200,7 +202,7 @@ func (c *collector) stream(s streamContent, omitted int64) {
 }
 
 func (c *collector) newLine() {
-	if c.out.Len() > 0 && !c.out.endsWith('\n') {
+	if c.out.Len() > 0 && !c.out.EndsWith('\n') {
 		c.out.WriteString("\n")
 	}
 }

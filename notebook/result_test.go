@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/textcap"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
@@ -100,7 +101,7 @@ func TestCollector(t *testing.T) {
 		}},
 		{"an image cut while read is refused with the fix", []*message{
 			func() *message {
-				m := display("display_data", map[string]any{"image/png": png1[:4] + omissionMarker(30<<20) + png1[4:]}, "")
+				m := display("display_data", map[string]any{"image/png": png1[:4] + textcap.Marker(30<<20) + png1[4:]}, "")
 				m.truncated = map[string]int64{"image/png": 30 << 20}
 				return m
 			}(),
@@ -111,12 +112,12 @@ func TestCollector(t *testing.T) {
 		}},
 		{"text cut while read counts as omitted", []*message{
 			func() *message {
-				m := stream("stdout", "head"+omissionMarker(5000)+"tail")
+				m := stream("stdout", "head"+textcap.Marker(5000)+"tail")
 				m.truncated = map[string]int64{"text": 5000}
 				return m
 			}(),
 		}, func(t *testing.T, r Result) {
-			if r.Output != "head"+omissionMarker(5000)+"tail" || !r.Truncated || r.OmittedBytes != 5000 {
+			if r.Output != "head"+textcap.Marker(5000)+"tail" || !r.Truncated || r.OmittedBytes != 5000 {
 				t.Errorf("output %q truncated %v omitted %d", r.Output, r.Truncated, r.OmittedBytes)
 			}
 		}},
