@@ -13,13 +13,20 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
+	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
-// httpFixture is a real server on a real listener, over a real engine.
+// httpTestToken is the bearer token every HTTP fixture requires, checked by
+// httpapi.RequireToken as in production.
+const httpTestToken = "http-test-token"
+
+// httpFixture is a real server on a real listener, over a real engine, with docker and
+// notebook sandboxes, behind the production token check.
 type httpFixture struct {
 	url     string
 	engine  *sandbox.Engine
@@ -29,8 +36,14 @@ type httpFixture struct {
 func newHTTPFixture(t *testing.T, sessionTTL time.Duration) *httpFixture {
 	t.Helper()
 	engine := testenv.Engine(t)
+	testenv.RequireImage(t, engine, sandbox.DefaultNotebookImage)
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: engine.Creator(sandbox.TypeDocker)},
+		// As serve wires it: notebook sandboxes take the notebook image.
+		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeNotebook: {Image: sandbox.DefaultNotebookImage}},
+		Creators: map[sandbox.Type]sandbox.Creator{
+			sandbox.TypeDocker:   engine.Creator(sandbox.TypeDocker),
+			sandbox.TypeNotebook: notebook.Creator(engine, notebook.Options{}),
+		},
 	})
 	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager, DefaultTimeout: 30})
 	if err != nil {
@@ -38,7 +51,7 @@ func newHTTPFixture(t *testing.T, sessionTTL time.Duration) *httpFixture {
 	}
 	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{SessionIdleTTL: sessionTTL})
 	mux := http.NewServeMux()
-	transports.Mount(mux, nil)
+	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(httpTestToken, next) })
 	ts := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -61,19 +74,42 @@ func (f *httpFixture) waitNoSandboxes(t *testing.T, why string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("sandboxes still exist %s", why)
+	t.Fatalf("sandboxes still exist %s: manager holds %d", why, len(f.manager.List()))
+}
+
+// authHeader is the header every client sends.
+func authHeader() map[string]string {
+	return map[string]string{"Authorization": "Bearer " + httpTestToken}
+}
+
+// bearerTransport adds the token to every request of a go-sdk client.
+type bearerTransport struct{ base http.RoundTripper }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+httpTestToken)
+	return b.base.RoundTrip(r)
+}
+
+func bearerClient() *http.Client {
+	return &http.Client{Transport: bearerTransport{base: http.DefaultTransport}}
 }
 
 // toolCaller is the part of a client the scenario needs: one tool call, returning its text
 // and whether it failed.
 type toolCaller func(ctx context.Context, name string, args map[string]any) (text string, isError bool, err error)
 
-// statefulScenario: a file written in one call is read back by code in the next, so the
-// session kept its sandbox; one sandbox exists while the session is open.
+// statefulScenario: Python runs; a file written in one call is read back by code in the
+// next, so the session kept its sandbox; a notebook cell sees the variable the previous
+// cell set. While the session is open it holds exactly its docker and notebook sandboxes.
 func statefulScenario(t *testing.T, f *httpFixture, call toolCaller) {
 	t.Helper()
 	ctx := t.Context()
-	text, isErr, err := call(ctx, "file_operation", map[string]any{"operation": "write", "file_path": "state.txt", "content": "kept across calls"})
+	text, isErr, err := call(ctx, "python_executor", map[string]any{"code": "print(6*7)"})
+	if err != nil || isErr || strings.TrimSpace(text) != "42" {
+		t.Fatalf("python: err=%v isError=%v text=%q", err, isErr, text)
+	}
+	text, isErr, err = call(ctx, "file_operation", map[string]any{"operation": "write", "file_path": "state.txt", "content": "kept across calls"})
 	if err != nil || isErr {
 		t.Fatalf("write: %v %s", err, text)
 	}
@@ -81,8 +117,23 @@ func statefulScenario(t *testing.T, f *httpFixture, call toolCaller) {
 	if err != nil || isErr || !strings.Contains(text, "kept across calls") {
 		t.Fatalf("state lost between calls: err=%v isError=%v text=%q", err, isErr, text)
 	}
+	text, isErr, err = call(ctx, "file_operation", map[string]any{"operation": "read", "file_path": "state.txt"})
+	if err != nil || isErr || !strings.Contains(text, "kept across calls") {
+		t.Fatalf("read back: err=%v isError=%v text=%q", err, isErr, text)
+	}
 	if n := len(f.manager.List()); n != 1 {
-		t.Fatalf("the session holds %d sandboxes, want 1", n)
+		t.Fatalf("the session holds %d sandboxes before its notebook cell, want 1", n)
+	}
+	text, isErr, err = call(ctx, "notebook_executor", map[string]any{"code": "x = 21"})
+	if err != nil || isErr {
+		t.Fatalf("notebook x = 21: err=%v isError=%v text=%q", err, isErr, text)
+	}
+	text, isErr, err = call(ctx, "notebook_executor", map[string]any{"code": "x * 2"})
+	if err != nil || isErr || strings.TrimSpace(text) != "42" {
+		t.Fatalf("notebook x * 2: err=%v isError=%v text=%q, want 42", err, isErr, text)
+	}
+	if n := len(f.manager.List()); n != 2 {
+		t.Fatalf("the session holds %d sandboxes, want 2 (docker and notebook)", n)
 	}
 }
 
@@ -116,15 +167,31 @@ func startMCPGo(t *testing.T, c *mcpclient.Client) {
 		t.Fatalf("initialize: %v", err)
 	}
 	tools, err := c.ListTools(t.Context(), mcpgo.ListToolsRequest{})
-	if err != nil || len(tools.Tools) == 0 {
-		t.Fatalf("tools/list: %v (%d tools)", err, len(tools.Tools))
+	if err != nil || !hasTools(len(tools.Tools), func(i int) string { return tools.Tools[i].Name }) {
+		t.Fatalf("tools/list: %v (%+v)", err, tools)
 	}
+}
+
+// hasTools reports whether a tools/list answer names the tools the scenario calls.
+func hasTools(n int, name func(int) string) bool {
+	want := map[string]bool{"python_executor": false, "file_operation": false, "notebook_executor": false}
+	for i := range n {
+		if _, ok := want[name(i)]; ok {
+			want[name(i)] = true
+		}
+	}
+	for _, ok := range want {
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func TestIntegrationHTTPStreamableMCPGo(t *testing.T) {
 	t.Parallel()
 	f := newHTTPFixture(t, time.Minute)
-	c, err := mcpclient.NewStreamableHttpClient(f.url + "/mcp")
+	c, err := mcpclient.NewStreamableHttpClient(f.url+"/mcp", transport.WithHTTPHeaders(authHeader()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +204,7 @@ func TestIntegrationHTTPStreamableMCPGo(t *testing.T) {
 func TestIntegrationHTTPSSEMCPGo(t *testing.T) {
 	t.Parallel()
 	f := newHTTPFixture(t, time.Minute)
-	c, err := mcpclient.NewSSEMCPClient(f.url + "/sse")
+	c, err := mcpclient.NewSSEMCPClient(f.url+"/sse", transport.WithHeaders(authHeader()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,19 +214,13 @@ func TestIntegrationHTTPSSEMCPGo(t *testing.T) {
 	f.waitNoSandboxes(t, "after the SSE client disconnected")
 }
 
-// TestIntegrationHTTPGoSDKDefaultProtocol: go-sdk v1.8.0 defaults to the stateless protocol
-// (2026-07-28); the server's version list makes it fall back to a session-bearing one, and
-// state is kept across calls.
-func TestIntegrationHTTPGoSDKDefaultProtocol(t *testing.T) {
-	t.Parallel()
-	f := newHTTPFixture(t, time.Minute)
-	client := sdk.NewClient(&sdk.Implementation{Name: "gosdk-http-test", Version: "1"}, nil)
-	session, err := client.Connect(t.Context(), &sdk.StreamableClientTransport{Endpoint: f.url + "/mcp", DisableStandaloneSSE: true}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	if v := session.InitializeResult().ProtocolVersion; v == "2026-07-28" || v == "" {
-		t.Fatalf("negotiated protocol %q: the stateless version must not be accepted", v)
+// goSDKScenario lists the tools and runs the scenario over a connected go-sdk session,
+// then closes it.
+func goSDKScenario(t *testing.T, f *httpFixture, session *sdk.ClientSession) {
+	t.Helper()
+	list, err := session.ListTools(t.Context(), nil)
+	if err != nil || !hasTools(len(list.Tools), func(i int) string { return list.Tools[i].Name }) {
+		t.Fatalf("tools/list: %v", err)
 	}
 	statefulScenario(t, f, func(ctx context.Context, name string, args map[string]any) (string, bool, error) {
 		res, err := session.CallTool(ctx, &sdk.CallToolParams{Name: name, Arguments: args})
@@ -175,7 +236,43 @@ func TestIntegrationHTTPGoSDKDefaultProtocol(t *testing.T) {
 		return b.String(), res.IsError, nil
 	})
 	_ = session.Close()
+}
+
+// TestIntegrationHTTPGoSDKDefaultProtocol: go-sdk v1.8.0 defaults to the stateless protocol
+// (2026-07-28); the server's version list makes it fall back to a session-bearing one, and
+// state is kept across calls.
+func TestIntegrationHTTPGoSDKDefaultProtocol(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFixture(t, time.Minute)
+	client := sdk.NewClient(&sdk.Implementation{Name: "gosdk-http-test", Version: "1"}, nil)
+	session, err := client.Connect(t.Context(), &sdk.StreamableClientTransport{
+		Endpoint: f.url + "/mcp", HTTPClient: bearerClient(), DisableStandaloneSSE: true,
+	}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	if v := session.InitializeResult().ProtocolVersion; v == "2026-07-28" || v == "" {
+		t.Fatalf("negotiated protocol %q: the stateless version must not be accepted", v)
+	}
+	goSDKScenario(t, f, session)
 	f.waitNoSandboxes(t, "after the go-sdk client closed")
+}
+
+// TestIntegrationHTTPSSEGoSDK: go-sdk's SSE client (the 2024-11-05 transport) against
+// mcp-go's SSE server, with its default protocol.
+func TestIntegrationHTTPSSEGoSDK(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFixture(t, time.Minute)
+	client := sdk.NewClient(&sdk.Implementation{Name: "gosdk-sse-test", Version: "1"}, nil)
+	session, err := client.Connect(t.Context(), &sdk.SSEClientTransport{Endpoint: f.url + "/sse", HTTPClient: bearerClient()}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	// mcp-go's SSE server accepts go-sdk's default, the stateless 2026-07-28, and state is
+	// still kept: an SSE session is its open stream, not a session id.
+	t.Logf("negotiated protocol %s", session.InitializeResult().ProtocolVersion)
+	goSDKScenario(t, f, session)
+	f.waitNoSandboxes(t, "after the go-sdk SSE client closed")
 }
 
 // TestIntegrationHTTPIdleSessionReaped: a client that vanishes without DELETE loses its
@@ -183,7 +280,7 @@ func TestIntegrationHTTPGoSDKDefaultProtocol(t *testing.T) {
 func TestIntegrationHTTPIdleSessionReaped(t *testing.T) {
 	t.Parallel()
 	f := newHTTPFixture(t, 2*time.Second)
-	c, err := mcpclient.NewStreamableHttpClient(f.url+"/mcp", transport.WithHTTPTimeout(10*time.Second))
+	c, err := mcpclient.NewStreamableHttpClient(f.url+"/mcp", transport.WithHTTPTimeout(10*time.Second), transport.WithHTTPHeaders(authHeader()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,5 +293,25 @@ func TestIntegrationHTTPIdleSessionReaped(t *testing.T) {
 	f.waitNoSandboxes(t, "after the idle TTL passed")
 	if _, _, err := call(t.Context(), "shell_executor", map[string]any{"command": "echo hi"}); err == nil {
 		t.Fatal("a swept session id was accepted again")
+	}
+}
+
+// TestIntegrationHTTPTokenRequired: without the token, neither transport lets a client in.
+func TestIntegrationHTTPTokenRequired(t *testing.T) {
+	t.Parallel()
+	f := newHTTPFixture(t, time.Minute)
+	for _, path := range []string{"/mcp", "/sse"} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, f.url+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without the token: %d, want 401", path, resp.StatusCode)
+		}
 	}
 }

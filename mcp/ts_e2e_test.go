@@ -6,9 +6,7 @@ package mcp_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"testing"
 	"time"
@@ -18,25 +16,12 @@ import (
 
 func TestIntegrationTypeScriptSDKClient(t *testing.T) {
 	testenv.RequireDocker(t)
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the TypeScript SDK test needs %s (Node.js 18 or later) in PATH: %v", tool, err)
-		}
-	}
+	dir := requireTSSDK(t)
 	t.Parallel()
 	bin := testenv.Binary(t)
-	dir := filepath.Join(testenv.RepoRoot(), "e2e", "ts")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk")); err != nil {
-		cmd := exec.CommandContext(ctx, "npm", "install", "--no-audit", "--no-fund")
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("npm install in %s: %v\n%s", dir, err, out)
-		}
-	}
-
 	cmd := exec.CommandContext(ctx, "node", "client.mjs", bin, "--log-level", "warn")
 	cmd.Dir = dir
 	var stdout, stderr bytes.Buffer

@@ -66,6 +66,10 @@ func (b *bench) all(ctx context.Context) error {
 	if err := b.breakdown(ctx, sb); err != nil {
 		return err
 	}
+	fmt.Fprintln(os.Stderr, "MCP over HTTP vs in-process:")
+	if err := b.httpLayer(ctx); err != nil {
+		return err
+	}
 	fmt.Fprintln(os.Stderr, "notebook sandboxes:")
 	if err := b.notebook(ctx); err != nil {
 		return err
