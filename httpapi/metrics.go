@@ -100,6 +100,8 @@ func (m *Metrics) Write(w io.Writer, st sandbox.Stats) error {
 		fmt.Fprintf(bw, "enclave_sandboxes_by_type{type=%s} %d\n", quote(string(t)), st.ByType[t])
 	}
 
+	writeWarm(bw, header, st.Warm)
+
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	header("enclave_tool_calls_total", "counter", "Tool calls that produced a result, by tool and status.")
@@ -133,6 +135,53 @@ func (m *Metrics) Write(w io.Writer, st sandbox.Stats) error {
 		fmt.Fprintf(bw, "enclave_http_requests_total{route=%s,code=%s} %d\n", quote(k[0]), quote(k[1]), m.requests[k])
 	}
 	return bw.Flush()
+}
+
+// writeWarm writes the warm pools' gauges and counters, and Acquire's latency for a
+// session's first sandbox as a summary by type and path (warm: from the pool; cold: created).
+func writeWarm(bw io.Writer, header func(name, typ, help string), warm []sandbox.WarmStats) {
+	gauge := func(name, help string, v func(sandbox.WarmStats) int) {
+		header(name, "gauge", help)
+		for _, w := range warm {
+			fmt.Fprintf(bw, "%s{type=%s} %d\n", name, quote(string(w.Type)), v(w))
+		}
+	}
+	counter := func(name, help string, v func(sandbox.WarmStats) uint64) {
+		header(name, "counter", help)
+		for _, w := range warm {
+			fmt.Fprintf(bw, "%s{type=%s} %d\n", name, quote(string(w.Type)), v(w))
+		}
+	}
+	gauge("enclave_warm_pool_size", "Spare sandboxes each warm pool keeps (0: no pool), by type.", func(w sandbox.WarmStats) int { return w.Size })
+	gauge("enclave_warm_pool_spare", "Started spare sandboxes ready now, by type.", func(w sandbox.WarmStats) int { return w.Spare })
+	gauge("enclave_warm_pool_filling", "Spare sandboxes being created, by type.", func(w sandbox.WarmStats) int { return w.Filling })
+	counter("enclave_warm_pool_hits_total", "Sessions' first sandboxes handed out from the warm pool, by type.", func(w sandbox.WarmStats) uint64 { return w.Hits })
+	counter("enclave_warm_pool_misses_total", "Sessions' first sandboxes created cold because the warm pool was empty, by type.", func(w sandbox.WarmStats) uint64 { return w.Misses })
+	counter("enclave_warm_pool_dead_total", "Spare sandboxes found dead at hand-out and replaced, by type.", func(w sandbox.WarmStats) uint64 { return w.Dead })
+	counter("enclave_warm_pool_evicted_total", "Spare sandboxes removed to make room under --max-sandboxes, by type.", func(w sandbox.WarmStats) uint64 { return w.Evicted })
+	counter("enclave_warm_pool_refill_failures_total", "Failed warm pool refills, by type.", func(w sandbox.WarmStats) uint64 { return w.RefillFailures })
+
+	const acq = "enclave_sandbox_acquire_seconds"
+	header(acq, "summary", "Time to a session's first sandbox, by type and path (warm: from the pool; cold: created); quantiles over the last 512.")
+	for _, w := range warm {
+		for _, p := range []struct {
+			path string
+			l    sandbox.Latency
+		}{{"warm", w.AcquireWarm}, {"cold", w.AcquireCold}} {
+			if p.l.Count == 0 {
+				continue
+			}
+			labels := "type=" + quote(string(w.Type)) + ",path=" + quote(p.path)
+			for _, q := range []struct {
+				q  string
+				ms float64
+			}{{"0.5", p.l.P50MS}, {"0.9", p.l.P90MS}, {"0.99", p.l.P99MS}} {
+				fmt.Fprintf(bw, "%s{%s,quantile=\"%s\"} %s\n", acq, labels, q.q, strconv.FormatFloat(q.ms/1000, 'g', -1, 64))
+			}
+			fmt.Fprintf(bw, "%s_sum{%s} %s\n", acq, labels, strconv.FormatFloat(p.l.SumSeconds, 'g', -1, 64))
+			fmt.Fprintf(bw, "%s_count{%s} %d\n", acq, labels, p.l.Count)
+		}
+	}
 }
 
 // quote writes a label value: double-quoted, with backslash, quote and newline escaped.

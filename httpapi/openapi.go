@@ -211,7 +211,8 @@ func (a *API) componentSchemas() (map[string]any, error) {
 			"healthy": boolean, "version": str, "uptime": num, "active_sandboxes": integer, "system_info": obj, "detail": str}),
 		"Stats": object([]string{"manager_type", "total_sandboxes", "status_counts", "sandbox_types", "running", "pool_size"}, map[string]any{
 			"manager_type": str, "total_sandboxes": integer, "status_counts": obj, "sandbox_types": obj,
-			"running": integer, "pool_size": integer, "pool_available": integer, "uptime": num}),
+			"running": integer, "pool_size": integer, "pool_available": integer, "uptime": num,
+			"warm_pools": map[string]any{"type": "array", "items": obj, "description": "The server's warm pools (started sandboxes kept for new sessions), by type."}}),
 		"CreateResponse": object([]string{"sandbox_id"}, map[string]any{"sandbox_id": str}),
 		"OK":             object([]string{"ok"}, map[string]any{"ok": boolean, "message": str}),
 		"SandboxInfo": object([]string{"id", "status", "type", "config", "created_at", "updated_at", "metadata", "available_tools"}, map[string]any{

@@ -26,13 +26,24 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, h)
 }
 
+// statsBody is ms-enclave's stats (the caller's sandboxes) with the server's warm pools
+// beside them: server-wide numbers, which name no sandbox and no owner.
+type statsBody struct {
+	client.Stats
+	WarmPools []sandbox.WarmStats `json:"warm_pools"`
+}
+
 func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 	st, err := a.local(r).Stats(r.Context())
 	if err != nil {
 		a.failErr(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	body := statsBody{Stats: st, WarmPools: a.cfg.Manager.Stats().Warm}
+	if body.WarmPools == nil {
+		body.WarmPools = []sandbox.WarmStats{}
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // create takes ms-enclave's config body. Fields it leaves out (and empty maps, which its

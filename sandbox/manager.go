@@ -32,6 +32,9 @@ type ManagerOptions struct {
 	// removes one this long after its creation, busy or not (0: never).
 	IdleTTL     time.Duration
 	MaxLifetime time.Duration
+	// Warm is the number of started spares to keep per sandbox type, made from that type's
+	// default config, for sessions' first sandboxes (see warm.go). Absent or 0: no pool.
+	Warm map[Type]int
 }
 
 // Manager owns every sandbox of a server: it creates each owner's sandbox on first use, hands
@@ -46,6 +49,15 @@ type Manager struct {
 	byOwner  map[ownerKey]*slot
 	creating map[string]int // owner -> creations under way, counted against the caps
 	closed   bool
+
+	// Warm pools (warm.go): spares by type, Acquire latencies by type, and when each
+	// sandbox taken from a pool was handed out (its idle and lifetime clocks start there).
+	warm       map[Type]*warmPool
+	acq        map[Type]*acquireStats
+	handedOut  map[string]time.Time
+	warmCtx    context.Context
+	warmCancel context.CancelFunc
+	warmWG     sync.WaitGroup // refill goroutines and background removals of spares
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
@@ -79,7 +91,9 @@ func NewManager(opts ManagerOptions) *Manager {
 		opts: opts, log: opts.Logger,
 		byID: map[string]Sandbox{}, owners: map[string]string{}, byOwner: map[ownerKey]*slot{}, creating: map[string]int{},
 		stopJanitor: make(chan struct{}), janitorDone: make(chan struct{}),
+		warm: map[Type]*warmPool{}, acq: map[Type]*acquireStats{}, handedOut: map[string]time.Time{},
 	}
+	m.startWarm()
 	go m.janitor()
 	return m
 }
@@ -118,13 +132,33 @@ func (m *Manager) Acquire(ctx context.Context, owner string, typ Type) (Sandbox,
 	m.byOwner[key] = s
 	m.mu.Unlock()
 
-	s.sb, s.err = m.Create(ctx, owner, typ, m.opts.Defaults[typ])
+	s.sb, s.err = m.createFirst(ctx, owner, typ)
 	close(s.ready)
 	if s.err != nil {
 		m.drop(key, s)
 		return nil, s.err
 	}
 	return s.sb, nil
+}
+
+// createFirst makes owner's first sandbox of type typ: a spare from the warm pool when one
+// is ready, else a new one.
+func (m *Manager) createFirst(ctx context.Context, owner string, typ Type) (Sandbox, error) {
+	start := time.Now()
+	sb, err := m.takeWarm(owner, typ)
+	if err != nil {
+		return nil, err
+	}
+	if sb != nil {
+		m.observeAcquire(typ, true, time.Since(start))
+		m.log.Info("sandbox handed out from the warm pool", "sandbox", sb.ID(), "type", typ, "owner", owner)
+		return sb, nil
+	}
+	sb, err = m.Create(ctx, owner, typ, m.opts.Defaults[typ])
+	if err == nil {
+		m.observeAcquire(typ, false, time.Since(start))
+	}
+	return sb, err
 }
 
 func isAlive(sb Sandbox) bool {
@@ -147,6 +181,7 @@ func (m *Manager) drop(key ownerKey, s *slot) {
 func (m *Manager) forgetLocked(id string) {
 	delete(m.byID, id)
 	delete(m.owners, id)
+	delete(m.handedOut, id)
 }
 
 // Create makes a new sandbox from cfg (after defaults and policy) and tracks it.
@@ -191,25 +226,42 @@ func (m *Manager) reserve(owner string) error {
 	if m.closed {
 		return ErrManagerClosed
 	}
-	total := len(m.byID)
+	if err := m.ownerRoomLocked(owner); err != nil {
+		return err
+	}
+	// Warm spares hold room under the cap but never refuse a session: evict one instead.
+	if m.opts.MaxSandboxes > 0 && m.totalLocked() >= m.opts.MaxSandboxes && !m.evictSpareLocked() {
+		total := m.totalLocked()
+		return fmt.Errorf("%w: %d sandboxes exist, the server's maximum; remove one (or end a session) first", ErrLimit, total)
+	}
+	m.creating[owner]++
+	return nil
+}
+
+// totalLocked counts the sandboxes that hold room under MaxSandboxes: tracked ones,
+// creations under way and warm spares. m.mu must be held.
+func (m *Manager) totalLocked() int {
+	total := len(m.byID) + m.sparesLocked()
 	for _, n := range m.creating {
 		total += n
 	}
-	if m.opts.MaxSandboxes > 0 && total >= m.opts.MaxSandboxes {
-		return fmt.Errorf("%w: %d sandboxes exist, the server's maximum; remove one (or end a session) first", ErrLimit, total)
+	return total
+}
+
+// ownerRoomLocked refuses owner one more sandbox past MaxPerOwner. m.mu must be held.
+func (m *Manager) ownerRoomLocked(owner string) error {
+	if m.opts.MaxPerOwner <= 0 {
+		return nil
 	}
-	if m.opts.MaxPerOwner > 0 {
-		mine := m.creating[owner]
-		for _, o := range m.owners {
-			if o == owner {
-				mine++
-			}
-		}
-		if mine >= m.opts.MaxPerOwner {
-			return fmt.Errorf("%w: this owner already has %d sandboxes, the per-owner maximum; remove one first", ErrLimit, mine)
+	mine := m.creating[owner]
+	for _, o := range m.owners {
+		if o == owner {
+			mine++
 		}
 	}
-	m.creating[owner]++
+	if mine >= m.opts.MaxPerOwner {
+		return fmt.Errorf("%w: this owner already has %d sandboxes, the per-owner maximum; remove one first", ErrLimit, mine)
+	}
 	return nil
 }
 
@@ -258,7 +310,9 @@ func (m *Manager) Release(ctx context.Context, owner string) error {
 	}
 	m.mu.Unlock()
 	// Close outside the lock: removal talks to the engine.
-	return m.closeSlots(ctx, victims)
+	err := m.closeSlots(ctx, victims)
+	m.pokeWarm()
+	return err
 }
 
 // Delete removes one sandbox by id.
@@ -268,7 +322,7 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if ok {
 		m.forgetLocked(id)
 		for key, s := range m.byOwner {
-			if s.sb == sb {
+			if slotHolds(s, sb) {
 				delete(m.byOwner, key)
 			}
 		}
@@ -277,7 +331,9 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if !ok {
 		return fmt.Errorf("sandbox %q: %w", id, ErrNotFound)
 	}
-	return sb.Close(ctx)
+	err := sb.Close(ctx)
+	m.pokeWarm()
+	return err
 }
 
 // Close removes every sandbox, concurrently, and refuses new ones.
@@ -294,11 +350,15 @@ func (m *Manager) Close(ctx context.Context) error {
 	for _, s := range m.byOwner {
 		victims = append(victims, s)
 	}
+	victims = append(victims, m.drainWarmLocked()...)
 	m.byID = map[string]Sandbox{}
 	m.owners = map[string]string{}
 	m.byOwner = map[ownerKey]*slot{}
+	m.handedOut = map[string]time.Time{}
 	m.mu.Unlock()
+	m.warmCancel() // a refill under way gives up (and removes what it made)
 	err := m.closeSlots(ctx, victims)
+	m.warmWG.Wait()
 	<-m.janitorDone
 	return err
 }
@@ -336,11 +396,26 @@ func nonZero(d time.Duration) time.Duration {
 	return d
 }
 
-// expired lists sandboxes idle past IdleTTL (and not busy) or older than MaxLifetime.
+// expired lists sandboxes idle past IdleTTL (and not busy) or older than MaxLifetime. A
+// sandbox from the warm pool counts both from its hand-out; spares are not listed at all.
 func (m *Manager) expired(now time.Time) []string {
+	m.mu.Lock()
+	handedOut := make(map[string]time.Time, len(m.handedOut))
+	for id, t := range m.handedOut {
+		handedOut[id] = t
+	}
+	m.mu.Unlock()
 	var ids []string
 	for _, sb := range m.List() {
 		info := sb.Info()
+		if t, ok := handedOut[sb.ID()]; ok {
+			if t.After(info.LastUsedAt) {
+				info.LastUsedAt = t
+			}
+			if t.After(info.CreatedAt) {
+				info.CreatedAt = t
+			}
+		}
 		idle := m.opts.IdleTTL > 0 && info.Status != StatusBusy && now.Sub(info.LastUsedAt) > m.opts.IdleTTL
 		old := m.opts.MaxLifetime > 0 && now.Sub(info.CreatedAt) > m.opts.MaxLifetime
 		if idle || old {
@@ -350,11 +425,15 @@ func (m *Manager) expired(now time.Time) []string {
 	return ids
 }
 
-// Stats counts the tracked sandboxes by status and by type.
+// Stats counts the tracked sandboxes by status and by type; warm spares are not among them
+// but in Warm.
 type Stats struct {
 	Total    int            `json:"total_sandboxes"`
 	ByStatus map[Status]int `json:"status_counts"`
 	ByType   map[Type]int   `json:"sandbox_types"`
+	// Warm has, per type with a warm pool or a session's first sandbox made, the pool's
+	// numbers and Acquire's latencies, ordered by type.
+	Warm []WarmStats `json:"warm_pools"`
 }
 
 // Stats returns the current counts.
@@ -366,7 +445,21 @@ func (m *Manager) Stats() Stats {
 		st.ByStatus[info.Status]++
 		st.ByType[info.Type]++
 	}
+	m.mu.Lock()
+	st.Warm = m.warmStatsLocked()
+	m.mu.Unlock()
 	return st
+}
+
+// slotHolds reports whether s's finished creation made sb. A slot still being created
+// holds nothing yet; reading its sb before ready closes would race with the creation.
+func slotHolds(s *slot, sb Sandbox) bool {
+	select {
+	case <-s.ready:
+		return s.sb == sb
+	default:
+		return false
+	}
 }
 
 // doneSlot wraps a sandbox that needs no waiting for.

@@ -52,6 +52,10 @@ func (b *bench) all(ctx context.Context) error {
 		return err
 	}
 
+	if err := b.warm(ctx); err != nil {
+		return err
+	}
+
 	// The per-call operations share one sandbox, and the baseline's docker exec runs in the
 	// same container as the same user.
 	sb, err := b.newSandbox(ctx)

@@ -49,7 +49,35 @@ type serveFlags struct {
 	maxLifetime time.Duration
 	maxTotal    int
 	maxPerOwner int
-	notebook    notebookConfig // the config file's notebook section
+	// warm and warmNotebook are the warm pools' sizes (-1 for warm: decided by the mode).
+	warm         int
+	warmNotebook int
+	notebook     notebookConfig // the config file's notebook section
+}
+
+// defaultWarmHTTP is the docker warm pool's size over HTTP when --warm is not given. An HTTP
+// server sees sessions come and go, and two spares cover a small burst while the single
+// refill goroutine catches up (about 200 ms per sandbox); their cost is two idle containers.
+// Over stdio there is one session for the life of the process: a spare would only make its
+// first call faster, and the refill after it would keep a container that nobody takes, so
+// the default there is 0.
+const defaultWarmHTTP = 2
+
+// warmPools returns the Manager's warm pool sizes for the flags and the mode.
+func (f *serveFlags) warmPools() (map[sandbox.Type]int, error) {
+	warm := f.warm
+	switch {
+	case warm == -1 && f.httpAddr != "":
+		warm = defaultWarmHTTP
+	case warm == -1:
+		warm = 0
+	case warm < 0:
+		return nil, fmt.Errorf("--warm %d: want 0 or more", f.warm)
+	}
+	if f.warmNotebook < 0 {
+		return nil, fmt.Errorf("--warm-notebook %d: want 0 or more", f.warmNotebook)
+	}
+	return map[sandbox.Type]int{sandbox.TypeDocker: warm, sandbox.TypeNotebook: f.warmNotebook}, nil
 }
 
 func serveCmd(ctx context.Context, args []string) error {
@@ -76,6 +104,8 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "remove a sandbox this long after its creation (0: never)")
 	fs.IntVar(&f.maxTotal, "max-sandboxes", 100, "most sandboxes alive at once (0: no cap)")
 	fs.IntVar(&f.maxPerOwner, "max-per-owner", 10, "most sandboxes one session or REST client holds (0: no cap)")
+	fs.IntVar(&f.warm, "warm", -1, fmt.Sprintf("started spare sandboxes kept ready for new sessions' first sandbox; each serves one session and counts against --max-sandboxes (default %d with --http, 0 over stdio)", defaultWarmHTTP))
+	fs.IntVar(&f.warmNotebook, "warm-notebook", 0, "started spare notebook sandboxes kept ready, as --warm")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -84,6 +114,10 @@ func serveCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg, policy, err := f.sandboxConfig()
+	if err != nil {
+		return err
+	}
+	warm, err := f.warmPools()
 	if err != nil {
 		return err
 	}
@@ -124,7 +158,18 @@ func serveCmd(ctx context.Context, args []string) error {
 		MaxPerOwner:  f.maxPerOwner,
 		IdleTTL:      f.idleTTL,
 		MaxLifetime:  f.maxLifetime,
+		Warm:         warm,
 	})
+	// Remove every sandbox (warm spares too, which exist from here on), even when interrupted
+	// or failing early: a fresh context, bounded.
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := manager.Close(cctx); err != nil {
+			log.Error("removing sandboxes on shutdown", "error", err)
+		}
+		log.Info("stopped")
+	}()
 	// Resolve once now, so a bad config fails at start rather than at the first tool call.
 	resolved, err := sandbox.Resolve(cfg, policy)
 	if err != nil {
@@ -162,14 +207,6 @@ func serveCmd(ctx context.Context, args []string) error {
 		log.Info("serving MCP over stdio", "image", resolved.Image, "tools", len(enabled))
 		serveErr = srv.ServeStdio(ctx, os.Stdin, os.Stdout)
 	}
-
-	// Remove every sandbox, even when interrupted: a fresh context, bounded.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := manager.Close(cctx); err != nil {
-		log.Error("removing sandboxes on shutdown", "error", err)
-	}
-	log.Info("stopped")
 	return serveErr
 }
 
