@@ -58,6 +58,13 @@ func (a *agentBinary) tarball() io.Reader {
 	return &buf
 }
 
+// forgetAgentVolume makes the next create check the agent volume again.
+func (e *Engine) forgetAgentVolume() {
+	e.agentMu.Lock()
+	defer e.agentMu.Unlock()
+	e.agentReady = false
+}
+
 // ensureAgentVolume makes sure the agent volume exists and holds the whole binary. It mounts
 // the volume into a throwaway container that never starts (any image will do; the sandbox's
 // own is at hand) and copies the binary in through the archive API, which also works against

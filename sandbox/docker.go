@@ -118,6 +118,20 @@ type CreateOptions struct {
 // Create creates and starts a sandbox and waits until its agent answers. On any failure the
 // half-made container is removed before the error returns.
 func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*DockerSandbox, error) {
+	sb, err := e.create(ctx, opts)
+	if err != nil && errors.Is(err, errStart) && ctx.Err() == nil {
+		// The agent volume may have been removed behind our back (by hand, or by another
+		// server's clean-up while no container used it): check it again, then retry once.
+		e.forgetAgentVolume()
+		sb, err = e.create(ctx, opts)
+	}
+	return sb, err
+}
+
+// errStart marks a container that was created but did not start or never answered.
+var errStart = errors.New("sandbox did not start")
+
+func (e *Engine) create(ctx context.Context, opts CreateOptions) (*DockerSandbox, error) {
 	if opts.Type == "" {
 		opts.Type = TypeDocker
 	}
@@ -139,6 +153,8 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*DockerSandbox
 		cfg:    opts.Config,
 		owner:  opts.Owner,
 		log:    e.log.With("sandbox", id),
+
+		agentVolume: volume,
 	}
 	s.lifecycle = lifecycle{status: StatusInitializing, createdAt: now, updatedAt: now, lastUsed: now}
 
@@ -156,7 +172,7 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*DockerSandbox
 	if err := s.start(ctx); err != nil {
 		s.set(StatusError, err.Error())
 		_ = s.remove(context.WithoutCancel(ctx))
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errStart, err)
 	}
 	s.set(StatusRunning, "")
 	s.log.Debug("sandbox ready", "image", image, "took", time.Since(now))
@@ -193,6 +209,7 @@ type DockerSandbox struct {
 	cfg         Resolved
 	owner       string
 	containerID string
+	agentVolume string
 	log         *slog.Logger
 
 	conn    *agentConn
@@ -281,6 +298,7 @@ func (s *DockerSandbox) Info() Info {
 		"pids_limit":     s.cfg.PidsLimit,
 		"network":        s.cfg.NetworkEnabled,
 		"user":           s.cfg.User,
+		"agent_volume":   s.agentVolume,
 	}
 	if len(s.cfg.EnvVars) > 0 {
 		names := make([]string, 0, len(s.cfg.EnvVars))

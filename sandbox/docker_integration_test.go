@@ -1,6 +1,9 @@
 package sandbox_test
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -54,3 +57,39 @@ func TestIntegrationReapOrphans(t *testing.T) {
 }
 
 func ptrFalse() *bool { f := false; return &f }
+
+// TestIntegrationAgentVolumeRemovedBehindOurBack: when the shared agent volume disappears
+// (removed by hand, or by another server's clean-up), the next create notices and heals.
+func TestIntegrationAgentVolumeRemovedBehindOurBack(t *testing.T) {
+	testenv.RequireDocker(t)
+	// A build of its own (trailing bytes change the hash, not the program), so removing its
+	// volume cannot disturb tests running beside this one.
+	data, err := os.ReadFile(testenv.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "enclave-mcp")
+	if err := os.WriteFile(bin, append(data, []byte("\x00"+t.Name())...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e, err := sandbox.NewEngine(t.Context(), sandbox.EngineOptions{AgentBinary: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { testenv.AssertNoContainers(t, e) })
+
+	first := testenv.Sandbox(t, e, sandbox.Config{})
+	volume := first.Info().Metadata["agent_volume"].(string)
+	if err := first.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("docker", "volume", "rm", volume).CombinedOutput(); err != nil {
+		t.Fatalf("removing %s: %v %s", volume, err, out)
+	}
+	second := testenv.Sandbox(t, e, sandbox.Config{})
+	res, err := second.Exec(t.Context(), sandbox.ExecRequest{Argv: []string{"true"}}, nil)
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("sandbox after the volume was recreated: %v %+v", err, res)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "volume", "rm", volume).Run() })
+}

@@ -140,8 +140,12 @@ func (e *Engine) reap(ctx context.Context, instance string, alive func(int, stri
 	return removed, errors.Join(errs...)
 }
 
-// reapAgentVolumes removes agent volumes of other builds; the engine refuses to remove one a
-// container still uses, which is exactly the protection wanted.
+// agentVolumeMaxAge: an agent volume of another build is removed only once this old, since
+// a live server of that build may be between sandboxes (its volume unused, but not done).
+const agentVolumeMaxAge = 24 * time.Hour
+
+// reapAgentVolumes removes old agent volumes of other builds; the engine refuses to remove
+// one a container still uses, which is the other half of the protection.
 func (e *Engine) reapAgentVolumes(ctx context.Context) {
 	vols, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("label", LabelManaged+"=true"), filters.Arg("label", LabelKind+"=agent"))})
@@ -149,8 +153,10 @@ func (e *Engine) reapAgentVolumes(ctx context.Context) {
 		return
 	}
 	for _, v := range vols.Volumes {
-		if v.Name != e.agent.volumeName() {
-			_ = e.cli.VolumeRemove(ctx, v.Name, false)
+		created, err := time.Parse(time.RFC3339, v.CreatedAt)
+		if v.Name == e.agent.volumeName() || err != nil || time.Since(created) < agentVolumeMaxAge {
+			continue
 		}
+		_ = e.cli.VolumeRemove(ctx, v.Name, false)
 	}
 }
