@@ -78,6 +78,10 @@ type ServerReport struct {
 	// exited. Both must be 0.
 	LeftAfterClose int
 	LeftAfterStop  int
+	// WarmSpares are the started sandboxes the server's warm pool keeps ready for new
+	// sessions when the sessions have closed; they are the server's, not leaks, and are not
+	// counted in LeftAfterClose.
+	WarmSpares int
 	// StopTime is how long the server took to exit after SIGTERM.
 	StopTime time.Duration
 }

@@ -21,7 +21,8 @@ func (r Report) Markdown() string {
 	row("session setup (initialize + first call, sandbox created) p50 / p95 / p99 / max", percentiles(r.Setup))
 	if s := r.Server; s != nil {
 		row("server peak RSS (VmHWM)", fmt.Sprintf("%.1f MiB", float64(s.PeakRSS)/(1<<20)))
-		row("sandboxes left after sessions closed", fmt.Sprint(s.LeftAfterClose))
+		row("sandboxes left after sessions closed (warm spares excepted)", fmt.Sprint(s.LeftAfterClose))
+		row("warm-pool spares kept ready for new sessions", fmt.Sprint(s.WarmSpares))
 		row("server stop (SIGTERM to exit)", ms(s.StopTime))
 		row("sandboxes left after server stopped", fmt.Sprint(s.LeftAfterStop))
 	} else {

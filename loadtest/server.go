@@ -66,7 +66,9 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	args := append([]string{"serve", "--http", "127.0.0.1:0", "--token", opts.Token, "--log-format", "json"}, opts.Args...)
+	// The warm pool is off unless Args turn it on: fault tests count a server's containers
+	// exactly, and spares kept ready would be counted with them.
+	args := append([]string{"serve", "--http", "127.0.0.1:0", "--token", opts.Token, "--log-format", "json", "--warm", "0"}, opts.Args...)
 	found := make(chan string, 1)
 	cmd := exec.Command(opts.Binary, args...)
 	cmd.Stderr = &logScanner{out: log, found: found}

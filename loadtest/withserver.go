@@ -2,8 +2,10 @@ package loadtest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 )
 
@@ -27,10 +29,19 @@ func RunWithServer(ctx context.Context, sopts ServerOptions, opts Options) (Repo
 func drain(ctx context.Context, srv *Server) (*ServerReport, error) {
 	sr := &ServerReport{PID: srv.PID()}
 	// Sessions end with a DELETE, which removes their sandboxes; allow the engine a moment.
+	// What remains must be exactly the warm pool's spares (and spares being made).
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	left, _ := WaitSandboxes(wctx, srv.PID(), 0) // on timeout the count left goes in the report
+	for {
+		spares, spareErr := warmSpares(wctx, srv.URL, srv.Token)
+		list, err := Sandboxes(wctx, srv.PID())
+		sr.WarmSpares, sr.LeftAfterClose = spares, len(list)-spares
+		if (err == nil && spareErr == nil && sr.LeftAfterClose <= 0) || wctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	cancel()
-	sr.LeftAfterClose = left
+	sr.LeftAfterClose = max(sr.LeftAfterClose, 0)
 	rss, rssErr := srv.PeakRSS()
 	sr.PeakRSS = rss
 
@@ -45,4 +56,33 @@ func drain(ctx context.Context, srv *Server) (*ServerReport, error) {
 		stopErr = fmt.Errorf("stopping the server: %w", stopErr)
 	}
 	return sr, errors.Join(rssErr, stopErr, listErr)
+}
+
+// warmSpares asks the server (GET /stats) how many warm-pool sandboxes it holds, ready or
+// being created.
+func warmSpares(ctx context.Context, url, token string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/stats", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reading the server's stats: %w", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Warm []struct {
+			Spare   int `json:"spare"`
+			Filling int `json:"filling"`
+		} `json:"warm_pools"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return 0, fmt.Errorf("reading the server's stats: %w", err)
+	}
+	n := 0
+	for _, w := range st.Warm {
+		n += w.Spare + w.Filling
+	}
+	return n, nil
 }

@@ -53,12 +53,15 @@ func run() int {
 	flag.DurationVar(&cfg.load.CallTimeout, "call-timeout", 2*time.Minute, "bound on each call; a call past it counts as an error")
 	flag.StringVar(&cfg.serverBinary, "server-binary", "", "static enclave-mcp binary to start (default: build one, CGO_ENABLED=0, into a temporary directory)")
 	flag.StringVar(&cfg.serverLog, "server-log", "", "write the started server's log (JSON lines) to this file")
+	warm := flag.Int("warm", 2, "the started server's warm pool (--warm): spares kept ready for new sessions, as `serve --http` keeps by default")
 	flag.Parse()
 	cfg.serveArgs = flag.Args()
 	if cfg.load.URL != "" && len(cfg.serveArgs) > 0 {
 		fmt.Fprintln(os.Stderr, "enclave-load: serve flags after -- only apply to a server it starts, not with -url")
 		return 2
 	}
+
+	cfg.serveArgs = append([]string{fmt.Sprintf("--warm=%d", *warm)}, cfg.serveArgs...)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
