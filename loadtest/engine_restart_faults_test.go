@@ -30,7 +30,7 @@ import (
 const outageBound = 30 * time.Second
 
 // clearFailure is what a failed call must say: the sandbox or the engine is gone.
-var clearFailure = regexp.MustCompile(`(?i)not running|container engine|docker engine|cannot connect|connection refused`)
+var clearFailure = regexp.MustCompile(`(?i)not running|sandbox stopped|container engine|docker engine|cannot connect|connection refused`)
 
 // TestIntegrationEngineRestart: the engine is stopped (SIGTERM) and started again under a
 // server with live sessions. Calls during the outage fail at once with a message that says

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/volume"
@@ -86,19 +87,21 @@ func (e *Engine) ensureAgentVolume(ctx context.Context, image string) (string, e
 	labels[LabelManaged], labels[LabelKind] = "true", "agent-helper"
 	// Not the caller's context: a create cancelled in flight may still happen on the engine,
 	// and its container must then be removed by the defer below, not leaked.
+	helperName := "enclave-agent-helper-" + NewID()
 	helper, err := e.cli.ContainerCreate(context.WithoutCancel(ctx),
 		&container.Config{Image: image, Entrypoint: []string{agentPath}, Labels: labels},
 		&container.HostConfig{
 			NetworkMode: "none",
 			LogConfig:   container.LogConfig{Type: "none"},
 			Mounts:      []mount.Mount{{Type: mount.TypeVolume, Source: name, Target: agentDir, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}},
-		}, nil, nil, "")
+		}, nil, nil, helperName)
 	if err != nil {
+		if !errdefs.IsNotFound(err) { // an engine failing mid-create may still have made it
+			e.discard(helperName)
+		}
 		return "", e.createError(image, err)
 	}
-	defer func() {
-		_ = e.cli.ContainerRemove(context.WithoutCancel(ctx), helper.ID, container.RemoveOptions{Force: true})
-	}()
+	defer e.discard(helper.ID)
 	// A copy cut short by a crash leaves a shorter file: compare sizes, not mere presence.
 	if st, err := e.cli.ContainerStatPath(ctx, helper.ID, agentPath); err == nil && st.Size == int64(len(e.agent.data)) {
 		e.agentReady = true

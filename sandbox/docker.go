@@ -46,6 +46,9 @@ type Engine struct {
 	agent      *agentBinary
 	agentMu    sync.Mutex
 	agentReady bool
+
+	closing  chan struct{}  // closed by Close: background removals stop retrying
+	discards sync.WaitGroup // background removals under way
 }
 
 // NewEngine connects to the engine named by the environment (DOCKER_HOST and friends), with
@@ -79,7 +82,7 @@ func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("%w: no Docker engine answers at %s (start dockerd, or set DOCKER_HOST): %w", ErrEngine, cli.DaemonHost(), err)
 	}
-	return &Engine{cli: cli, log: opts.Logger, identity: selfIdentity(opts.Instance), readyTimeout: opts.ReadyTimeout, agent: agent}, nil
+	return &Engine{cli: cli, log: opts.Logger, identity: selfIdentity(opts.Instance), readyTimeout: opts.ReadyTimeout, agent: agent, closing: make(chan struct{})}, nil
 }
 
 // Instance is the label value that marks this engine connection's containers.
@@ -97,7 +100,11 @@ func (e *Engine) Ping(ctx context.Context) error {
 }
 
 // Close releases the client connection; it does not touch sandboxes.
-func (e *Engine) Close() error { return e.cli.Close() }
+func (e *Engine) Close() error {
+	close(e.closing)
+	e.discards.Wait()
+	return e.cli.Close()
+}
 
 // NewID returns a short random id for a sandbox or server instance.
 func NewID() string {
@@ -162,16 +169,19 @@ func (e *Engine) create(ctx context.Context, opts CreateOptions) (*DockerSandbox
 	// leaving a container we would not know to remove.
 	created, err := e.cli.ContainerCreate(context.WithoutCancel(ctx), cfg, host, nil, nil, containerName(id))
 	if err != nil {
+		if !errdefs.IsNotFound(err) { // an engine failing mid-create may still have made it
+			e.discard(containerName(id))
+		}
 		return nil, e.createError(image, err)
 	}
 	s.containerID = created.ID
 	if err := ctx.Err(); err != nil {
-		_ = s.remove(context.WithoutCancel(ctx))
+		e.discard(s.containerID)
 		return nil, fmt.Errorf("creating sandbox: %w", err)
 	}
 	if err := s.start(ctx); err != nil {
 		s.set(StatusError, err.Error())
-		_ = s.remove(context.WithoutCancel(ctx))
+		e.discard(s.containerID)
 		return nil, fmt.Errorf("%w: %w", errStart, err)
 	}
 	s.set(StatusRunning, "")

@@ -9,6 +9,7 @@
 // non-zero on any failure.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { check, failures, textOf } from "./checks.mjs";
 
 const [binary, ...serveFlags] = process.argv.slice(2);
 if (!binary) {
@@ -16,26 +17,6 @@ if (!binary) {
   process.exit(2);
 }
 
-// A hung server must not hang the caller.
-setTimeout(() => {
-  console.error("FAIL: timed out after 120 s");
-  process.exit(1);
-}, 120_000).unref();
-
-const failures = [];
-function check(cond, what) {
-  if (!cond) {
-    failures.push(what);
-    console.error("FAIL: " + what);
-  }
-}
-
-function textOf(result) {
-  return (result.content ?? [])
-    .filter((c) => c.type === "text")
-    .map((c) => c.text)
-    .join("");
-}
 
 const transport = new StdioClientTransport({
   command: binary,

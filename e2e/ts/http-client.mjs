@@ -12,6 +12,7 @@
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js";
+import { check, failures, textOf } from "./checks.mjs";
 
 const [base, kind, token] = process.argv.slice(2);
 if (!base || !["streamable", "sse"].includes(kind) || !token) {
@@ -19,26 +20,6 @@ if (!base || !["streamable", "sse"].includes(kind) || !token) {
   process.exit(2);
 }
 
-// A hung server must not hang the caller.
-setTimeout(() => {
-  console.error("FAIL: timed out after 120 s");
-  process.exit(1);
-}, 120_000).unref();
-
-const failures = [];
-function check(cond, what) {
-  if (!cond) {
-    failures.push(what);
-    console.error("FAIL: " + what);
-  }
-}
-
-function textOf(result) {
-  return (result.content ?? [])
-    .filter((c) => c.type === "text")
-    .map((c) => c.text)
-    .join("");
-}
 
 const headers = { Authorization: `Bearer ${token}` };
 const transport =
