@@ -47,8 +47,9 @@ type Engine struct {
 	agentMu    sync.Mutex
 	agentReady bool
 
-	closing  chan struct{}  // closed by Close: background removals stop retrying
-	discards sync.WaitGroup // background removals under way
+	closing   chan struct{}  // closed by Close: background removals stop retrying
+	discards  sync.WaitGroup // background removals under way
+	closeOnce sync.Once
 }
 
 // NewEngine connects to the engine named by the environment (DOCKER_HOST and friends), with
@@ -99,9 +100,10 @@ func (e *Engine) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the client connection; it does not touch sandboxes.
+// Close releases the client's connections and stops background removals; it does not touch
+// sandboxes. It may be called more than once.
 func (e *Engine) Close() error {
-	close(e.closing)
+	e.closeOnce.Do(func() { close(e.closing) })
 	e.discards.Wait()
 	return e.cli.Close()
 }
