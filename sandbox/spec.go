@@ -49,7 +49,33 @@ func containerName(id string) string { return "enclave-" + id }
 // SIGTERM, and exits when the server's attach stream closes (StdinOnce), so a crashed server
 // leaves no running sandbox behind.
 func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
-	c := in.Config
+	labels := in.Instance.labels()
+	labels[LabelManaged] = "true"
+	labels[LabelSandbox] = in.ID
+	labels[LabelKind] = in.Kind
+	if in.Owner != "" {
+		labels[LabelOwner] = in.Owner
+	}
+	entrypoint := append([]string{agentPath, "agent", "--workspace", in.Config.WorkingDir}, in.AgentArgs...)
+	cfg, host := HardenedSpec(in.Config, entrypoint, labels)
+
+	cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = true, true, true
+	cfg.OpenStdin, cfg.StdinOnce = true, true
+	// The agent comes from a shared read-only volume, so it needs nothing from the image.
+	host.Mounts = append([]mount.Mount{{
+		Type:          mount.TypeVolume,
+		Source:        in.AgentVolume,
+		Target:        agentDir,
+		ReadOnly:      true,
+		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
+	}}, host.Mounts...)
+	return cfg, host
+}
+
+// HardenedSpec is a sandbox's container without the agent: the same image, user, limits and
+// hardening as every sandbox, running entrypoint. containerSpec builds on it, and the
+// benchmark's plain-Docker baseline uses it, so that comparison is like for like.
+func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*container.Config, *container.HostConfig) {
 	env := []string{
 		"HOME=" + c.WorkingDir,
 		"LANG=C.UTF-8",
@@ -59,29 +85,15 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	for _, k := range slices.Sorted(maps.Keys(c.EnvVars)) {
 		env = append(env, k+"="+c.EnvVars[k])
 	}
-
-	labels := in.Instance.labels()
-	labels[LabelManaged] = "true"
-	labels[LabelSandbox] = in.ID
-	labels[LabelKind] = in.Kind
-	if in.Owner != "" {
-		labels[LabelOwner] = in.Owner
-	}
-
 	cfg := &container.Config{
-		Image:        c.Image,
-		Hostname:     "sandbox",
-		User:         c.User,
-		Env:          env,
-		WorkingDir:   c.WorkingDir,
-		Entrypoint:   append([]string{agentPath, "agent", "--workspace", c.WorkingDir}, in.AgentArgs...),
-		Cmd:          []string{},
-		Labels:       labels,
-		AttachStdin:  true,
-		AttachStdout: true,
-		AttachStderr: true,
-		OpenStdin:    true,
-		StdinOnce:    true,
+		Image:      c.Image,
+		Hostname:   "sandbox",
+		User:       c.User,
+		Env:        env,
+		WorkingDir: c.WorkingDir,
+		Entrypoint: entrypoint,
+		Cmd:        []string{},
+		Labels:     labels,
 	}
 
 	// The engine copies an existing directory's owner and mode onto a tmpfs mounted over it,
@@ -111,13 +123,6 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 			c.WorkingDir: workspaceOpts,
 			"/tmp":       fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", c.TmpBytes),
 		},
-		Mounts: []mount.Mount{{
-			Type:          mount.TypeVolume,
-			Source:        in.AgentVolume,
-			Target:        agentDir,
-			ReadOnly:      true,
-			VolumeOptions: &mount.VolumeOptions{NoCopy: true},
-		}},
 		Resources: container.Resources{
 			Memory:     c.MemoryBytes,
 			MemorySwap: c.MemoryBytes, // equal to Memory: no swap on top

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -77,44 +75,12 @@ func dockerExec(ctx context.Context, cli *client.Client, containerID, user strin
 // benchLabel marks the baseline containers of one run, so that cleanup can find them all.
 const benchLabel = "enclave-bench.run"
 
-// baselineSpec is the container a sandbox would be without our agent: the same image, user,
-// environment, limits and hardening as sandbox/spec.go's containerSpec (which is unexported,
-// hence this mirror of it), with PID 1 a shell running sleep. Like sleep, a PID 1 that
-// installs no handler ignores SIGTERM, which is what `docker stop` runs into.
+// baselineSpec is the container a sandbox would be without our agent (sandbox.HardenedSpec:
+// the same image, user, environment, limits and hardening), with PID 1 a shell running
+// sleep. Like sleep, a PID 1 that installs no handler ignores SIGTERM, which is what
+// `docker stop` runs into.
 func baselineSpec(r sandbox.Resolved, runID string) (*container.Config, *container.HostConfig) {
-	env := []string{"HOME=" + r.WorkingDir, "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"}
-	for _, k := range slices.Sorted(maps.Keys(r.EnvVars)) {
-		env = append(env, k+"="+r.EnvVars[k])
-	}
-	tmpfs := func(size int64) string { return fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", size) }
-	cfg := &container.Config{
-		Image:      r.Image,
-		Hostname:   "sandbox",
-		User:       r.User,
-		Env:        env,
-		WorkingDir: r.WorkingDir,
-		Entrypoint: []string{"/bin/sh", "-c", "sleep 3600"},
-		Cmd:        []string{},
-		Labels:     map[string]string{benchLabel: runID},
-	}
-	host := &container.HostConfig{
-		Init:           new(false),
-		AutoRemove:     *r.RemoveOnExit,
-		NetworkMode:    "none",
-		ReadonlyRootfs: *r.ReadOnlyRootfs,
-		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges"},
-		Runtime:        r.Runtime,
-		LogConfig:      container.LogConfig{Type: "none"},
-		Tmpfs:          map[string]string{r.WorkingDir: tmpfs(r.WorkspaceBytes), "/tmp": tmpfs(r.TmpBytes)},
-		Resources: container.Resources{
-			Memory:     r.MemoryBytes,
-			MemorySwap: r.MemoryBytes,
-			NanoCPUs:   r.NanoCPUs,
-			PidsLimit:  new(r.PidsLimit),
-		},
-	}
-	return cfg, host
+	return sandbox.HardenedSpec(r, []string{"/bin/sh", "-c", "sleep 3600"}, map[string]string{benchLabel: runID})
 }
 
 // baseline creates and removes plain containers for the comparison column, tracking each one
