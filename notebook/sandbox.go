@@ -286,6 +286,10 @@ func (s *Sandbox) Restart(ctx context.Context) error {
 	return s.checkServer(ctx, s.kernel.Restart(ctx))
 }
 
+// Reset implements sandbox.Resetter: a pool that lends this sandbox to one borrower after
+// another restarts the kernel between them, so no borrower sees another's variables.
+func (s *Sandbox) Reset(ctx context.Context) error { return s.Restart(ctx) }
+
 // checkServer tells a failure of the notebook server itself, after which the sandbox is
 // useless, from one the next call can recover from.
 func (s *Sandbox) checkServer(ctx context.Context, err error) error {
