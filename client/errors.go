@@ -52,40 +52,43 @@ const (
 	CodeInternal         Code = "internal"
 )
 
-// CodeOf classifies err. The order matters where an error matches more than one sentinel:
-// the most specific wins.
+// codes is the one table of error kinds that have a sentinel error: the sentinel, the HTTP
+// status the API answers it with, and whether a bare status (from a server that sends no
+// code) stands for it. CodeOf tries the sentinels in this order, so the more specific come
+// first.
+var codes = []struct {
+	code     Code
+	err      error
+	status   int
+	fallback bool
+}{
+	{CodeUnauthorized, ErrUnauthorized, http.StatusUnauthorized, true},
+	{CodePoolTimeout, sandbox.ErrPoolTimeout, http.StatusRequestTimeout, true},
+	{CodePoolEmpty, sandbox.ErrPoolEmpty, http.StatusConflict, false},
+	{CodeLimit, sandbox.ErrLimit, http.StatusTooManyRequests, true},
+	{CodePolicy, sandbox.ErrPolicy, http.StatusForbidden, true},
+	{CodeInvalidConfig, sandbox.ErrInvalidConfig, http.StatusBadRequest, false},
+	{CodeInvalidArguments, tools.ErrInvalidArgs, http.StatusBadRequest, false},
+	{CodeInvalidArchive, ErrInvalidArchive, http.StatusBadRequest, false},
+	{CodeTooLarge, ErrTooLarge, http.StatusRequestEntityTooLarge, true},
+	{CodeBadRequest, ErrBadRequest, http.StatusBadRequest, true},
+	{CodeNotFound, sandbox.ErrNotFound, http.StatusNotFound, true},
+	{CodeSandboxStopped, sandbox.ErrClosed, http.StatusConflict, false},
+	{CodeShuttingDown, sandbox.ErrManagerClosed, http.StatusServiceUnavailable, false},
+	{CodeEngine, sandbox.ErrEngine, http.StatusInternalServerError, false},
+	{CodeTimeout, context.DeadlineExceeded, http.StatusGatewayTimeout, false},
+}
+
+// CodeOf classifies err: by the first sentinel of the table it matches, else by what the
+// sandbox's agent said.
 func CodeOf(err error) Code {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
 	var agentErr *sandbox.AgentError
-	switch {
-	case errors.Is(err, ErrUnauthorized):
-		return CodeUnauthorized
-	case errors.Is(err, sandbox.ErrPoolTimeout):
-		return CodePoolTimeout
-	case errors.Is(err, sandbox.ErrPoolEmpty):
-		return CodePoolEmpty
-	case errors.Is(err, sandbox.ErrLimit):
-		return CodeLimit
-	case errors.Is(err, sandbox.ErrPolicy):
-		return CodePolicy
-	case errors.Is(err, sandbox.ErrInvalidConfig):
-		return CodeInvalidConfig
-	case errors.Is(err, tools.ErrInvalidArgs):
-		return CodeInvalidArguments
-	case errors.Is(err, ErrInvalidArchive):
-		return CodeInvalidArchive
-	case errors.Is(err, ErrTooLarge):
-		return CodeTooLarge
-	case errors.Is(err, ErrBadRequest):
-		return CodeBadRequest
-	case errors.Is(err, sandbox.ErrNotFound):
-		return CodeNotFound
-	case errors.Is(err, sandbox.ErrClosed):
-		return CodeSandboxStopped
-	case errors.Is(err, sandbox.ErrManagerClosed):
-		return CodeShuttingDown
-	case errors.Is(err, sandbox.ErrEngine):
-		return CodeEngine
-	case errors.As(err, &agentErr):
+	if errors.As(err, &agentErr) {
 		switch agentErr.Code {
 		case wire.CodePermission:
 			return CodePermission
@@ -97,47 +100,36 @@ func CodeOf(err error) Code {
 			return CodeInternal
 		}
 		return CodeBadRequest // invalid, exists, is_dir, not_dir, not_empty: the request's fault
-	case errors.Is(err, context.DeadlineExceeded):
-		return CodeTimeout
 	}
 	return CodeInternal
 }
 
 // Err is the sentinel error for code, or nil when it has none.
 func (c Code) Err() error {
-	switch c {
-	case CodeUnauthorized:
-		return ErrUnauthorized
-	case CodeNotFound:
-		return sandbox.ErrNotFound
-	case CodePolicy:
-		return sandbox.ErrPolicy
-	case CodeInvalidConfig:
-		return sandbox.ErrInvalidConfig
-	case CodeInvalidArguments:
-		return tools.ErrInvalidArgs
-	case CodeInvalidArchive:
-		return ErrInvalidArchive
-	case CodeBadRequest:
-		return ErrBadRequest
-	case CodeTooLarge:
-		return ErrTooLarge
-	case CodeLimit:
-		return sandbox.ErrLimit
-	case CodePoolEmpty:
-		return sandbox.ErrPoolEmpty
-	case CodePoolTimeout:
-		return sandbox.ErrPoolTimeout
-	case CodeSandboxStopped:
-		return sandbox.ErrClosed
-	case CodeShuttingDown:
-		return sandbox.ErrManagerClosed
-	case CodeEngine:
-		return sandbox.ErrEngine
-	case CodeTimeout:
-		return context.DeadlineExceeded
+	for _, e := range codes {
+		if e.code == c {
+			return e.err
+		}
 	}
 	return nil
+}
+
+// Status is the HTTP status the API answers code with.
+func (c Code) Status() int {
+	for _, e := range codes {
+		if e.code == c {
+			return e.status
+		}
+	}
+	switch c {
+	case CodePermission:
+		return http.StatusForbidden
+	case CodeNoSpace:
+		return http.StatusInsufficientStorage
+	case CodeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	}
+	return http.StatusInternalServerError
 }
 
 // APIError is an error answer of the HTTP API. errors.Is matches it against the sentinel
@@ -162,21 +154,10 @@ func (e *APIError) Unwrap() error {
 	if err := e.Code.Err(); err != nil {
 		return err
 	}
-	switch e.StatusCode {
-	case http.StatusUnauthorized:
-		return ErrUnauthorized
-	case http.StatusNotFound:
-		return sandbox.ErrNotFound
-	case http.StatusForbidden:
-		return sandbox.ErrPolicy
-	case http.StatusRequestTimeout:
-		return sandbox.ErrPoolTimeout
-	case http.StatusRequestEntityTooLarge:
-		return ErrTooLarge
-	case http.StatusTooManyRequests:
-		return sandbox.ErrLimit
-	case http.StatusBadRequest:
-		return ErrBadRequest
+	for _, c := range codes {
+		if c.fallback && c.status == e.StatusCode {
+			return c.err
+		}
 	}
 	return nil
 }

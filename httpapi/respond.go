@@ -40,7 +40,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // failErr answers err with the status its kind calls for.
 func (a *API) failErr(w http.ResponseWriter, r *http.Request, err error) {
 	code := client.CodeOf(err)
-	a.fail(w, r, statusOf(code), code, err.Error())
+	a.fail(w, r, code.Status(), code, err.Error())
 }
 
 // fail answers with a JSON error. The detail starts with a capital letter, as ms-enclave's
@@ -56,37 +56,6 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, status int, code clie
 		log.Debug("request refused")
 	}
 	writeJSON(w, status, errorBody{Detail: detail, Code: code})
-}
-
-// statusOf maps an error code to its HTTP status.
-func statusOf(code client.Code) int {
-	switch code {
-	case client.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case client.CodeNotFound:
-		return http.StatusNotFound
-	case client.CodePolicy, client.CodePermission:
-		return http.StatusForbidden
-	case client.CodeInvalidConfig, client.CodeInvalidArguments, client.CodeInvalidArchive, client.CodeBadRequest:
-		return http.StatusBadRequest
-	case client.CodeMethodNotAllowed:
-		return http.StatusMethodNotAllowed
-	case client.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case client.CodeLimit:
-		return http.StatusTooManyRequests
-	case client.CodePoolEmpty, client.CodeSandboxStopped:
-		return http.StatusConflict
-	case client.CodePoolTimeout:
-		return http.StatusRequestTimeout
-	case client.CodeNoSpace:
-		return http.StatusInsufficientStorage
-	case client.CodeShuttingDown:
-		return http.StatusServiceUnavailable
-	case client.CodeTimeout:
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusInternalServerError
 }
 
 // readBody reads a JSON request body of at most MaxJSONBytes; nil for an empty one.
