@@ -14,11 +14,8 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
-	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
-	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
-	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
 // httpTestToken is the bearer token every HTTP fixture requires, checked by
@@ -35,20 +32,7 @@ type httpFixture struct {
 
 func newHTTPFixture(t *testing.T, sessionTTL time.Duration) *httpFixture {
 	t.Helper()
-	engine := testenv.Engine(t)
-	testenv.RequireImage(t, engine, sandbox.DefaultNotebookImage)
-	manager := sandbox.NewManager(sandbox.ManagerOptions{
-		// As serve wires it: notebook sandboxes take the notebook image.
-		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeNotebook: {Image: sandbox.DefaultNotebookImage}},
-		Creators: map[sandbox.Type]sandbox.Creator{
-			sandbox.TypeDocker:   engine.Creator(sandbox.TypeDocker),
-			sandbox.TypeNotebook: notebook.Creator(engine, notebook.Options{}),
-		},
-	})
-	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager, DefaultTimeout: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, engine, manager := notebookServer(t)
 	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{SessionIdleTTL: sessionTTL})
 	mux := http.NewServeMux()
 	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(httpTestToken, next) })
@@ -58,7 +42,6 @@ func newHTTPFixture(t *testing.T, sessionTTL time.Duration) *httpFixture {
 		_ = transports.SSE.Shutdown(ctx)
 		_ = transports.Streamable.Shutdown(ctx)
 		ts.Close()
-		_ = manager.Close(ctx)
 	})
 	return &httpFixture{url: ts.URL, engine: engine, manager: manager}
 }

@@ -21,8 +21,9 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
-// notebookServer is an MCP server with docker and notebook sandboxes on a real engine.
-func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Engine) {
+// notebookServer is an MCP server with docker and notebook sandboxes on a real engine, wired
+// as serve wires it (notebook sandboxes take the notebook image).
+func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Engine, *sandbox.Manager) {
 	t.Helper()
 	engine := testenv.Engine(t)
 	testenv.RequireImage(t, engine, sandbox.DefaultNotebookImage)
@@ -38,7 +39,7 @@ func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Engine) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv, engine
+	return srv, engine, manager
 }
 
 // connect opens an in-process MCP session.
@@ -90,7 +91,7 @@ func textOf(res *mcpgo.CallToolResult) string {
 // values, errors, a plot as image content, progress, and the sandboxes' removal with the
 // session.
 func TestIntegrationNotebookOverMCP(t *testing.T) {
-	srv, engine := notebookServer(t)
+	srv, engine, _ := notebookServer(t)
 	c := connect(t, srv)
 
 	steps := []struct {
@@ -207,7 +208,7 @@ func TestIntegrationNotebookOverMCP(t *testing.T) {
 
 // TestIntegrationNotebookSessionsIsolated: two sessions get two kernels.
 func TestIntegrationNotebookSessionsIsolated(t *testing.T) {
-	srv, _ := notebookServer(t)
+	srv, _, _ := notebookServer(t)
 	a, b := connect(t, srv), connect(t, srv)
 	var wg sync.WaitGroup
 	for _, c := range []*client.Client{a, b} {
