@@ -188,22 +188,12 @@ func fromCell(c notebook.Result, timeout float64, memoryLimit string) Result {
 		res.Status = StatusSuccess
 	}
 	if c.Truncated {
-		notes = append(notes, fmt.Sprintf("output truncated: %d bytes omitted from the middle", c.OmittedBytes))
+		notes = append(notes, truncationNote(c.OmittedBytes))
 	}
 	notes = append(notes, c.Notes...)
 	images, imageNotes := fitImages(c.Images)
 	res.Images = images
 	notes = append(notes, imageNotes...)
-	for _, n := range notes {
-		errText = joinLines(errText, "["+n+"]")
-	}
-	res.Error = errText
+	res.Error = withNotes(errText, notes)
 	return res
-}
-
-func joinLines(a, b string) string {
-	if a != "" && !strings.HasSuffix(a, "\n") {
-		a += "\n"
-	}
-	return a + b
 }

@@ -57,15 +57,11 @@ func (r Result) OK() bool { return r.Status == StatusSuccess }
 
 // Text is the result as a person (or a model) reads it: output, then errors.
 func (r Result) Text() string {
-	var b strings.Builder
-	b.WriteString(r.Output)
+	text := r.Output
 	if r.Error != "" {
-		if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") {
-			b.WriteByte('\n')
-		}
-		b.WriteString(r.Error)
+		text = joinLines(text, r.Error)
 	}
-	if b.Len() == 0 {
+	if text == "" {
 		switch r.Status {
 		case StatusSuccess:
 			return "(no output)"
@@ -73,7 +69,7 @@ func (r Result) Text() string {
 			return string(r.Status)
 		}
 	}
-	return b.String()
+	return text
 }
 
 // failure is a result for an operation that could not be done; msg says why.
@@ -128,14 +124,9 @@ func fromExec(r sandbox.ExecResult, timeout float64, memoryLimit string) Result 
 		res.Status = StatusSuccess
 	}
 	if r.Truncated {
-		notes = append(notes, fmt.Sprintf("output truncated: %d bytes omitted from the middle", r.OmittedBytes))
+		notes = append(notes, truncationNote(r.OmittedBytes))
 	}
-	for _, n := range notes {
-		if res.Error != "" && !strings.HasSuffix(res.Error, "\n") {
-			res.Error += "\n"
-		}
-		res.Error += "[" + n + "]"
-	}
+	res.Error = withNotes(res.Error, notes)
 	return res
 }
 
@@ -168,4 +159,25 @@ func timeoutOf(tool string, asked, def float64) (float64, error) {
 		return 0, argErrorf(tool, "timeout %vs is over the %ds maximum", asked, maxTimeout)
 	}
 	return asked, nil
+}
+
+// withNotes appends each note, bracketed, on a line of its own after text (stderr): what the
+// model reads about how the call went comes after what the program itself said.
+func withNotes(text string, notes []string) string {
+	for _, n := range notes {
+		text = joinLines(text, "["+n+"]")
+	}
+	return text
+}
+
+// joinLines puts b on the line after a.
+func joinLines(a, b string) string {
+	if a != "" && !strings.HasSuffix(a, "\n") {
+		a += "\n"
+	}
+	return a + b
+}
+
+func truncationNote(omitted int64) string {
+	return fmt.Sprintf("output truncated: %d bytes omitted from the middle", omitted)
 }
