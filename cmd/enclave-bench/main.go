@@ -269,12 +269,12 @@ func goBuild(ctx context.Context, root, out string) error {
 	return nil
 }
 
-// goTool is the go command: the one on PATH, else the toolchain this program was built with.
+// goTool is the go command: the one on PATH, else where this machine installs Go.
 func goTool() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	return "/usr/local/go/bin/go"
 }
 
 // loadAverage is the host's load averages as /proc/loadavg gives them (1, 5 and 15 min):

@@ -107,7 +107,7 @@ func (l *logFlags) logger() (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
 	case "text":
-		return slog.New(tint.NewHandler(os.Stderr, &tint.Options{Level: level, NoColor: !isTerminal(os.Stderr)})), nil
+		return slog.New(tint.NewTextHandler(os.Stderr, &tint.Options{Level: level, NoColor: !isTerminal(os.Stderr)})), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
 }
