@@ -11,6 +11,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"time"
 )
@@ -111,4 +112,23 @@ type Download struct {
 	Dir  bool
 	// Size is the body's length in bytes, or -1 when unknown (a directory's tar stream).
 	Size int64
+}
+
+// EncodeParams encodes a tool's arguments as ExecuteTool and ExecuteInPool take them: a
+// json.RawMessage or []byte as is, nil as {}, anything else through encoding/json (an
+// error there is ErrBadRequest).
+func EncodeParams(params any) (json.RawMessage, error) {
+	switch p := params.(type) {
+	case nil:
+		return json.RawMessage("{}"), nil
+	case json.RawMessage:
+		return p, nil
+	case []byte:
+		return p, nil
+	}
+	raw, err := json.Marshal(params)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encoding tool parameters: %w", ErrBadRequest, err)
+	}
+	return raw, nil
 }

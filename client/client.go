@@ -1,115 +1,56 @@
-// Package client is one way to drive enclave-mcp's sandbox manager, in process or over
-// HTTP: Manager is the method set of the REST manager API (ms-enclave's manager methods),
-// Local implements it over a *sandbox.Manager in this process, and Remote over the REST API
-// of a server. A program picks one by configuration and is otherwise unchanged.
+// Package client is the Go client of enclave-mcp's REST API (ms-enclave's manager API):
+// Remote implements api.Manager over HTTP, the way ms-enclave's HttpSandboxManager does.
+// The same interface has an in-process implementation, session.Caller (ms-enclave's
+// LocalSandboxManager), so a program picks one by configuration and is otherwise unchanged.
 //
-// The HTTP API (package httpapi) is itself a thin layer over Local, so the two cannot drift:
-// the same table of behaviours is tested against both.
+// The interface and its wire types live in package api and are re-exported here, so a
+// program that only talks to a server imports this package alone: it links neither the
+// Docker SDK nor the sandbox or notebook packages.
 package client
 
 import (
-	"context"
-	"encoding/json"
 	"io"
-	"time"
 
-	"github.com/enclave-mcp/enclave-mcp/sandbox"
-	"github.com/enclave-mcp/enclave-mcp/tools"
+	"github.com/enclave-mcp/enclave-mcp/api"
 )
 
-// Manager creates sandboxes, runs tools in them and moves files in and out, for one
-// principal: it sees only the sandboxes it created.
-type Manager interface {
-	// Health reports whether the manager works; it needs no credentials over HTTP.
-	Health(ctx context.Context) (Health, error)
-	// Stats counts the principal's sandboxes.
-	Stats(ctx context.Context) (Stats, error)
-	// Create makes a sandbox of type typ ("" means docker) and returns its id. Fields cfg
-	// leaves empty take the operator's defaults; the operator's policy is applied.
-	Create(ctx context.Context, typ sandbox.Type, cfg sandbox.Config) (string, error)
-	// Get describes a sandbox; an unknown id (or another principal's) is sandbox.ErrNotFound.
-	Get(ctx context.Context, id string) (Info, error)
-	// List describes the principal's sandboxes, only those in status when it is not empty.
-	List(ctx context.Context, status sandbox.Status) ([]Info, error)
-	// Stop stops a sandbox's processes; Get still describes it (status stopped).
-	Stop(ctx context.Context, id string) error
-	// Delete removes a sandbox.
-	Delete(ctx context.Context, id string) error
-	// ExecuteTool runs a tool in a sandbox. params is the tool's arguments: a struct, a map or
-	// a json.RawMessage. A tool that ran, whatever its outcome, is a Result; bad arguments
-	// are a Result with status error, as a model would get them.
-	ExecuteTool(ctx context.Context, id, tool string, params any) (tools.Result, error)
-	// Tools lists the tools a sandbox offers, as OpenAI function-calling schemas by name.
-	Tools(ctx context.Context, id string) (map[string]json.RawMessage, error)
-	// PutArchive extracts a tar stream under targetDir in the sandbox (the workspace when
-	// empty). Only regular files and directories are accepted.
-	PutArchive(ctx context.Context, id, targetDir string, tarball io.Reader) error
-	// PutDir copies the contents of a host directory under targetDir in the sandbox.
-	PutDir(ctx context.Context, id, hostDir, targetDir string) error
-	// Download reads a file, or a directory as a tar stream, out of a sandbox. The caller
-	// must close the Download.
-	Download(ctx context.Context, id, path string) (*Download, error)
-	// InitializePool grows the principal's pool of sandboxes of type typ to size and returns
-	// the ids of its sandboxes (status idle while free). cfg may be nil.
-	InitializePool(ctx context.Context, size int, typ sandbox.Type, cfg *sandbox.Config) ([]string, error)
-	// ExecuteInPool runs a tool in a free pooled sandbox, waiting up to wait (0: the default)
-	// for one; the sandbox is cleaned before its next borrower gets it.
-	ExecuteInPool(ctx context.Context, tool string, params any, wait time.Duration) (tools.Result, error)
-}
+// The manager interface and its wire types, from package api.
+type (
+	// Manager creates sandboxes, runs tools in them and moves files in and out, for one
+	// principal: it sees only the sandboxes it created.
+	Manager = api.Manager
+	// Info describes a sandbox in ms-enclave's SandboxInfo shape.
+	Info = api.SandboxInfo
+	// Health is the answer of GET /health.
+	Health = api.Health
+	// Stats counts a principal's sandboxes, in the shape of ms-enclave's stats.
+	Stats = api.Stats
+	// PoolInit is the answer of POST /pool/initialize.
+	PoolInit = api.PoolInit
+	// Download is a file or a directory read out of a sandbox.
+	Download = api.Download
+	// Config describes one sandbox, with ms-enclave's field names.
+	Config = api.SandboxConfig
+	// VolumeMount is one host mount in ms-enclave's shape.
+	VolumeMount = api.VolumeMount
+	// ToolsConfig maps enabled tool names to their options.
+	ToolsConfig = api.ToolsConfig
+	// Type is a sandbox's kind.
+	Type = api.SandboxType
+	// Status is a sandbox's place in its life cycle.
+	Status = api.SandboxStatus
+	// Result is what a tool returns, in ms-enclave's ToolResult shape.
+	Result = api.ToolResult
+	// ResultStatus is a tool result's outcome.
+	ResultStatus = api.ResultStatus
+)
 
-// Info describes a sandbox in ms-enclave's SandboxInfo shape. Config shows the resolved
-// config with environment values redacted; Config, Metadata and AvailableTools are never nil
-// (ms-enclave's client refuses null there).
-type Info struct {
-	ID        string         `json:"id"`
-	Status    sandbox.Status `json:"status"`
-	Type      sandbox.Type   `json:"type"`
-	Config    map[string]any `json:"config"`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
-	Metadata  map[string]any `json:"metadata"`
-	// AvailableTools maps each tool the sandbox offers to its OpenAI function schema.
-	AvailableTools map[string]json.RawMessage `json:"available_tools"`
-}
+// The sandbox kinds, with ms-enclave's names.
+const (
+	TypeDocker   = api.TypeDocker
+	TypeNotebook = api.TypeNotebook
+)
 
-// Health is the answer of GET /health.
-type Health struct {
-	Healthy bool   `json:"healthy"`
-	Version string `json:"version"`
-	// Uptime in seconds.
-	Uptime          float64        `json:"uptime"`
-	ActiveSandboxes int            `json:"active_sandboxes"`
-	SystemInfo      map[string]any `json:"system_info"`
-	// Detail says what is wrong when Healthy is false.
-	Detail string `json:"detail,omitempty"`
-}
-
-// Stats counts a principal's sandboxes, in the shape of ms-enclave's stats.
-type Stats struct {
-	ManagerType    string         `json:"manager_type"`
-	TotalSandboxes int            `json:"total_sandboxes"`
-	StatusCounts   map[string]int `json:"status_counts"`
-	SandboxTypes   map[string]int `json:"sandbox_types"`
-	Running        int            `json:"running"`
-	PoolSize       int            `json:"pool_size"`
-	PoolAvailable  int            `json:"pool_available"`
-	Uptime         float64        `json:"uptime"`
-}
-
-// PoolInit is the answer of POST /pool/initialize.
-type PoolInit struct {
-	Message    string   `json:"message"`
-	PoolSize   int      `json:"pool_size"`
-	SandboxIDs []string `json:"sandbox_ids"`
-}
-
-// Download is a file or a directory read out of a sandbox. Dir tells which: a directory's
-// body is a tar stream of its contents (names relative to it, no leading "./").
-type Download struct {
-	io.ReadCloser
-	// Name is the base name of the path downloaded.
-	Name string
-	Dir  bool
-	// Size is the body's length in bytes, or -1 when unknown (a directory's tar stream).
-	Size int64
-}
+// TarDir writes the contents of a host directory to w as a tar stream, shaped like
+// ms-enclave's put_dir; see api.TarDir.
+func TarDir(dir string, w io.Writer) error { return api.TarDir(dir, w) }

@@ -21,6 +21,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
@@ -35,12 +36,12 @@ type impl struct {
 func impls() []impl {
 	return []impl{
 		{"local", func(t *testing.T, m *sandbox.Manager) client.Manager {
-			l, err := client.NewLocal(client.LocalConfig{Manager: m, Version: "test"})
+			core, err := session.New(session.Config{Manager: m, Version: "test"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = l.Close(context.Background()) })
-			return l
+			t.Cleanup(func() { _ = core.Close(context.Background()) })
+			return core.Caller(session.DefaultOwner)
 		}},
 		{"remote", func(t *testing.T, m *sandbox.Manager) client.Manager {
 			api, err := httpapi.New(httpapi.Config{Manager: m, Token: token, Version: "test"})
@@ -81,7 +82,7 @@ type state struct {
 }
 
 // behaviours is one table of what a Manager does, run in order against every implementation:
-// a program that switches from Local to Remote sees the same results and the same errors.
+// a program that switches from the in-process Caller to Remote sees the same results and the same errors.
 func behaviours() []struct {
 	name string
 	run  func(t *testing.T, ctx context.Context, s *state)

@@ -14,8 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/enclave-mcp/enclave-mcp/sandbox"
-	"github.com/enclave-mcp/enclave-mcp/tools"
+	"github.com/enclave-mcp/enclave-mcp/api"
 )
 
 // RemoteConfig configures a Remote.
@@ -36,7 +35,7 @@ type Remote struct {
 	hc    *http.Client
 }
 
-var _ Manager = (*Remote)(nil)
+var _ api.Manager = (*Remote)(nil)
 
 // NewRemote returns a Remote for the server at cfg.BaseURL.
 func NewRemote(cfg RemoteConfig) (*Remote, error) {
@@ -162,9 +161,9 @@ func (r *Remote) Stats(ctx context.Context) (Stats, error) {
 }
 
 // Create implements Manager.
-func (r *Remote) Create(ctx context.Context, typ sandbox.Type, cfg sandbox.Config) (string, error) {
+func (r *Remote) Create(ctx context.Context, typ Type, cfg Config) (string, error) {
 	if typ == "" {
-		typ = sandbox.TypeDocker
+		typ = TypeDocker
 	}
 	body, err := jsonBody(cfg)
 	if err != nil {
@@ -186,7 +185,7 @@ func (r *Remote) Get(ctx context.Context, id string) (Info, error) {
 }
 
 // List implements Manager.
-func (r *Remote) List(ctx context.Context, status sandbox.Status) ([]Info, error) {
+func (r *Remote) List(ctx context.Context, status Status) ([]Info, error) {
 	q := url.Values{}
 	if status != "" {
 		q.Set("status", string(status))
@@ -207,16 +206,16 @@ func (r *Remote) Delete(ctx context.Context, id string) error {
 }
 
 // ExecuteTool implements Manager.
-func (r *Remote) ExecuteTool(ctx context.Context, id, tool string, params any) (tools.Result, error) {
-	raw, err := rawParams(params)
+func (r *Remote) ExecuteTool(ctx context.Context, id, tool string, params any) (Result, error) {
+	raw, err := api.EncodeParams(params)
 	if err != nil {
-		return tools.Result{}, err
+		return Result{}, err
 	}
 	body, err := jsonBody(map[string]any{"sandbox_id": id, "tool_name": tool, "parameters": raw, "timeout": nil})
 	if err != nil {
-		return tools.Result{}, err
+		return Result{}, err
 	}
-	var res tools.Result
+	var res Result
 	err = r.call(ctx, request{method: http.MethodPost, path: "/sandbox/tool/execute", body: body, contentType: "application/json"}, &res)
 	return res, err
 }
@@ -247,7 +246,7 @@ func (r *Remote) PutArchive(ctx context.Context, id, targetDir string, tarball i
 
 // PutDir implements Manager.
 func (r *Remote) PutDir(ctx context.Context, id, hostDir, targetDir string) error {
-	return putDir(ctx, r, id, hostDir, targetDir)
+	return api.PutDir(ctx, r, id, hostDir, targetDir)
 }
 
 // Download implements Manager.
@@ -267,9 +266,9 @@ func (r *Remote) Download(ctx context.Context, id, p string) (*Download, error) 
 }
 
 // InitializePool implements Manager.
-func (r *Remote) InitializePool(ctx context.Context, size int, typ sandbox.Type, cfg *sandbox.Config) ([]string, error) {
+func (r *Remote) InitializePool(ctx context.Context, size int, typ Type, cfg *Config) ([]string, error) {
 	if typ == "" {
-		typ = sandbox.TypeDocker
+		typ = TypeDocker
 	}
 	req := request{method: http.MethodPost, path: "/pool/initialize",
 		query: url.Values{"pool_size": {strconv.Itoa(size)}, "sandbox_type": {string(typ)}}}
@@ -286,16 +285,16 @@ func (r *Remote) InitializePool(ctx context.Context, size int, typ sandbox.Type,
 }
 
 // ExecuteInPool implements Manager.
-func (r *Remote) ExecuteInPool(ctx context.Context, tool string, params any, wait time.Duration) (tools.Result, error) {
-	raw, err := rawParams(params)
+func (r *Remote) ExecuteInPool(ctx context.Context, tool string, params any, wait time.Duration) (Result, error) {
+	raw, err := api.EncodeParams(params)
 	if err != nil {
-		return tools.Result{}, err
+		return Result{}, err
 	}
 	q := url.Values{"tool_name": {tool}}
 	if wait > 0 {
 		q.Set("timeout", strconv.FormatFloat(wait.Seconds(), 'f', -1, 64))
 	}
-	var res tools.Result
+	var res Result
 	err = r.call(ctx, request{method: http.MethodPost, path: "/pool/execute", query: q,
 		body: bytes.NewReader(raw), contentType: "application/json"}, &res)
 	return res, err

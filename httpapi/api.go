@@ -1,7 +1,7 @@
 // Package httpapi serves enclave-mcp's sandbox manager over REST, with the paths and JSON
 // shapes of ms-enclave's HTTP server, so its Python HttpSandboxManager and the harnesses
-// built on it work unchanged. That is its one job: every behaviour lives in client.Local,
-// and this package maps HTTP to it and its errors back to HTTP.
+// built on it work unchanged. That is its one job: every behaviour lives in the session
+// core (package session), and this package maps HTTP to it and its errors back to HTTP.
 //
 // What it adds to ms-enclave's API: a token on every endpoint but GET /health, per-principal
 // ownership of sandboxes, pools that clean a sandbox between borrowers, file download, request
@@ -24,6 +24,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/client"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/schema"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
@@ -33,6 +34,9 @@ const RESTOwner = "rest"
 
 // Config is everything the API needs; it knows nothing about flags or listeners.
 type Config struct {
+	// Core is the session core the API serves, shared with the other faces. When nil, New
+	// builds one from Manager, Tools, ToolOptions, Version, Logger, Check and Limits.
+	Core *session.Core
 	// Manager creates and tracks sandboxes; its Policy and Defaults apply to REST creates.
 	Manager *sandbox.Manager
 	// Tools are the tools served (the operator's enabled set); nil means tools.All().
@@ -50,14 +54,14 @@ type Config struct {
 	// MaxJSONBytes caps a JSON request body (default 8 MiB); larger is 413.
 	MaxJSONBytes int64
 	// Limits bound archives (default 64 MiB), downloads, pool sizes and pool waits.
-	Limits client.Limits
+	Limits session.Limits
 }
 
 // API is the REST manager API.
 type API struct {
 	cfg     Config
 	log     *slog.Logger
-	base    *client.Local
+	core    *session.Core
 	creds   []credential
 	metrics *Metrics
 	mux     *http.ServeMux
@@ -107,8 +111,8 @@ const (
 // New builds the API. It fails without a token: an open sandbox API is remote code
 // execution for anyone who can reach it.
 func New(cfg Config) (*API, error) {
-	if cfg.Manager == nil {
-		return nil, errors.New("httpapi.New: a sandbox manager is required")
+	if cfg.Manager == nil && cfg.Core == nil {
+		return nil, errors.New("httpapi.New: a session core or a sandbox manager is required")
 	}
 	if cfg.Token == "" {
 		return nil, errors.New("httpapi.New: a token is required (the REST API is never served open)")
@@ -122,19 +126,25 @@ func New(cfg Config) (*API, error) {
 	if cfg.MaxJSONBytes <= 0 {
 		cfg.MaxJSONBytes = 8 << 20
 	}
-	base, err := client.NewLocal(client.LocalConfig{
-		Manager: cfg.Manager, Tools: cfg.Tools, ToolOptions: cfg.ToolOptions, Owner: RESTOwner,
-		Version: cfg.Version, Limits: cfg.Limits, Logger: cfg.Logger, Check: cfg.Check,
-	})
-	if err != nil {
-		return nil, err
+	core := cfg.Core
+	if core == nil {
+		var err error
+		core, err = session.New(session.Config{
+			Manager: cfg.Manager, Tools: cfg.Tools, ToolOptions: cfg.ToolOptions,
+			Version: cfg.Version, Limits: cfg.Limits, Logger: cfg.Logger, Check: cfg.Check,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
+	cfg.Tools, cfg.Manager, cfg.Version = core.ToolDefs(), core.Manager(), core.Version()
 	a := &API{
-		cfg: cfg, log: cfg.Logger, base: base, metrics: NewMetrics(), mux: http.NewServeMux(),
+		cfg: cfg, log: cfg.Logger, core: core, metrics: NewMetrics(), mux: http.NewServeMux(),
 		// One principal for now. Per-token principals are more entries here, each with its
 		// own owner: the handlers already act for whichever owner authenticated.
 		creds: []credential{{sum: sha256.Sum256([]byte(cfg.Token)), owner: RESTOwner}},
 	}
+	var err error
 	if a.exports, err = exportTools(cfg.Tools); err != nil {
 		return nil, err
 	}
@@ -212,11 +222,11 @@ func (a *API) Metrics() *Metrics { return a.metrics }
 
 // Close removes the pooled sandboxes. Other REST sandboxes belong to the manager, whose
 // Close removes them.
-func (a *API) Close(ctx context.Context) error { return a.base.Close(ctx) }
+func (a *API) Close(ctx context.Context) error { return a.core.Close(ctx) }
 
-// local is the manager as the request's principal sees it.
-func (a *API) local(r *http.Request) *client.Local {
-	return a.base.As(ownerFrom(r.Context()))
+// local is the session core as the request's principal sees it.
+func (a *API) local(r *http.Request) *session.Caller {
+	return a.core.Caller(ownerFrom(r.Context()))
 }
 
 // route dispatches to the mux, answering unknown routes (404) and methods (405) with JSON

@@ -14,7 +14,7 @@ import (
 )
 
 // archive extracts a tar body under target_dir through the sandbox's agent. The body's size
-// is bounded by client.Limits.MaxArchiveBytes inside Local, which reads it all and checks
+// is bounded by session.Limits.MaxArchiveBytes inside the session core, which reads it all and checks
 // every entry before writing any.
 func (a *API) archive(w http.ResponseWriter, r *http.Request) {
 	err := a.local(r).PutArchive(r.Context(), r.PathValue("id"), r.URL.Query().Get("target_dir"), r.Body)

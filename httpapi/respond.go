@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/client"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
@@ -39,7 +40,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // failErr answers err with the status its kind calls for.
 func (a *API) failErr(w http.ResponseWriter, r *http.Request, err error) {
-	code := client.CodeOf(err)
+	code := api.CodeOf(err)
 	a.fail(w, r, code.Status(), code, err.Error())
 }
 

@@ -14,7 +14,7 @@ import (
 // health needs no token. An unhealthy server answers 503 with the same body (and a detail),
 // so that load balancers and people read the same answer.
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
-	h, err := a.base.Health(r.Context())
+	h, err := a.core.Health(r.Context())
 	if err != nil {
 		a.failErr(w, r, err)
 		return
@@ -39,7 +39,7 @@ func (a *API) stats(w http.ResponseWriter, r *http.Request) {
 		a.failErr(w, r, err)
 		return
 	}
-	body := statsBody{Stats: st, WarmPools: a.cfg.Manager.Stats().Warm}
+	body := statsBody{Stats: st, WarmPools: a.core.Manager().Stats().Warm}
 	if body.WarmPools == nil {
 		body.WarmPools = []sandbox.WarmStats{}
 	}

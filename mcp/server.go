@@ -1,13 +1,13 @@
 // Package mcp serves enclave-mcp's tools over the Model Context Protocol. It adapts each
-// tools.Def to an MCP tool, gives every MCP session its own sandboxes (created on the
-// session's first tool call, removed when the session ends), and is the one place where tool
-// outcomes and errors are mapped to MCP results.
+// tools.Def to an MCP tool, runs every call through the session core (package session) as
+// the MCP session's caller, whose sandboxes are created on its first tool call and removed
+// when the session ends, and is the one place where tool outcomes and errors are mapped to
+// MCP results.
 package mcp
 
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +21,7 @@ import (
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/schema"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
@@ -28,6 +29,9 @@ import (
 type Config struct {
 	Name    string
 	Version string
+	// Core runs the tool calls, shared with the other faces. When nil, New builds one from
+	// Manager, Tools, ToolOptions, DefaultTimeout and Logger.
+	Core *session.Core
 	// Tools are the tools to serve, in order.
 	Tools []tools.Def
 	// ToolOptions are per-tool options (a sandbox config's tools_config).
@@ -43,6 +47,7 @@ type Config struct {
 // Server is an MCP server over enclave-mcp's tools.
 type Server struct {
 	cfg      Config
+	core     *session.Core
 	log      *slog.Logger
 	mcp      *server.MCPServer
 	sessions *sessionIDs
@@ -62,7 +67,25 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Name == "" {
 		cfg.Name = "enclave-mcp"
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, sessions: newSessionIDs()}
+	core := cfg.Core
+	if core == nil {
+		if cfg.Manager == nil {
+			return nil, errors.New("mcp.New: a session core or a sandbox manager is required")
+		}
+		if cfg.Tools == nil {
+			cfg.Tools = []tools.Def{}
+		}
+		var err error
+		core, err = session.New(session.Config{
+			Manager: cfg.Manager, Tools: cfg.Tools, ToolOptions: cfg.ToolOptions,
+			DefaultTimeout: cfg.DefaultTimeout, Version: cfg.Version, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	cfg.Tools = core.ToolDefs()
+	s := &Server{cfg: cfg, core: core, log: cfg.Logger, sessions: newSessionIDs()}
 	hooks := &server.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
 		s.endSession(ctx, session.SessionID())
@@ -123,55 +146,36 @@ func sessionOf(ctx context.Context) string {
 	return "default"
 }
 
-func (s *Server) endSession(ctx context.Context, session string) {
-	s.sessions.end(session)
+func (s *Server) endSession(ctx context.Context, sid string) {
+	s.sessions.end(sid)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	if err := s.cfg.Manager.Release(ctx, session); err != nil {
-		s.log.Error("removing the session's sandboxes", "session", session, "error", err)
+	if err := s.core.Caller(sid).End(ctx); err != nil {
+		s.log.Error("removing the session's sandboxes", "session", sid, "error", err)
 		return
 	}
-	s.log.Debug("session ended", "session", session)
+	s.log.Debug("session ended", "session", sid)
 }
 
-// handler adapts one tool. It is the only place that maps outcomes to MCP: every failure the
-// model can act on, and every failure of the sandbox, is a result with isError set and a
-// message that says what happened; the Go error return is reserved for the SDK's own.
+// handler adapts one tool: the session core runs the call as the MCP session's caller, and
+// this is the only place that maps its outcome to MCP. A tool that ran, and arguments the
+// tool refused, are the core's result (text, structuredContent, isError for non-success),
+// the same result the REST API returns; any other failure (the sandbox could not start) is
+// a result with isError set and a message that says what happened. The Go error return is
+// reserved for the SDK's own.
 func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		session := sessionOf(ctx)
-		log := s.log.With("tool", def.Name, "session", session)
 		start := time.Now()
-
-		raw, err := json.Marshal(req.GetRawArguments())
+		res, err := s.core.Caller(sessionOf(ctx)).Run(ctx, session.Call{
+			Tool:     def.Name,
+			Args:     req.GetRawArguments(),
+			Progress: progressSender(ctx, req),
+		})
 		if err != nil {
-			return errorResult(fmt.Sprintf("%s: arguments could not be read: %v", def.Name, err)), nil
-		}
-		run, err := def.Bind(raw)
-		if err != nil {
-			log.Info("tool call refused", "error", err)
-			return errorResult(err.Error()), nil
-		}
-		sb, err := s.cfg.Manager.Acquire(ctx, session, def.Sandbox)
-		if err != nil {
-			log.Error("acquiring sandbox", "error", err)
-			return errorResult("could not start the sandbox: " + err.Error()), nil
-		}
-		call := tools.Call{
-			Sandbox:        sb,
-			Options:        s.cfg.ToolOptions[def.Name],
-			DefaultTimeout: s.cfg.DefaultTimeout,
-			Progress:       progressSender(ctx, req),
-		}
-		res, err := run(ctx, call)
-		if err != nil {
-			log.Error("tool call failed", "error", err, "took", time.Since(start))
 			return errorResult(def.Name + ": " + err.Error()), nil
 		}
-		took := time.Since(start)
-		log.Info("tool call", "status", res.Status, "took", took.Round(time.Microsecond))
 		if s.cfg.OnToolCall != nil {
-			s.cfg.OnToolCall(def.Name, res, took)
+			s.cfg.OnToolCall(def.Name, res, time.Since(start))
 		}
 		return toMCPResult(res), nil
 	}

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/api"
 )
 
 // Creator makes a sandbox of one type for an owner. The Docker engine is one; the notebook
@@ -77,10 +79,10 @@ type slot struct {
 }
 
 // ErrManagerClosed is returned by a Manager that is shutting down.
-var ErrManagerClosed = errors.New("sandbox manager is shut down")
+var ErrManagerClosed = api.ErrManagerClosed
 
 // ErrLimit is returned when a sandbox cap is reached; callers answer it with 429.
-var ErrLimit = errors.New("sandbox limit reached")
+var ErrLimit = api.ErrLimit
 
 // NewManager returns a Manager.
 func NewManager(opts ManagerOptions) *Manager {

@@ -9,14 +9,16 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/api"
 )
 
 // Pool errors, for errors.Is.
 var (
 	// ErrPoolEmpty: the pool holds no sandboxes; it must be initialized (grown) first.
-	ErrPoolEmpty = errors.New("the sandbox pool is empty: initialize the pool first")
+	ErrPoolEmpty = api.ErrPoolEmpty
 	// ErrPoolTimeout: every pooled sandbox stayed busy for the whole wait.
-	ErrPoolTimeout = errors.New("timeout waiting for available sandbox")
+	ErrPoolTimeout = api.ErrPoolTimeout
 )
 
 // Resetter is implemented by sandboxes that hold state beyond their files and processes (a

@@ -5,11 +5,11 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/api"
 )
 
 // Sandbox is one isolated environment that runs processes and file operations.
@@ -47,27 +47,29 @@ type (
 	Job         = wire.Job
 )
 
-// Status is a sandbox's place in its life cycle.
-type Status string
+// Status and Type are part of the API every client shares; these are their old names here.
+type (
+	// Status is a sandbox's place in its life cycle.
+	Status = api.SandboxStatus
+	// Type is a sandbox's kind.
+	Type = api.SandboxType
+)
 
 // The statuses, with ms-enclave's names.
 const (
-	StatusInitializing Status = "initializing"
-	StatusRunning      Status = "running"
-	StatusIdle         Status = "idle"
-	StatusBusy         Status = "busy"
-	StatusStopping     Status = "stopping"
-	StatusStopped      Status = "stopped"
-	StatusError        Status = "error"
+	StatusInitializing = api.StatusInitializing
+	StatusRunning      = api.StatusRunning
+	StatusIdle         = api.StatusIdle
+	StatusBusy         = api.StatusBusy
+	StatusStopping     = api.StatusStopping
+	StatusStopped      = api.StatusStopped
+	StatusError        = api.StatusError
 )
-
-// Type is a sandbox's kind.
-type Type string
 
 // The sandbox kinds, with ms-enclave's names.
 const (
-	TypeDocker   Type = "docker"
-	TypeNotebook Type = "docker_notebook"
+	TypeDocker   = api.TypeDocker
+	TypeNotebook = api.TypeNotebook
 )
 
 // Info describes a sandbox, in the shape of ms-enclave's SandboxInfo.
@@ -87,11 +89,11 @@ type Info struct {
 // Sentinel errors callers branch on with errors.Is.
 var (
 	// ErrNotFound: no such sandbox, file, program or job.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = api.ErrNotFound
 	// ErrClosed: the sandbox was stopped or removed, or its container died.
-	ErrClosed = errors.New("sandbox is not running")
+	ErrClosed = api.ErrClosed
 	// ErrEngine: the container engine could not be reached or refused a call.
-	ErrEngine = errors.New("container engine error")
+	ErrEngine = api.ErrEngine
 )
 
 // AgentError is a failure the agent reported; Code says what kind.
@@ -105,6 +107,24 @@ func (e *AgentError) Error() string { return e.Message }
 // Is lets errors.Is(err, ErrNotFound) match an agent's not_found.
 func (e *AgentError) Is(target error) bool {
 	return target == ErrNotFound && e.Code == wire.CodeNotFound
+}
+
+// APICode classifies the agent's failure for the API (see api.CodeOf): a failure of the
+// request (a missing file, a directory where a file was expected) is the caller's to fix.
+func (e *AgentError) APICode() api.Code {
+	switch e.Code {
+	case wire.CodeNotFound:
+		return api.CodeNotFound
+	case wire.CodePermission:
+		return api.CodePermission
+	case wire.CodeNoSpace:
+		return api.CodeNoSpace
+	case wire.CodeTooLarge:
+		return api.CodeTooLarge
+	case wire.CodeInternal:
+		return api.CodeInternal
+	}
+	return api.CodeBadRequest // invalid, exists, is_dir, not_dir, not_empty: the request's fault
 }
 
 // lifecycle tracks a sandbox's status, busy count and timestamps; it is embedded by backends.

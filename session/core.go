@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"context"
@@ -11,19 +11,19 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/schema"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
-// DefaultOwner owns the sandboxes of a Local whose config names no owner.
+// DefaultOwner is the owner a program that embeds the manager for itself acts as.
 const DefaultOwner = "local"
 
-// Limits bound what one call of a Local may cost the server. Zero fields take the defaults.
+// Limits bound what one call may cost the server. Zero fields take the defaults.
 type Limits struct {
 	// MaxArchiveBytes caps an uploaded tar stream (default 64 MiB).
 	MaxArchiveBytes int64
@@ -58,8 +58,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// LocalConfig configures a Local.
-type LocalConfig struct {
+// Config configures a Core; it knows nothing about flags or files.
+type Config struct {
 	// Manager creates and tracks the sandboxes; its policy and defaults apply to every config.
 	Manager *sandbox.Manager
 	// Tools are the tools offered (the operator's enabled set); nil means tools.All().
@@ -68,9 +68,9 @@ type LocalConfig struct {
 	// own tools_config sets, so a client cannot lift an operator's limit such as
 	// max_output_bytes.
 	ToolOptions sandbox.ToolsConfig
-	// Owner owns the sandboxes this Local creates and is the only owner whose sandboxes it
-	// sees; empty means DefaultOwner.
-	Owner string
+	// DefaultTimeout in seconds for tool calls that pass none, in sandboxes whose config
+	// names none; 0 means sandbox.DefaultTimeout.
+	DefaultTimeout float64
 	// Version is reported by Health.
 	Version string
 	Limits  Limits
@@ -79,19 +79,24 @@ type LocalConfig struct {
 	Check func(ctx context.Context) error
 }
 
-// Local is a Manager over a *sandbox.Manager in this process.
-type Local struct {
-	*shared
+// Caller is one caller's view of the Core: an MCP session or a REST principal. It sees only
+// the sandboxes its owner created, and it is the in-process api.Manager (ms-enclave's
+// LocalSandboxManager); client.Remote is the same interface over HTTP.
+type Caller struct {
+	*Core
 	owner string
 }
 
-// shared is what every owner's view of one Local has in common.
-type shared struct {
+// Core is the sandbox manager every face shares: the tools and their schemas, the
+// operator's options and limits, and the pools' bookkeeping. Callers reach it through
+// Caller.
+type Core struct {
 	m       *sandbox.Manager
 	tools   []tools.Def
 	byName  map[string]tools.Def
 	schemas map[string]json.RawMessage // OpenAI function schema by tool name
 	options sandbox.ToolsConfig
+	timeout float64
 	limits  Limits
 	version string
 	check   func(context.Context) error
@@ -107,26 +112,23 @@ type poolKey struct {
 	typ   sandbox.Type
 }
 
-var _ Manager = (*Local)(nil)
+var _ api.Manager = (*Caller)(nil)
 
-// NewLocal returns a Local. The tools' schemas are generated here once, so a tool whose
-// schema cannot be generated is an error at start rather than at the first call.
-func NewLocal(cfg LocalConfig) (*Local, error) {
+// New returns a Core. The tools' schemas are generated here once, so a tool whose schema
+// cannot be generated is an error at start rather than at the first call.
+func New(cfg Config) (*Core, error) {
 	if cfg.Manager == nil {
-		return nil, errors.New("client.NewLocal: a sandbox manager is required")
+		return nil, errors.New("session.New: a sandbox manager is required")
 	}
 	if cfg.Tools == nil {
 		cfg.Tools = tools.All()
 	}
-	if cfg.Owner == "" {
-		cfg.Owner = DefaultOwner
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &shared{
+	s := &Core{
 		m: cfg.Manager, tools: cfg.Tools, byName: map[string]tools.Def{}, schemas: map[string]json.RawMessage{},
-		options: cfg.ToolOptions, limits: cfg.Limits.withDefaults(), version: cfg.Version, check: cfg.Check,
+		options: cfg.ToolOptions, timeout: cfg.DefaultTimeout, limits: cfg.Limits.withDefaults(), version: cfg.Version, check: cfg.Check,
 		log: cfg.Logger, started: time.Now(), pools: map[poolKey]*sandbox.Pool{},
 	}
 	for _, def := range cfg.Tools {
@@ -137,20 +139,32 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		s.byName[def.Name] = def
 		s.schemas[def.Name] = raw
 	}
-	return &Local{shared: s, owner: cfg.Owner}, nil
+	return s, nil
 }
 
-// As returns a view of the same Local for another owner: it shares the manager, the tools
-// and the pools' bookkeeping, and sees only owner's sandboxes. The HTTP API serves each
-// principal through its own view.
-func (l *Local) As(owner string) *Local { return &Local{shared: l.shared, owner: owner} }
+// Caller returns owner's view: it shares the manager, the tools and the pools'
+// bookkeeping, and sees only owner's sandboxes. Each MCP session and each REST principal is
+// served through its own view.
+func (c *Core) Caller(owner string) *Caller { return &Caller{Core: c, owner: owner} }
+
+// Manager is the sandbox manager the Core drives.
+func (c *Core) Manager() *sandbox.Manager { return c.m }
+
+// Version is the server version Health reports.
+func (c *Core) Version() string { return c.version }
+
+// ToolDefs are the tools the Core offers, in order.
+func (c *Core) ToolDefs() []tools.Def { return c.tools }
 
 // Owner is the owner this view acts for.
-func (l *Local) Owner() string { return l.owner }
+func (l *Caller) Owner() string { return l.owner }
+
+// End removes every sandbox the caller holds: an MCP session has ended.
+func (l *Caller) End(ctx context.Context) error { return l.m.Release(ctx, l.owner) }
 
 // Close removes every owner's pooled sandboxes and stops lending them. Other sandboxes
 // belong to the manager, whose Close removes them.
-func (l *Local) Close(ctx context.Context) error {
+func (l *Core) Close(ctx context.Context) error {
 	l.mu.Lock()
 	pools := l.pools
 	l.pools = map[poolKey]*sandbox.Pool{}
@@ -162,13 +176,13 @@ func (l *Local) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Health implements Manager.
-func (l *Local) Health(ctx context.Context) (Health, error) {
+// Health implements api.Manager; it is the same for every caller.
+func (l *Core) Health(ctx context.Context) (api.Health, error) {
 	types := make([]string, 0)
 	for _, t := range l.m.Types() {
 		types = append(types, string(t))
 	}
-	h := Health{
+	h := api.Health{
 		Healthy:         true,
 		Version:         l.version,
 		Uptime:          time.Since(l.started).Seconds(),
@@ -186,9 +200,9 @@ func (l *Local) Health(ctx context.Context) (Health, error) {
 	return h, nil
 }
 
-// Stats implements Manager.
-func (l *Local) Stats(context.Context) (Stats, error) {
-	st := Stats{ManagerType: "enclave-mcp", StatusCounts: map[string]int{}, SandboxTypes: map[string]int{},
+// Stats implements api.Manager.
+func (l *Caller) Stats(context.Context) (api.Stats, error) {
+	st := api.Stats{ManagerType: "enclave-mcp", StatusCounts: map[string]int{}, SandboxTypes: map[string]int{},
 		Uptime: time.Since(l.started).Seconds()}
 	for _, sb := range l.m.ListOwned(l.owner) {
 		info := sb.Info()
@@ -211,8 +225,8 @@ func (l *Local) Stats(context.Context) (Stats, error) {
 	return st, nil
 }
 
-// Create implements Manager.
-func (l *Local) Create(ctx context.Context, typ sandbox.Type, cfg sandbox.Config) (string, error) {
+// Create implements api.Manager.
+func (l *Caller) Create(ctx context.Context, typ sandbox.Type, cfg sandbox.Config) (string, error) {
 	typ, merged, err := l.prepare(typ, cfg)
 	if err != nil {
 		return "", err
@@ -225,7 +239,7 @@ func (l *Local) Create(ctx context.Context, typ sandbox.Type, cfg sandbox.Config
 }
 
 // prepare fills what cfg leaves empty from the operator's defaults and checks its tools.
-func (l *Local) prepare(typ sandbox.Type, cfg sandbox.Config) (sandbox.Type, sandbox.Config, error) {
+func (l *Core) prepare(typ sandbox.Type, cfg sandbox.Config) (sandbox.Type, sandbox.Config, error) {
 	if typ == "" {
 		typ = sandbox.TypeDocker
 	}
@@ -256,18 +270,18 @@ func mergeConfig(defaults, req sandbox.Config) sandbox.Config {
 	return out
 }
 
-// Get implements Manager.
-func (l *Local) Get(_ context.Context, id string) (Info, error) {
+// Get implements api.Manager.
+func (l *Caller) Get(_ context.Context, id string) (api.SandboxInfo, error) {
 	sb, err := l.m.GetOwned(l.owner, id)
 	if err != nil {
-		return Info{}, err
+		return api.SandboxInfo{}, err
 	}
 	return l.info(sb), nil
 }
 
-// List implements Manager.
-func (l *Local) List(_ context.Context, status sandbox.Status) ([]Info, error) {
-	out := make([]Info, 0)
+// List implements api.Manager.
+func (l *Caller) List(_ context.Context, status sandbox.Status) ([]api.SandboxInfo, error) {
+	out := make([]api.SandboxInfo, 0)
 	for _, sb := range l.m.ListOwned(l.owner) {
 		info := l.info(sb)
 		if status == "" || info.Status == status {
@@ -279,7 +293,7 @@ func (l *Local) List(_ context.Context, status sandbox.Status) ([]Info, error) {
 }
 
 // info describes sb in ms-enclave's SandboxInfo shape.
-func (l *Local) info(sb sandbox.Sandbox) Info {
+func (l *Core) info(sb sandbox.Sandbox) api.SandboxInfo {
 	in := sb.Info()
 	meta := maps.Clone(in.Metadata)
 	if meta == nil {
@@ -289,7 +303,7 @@ func (l *Local) info(sb sandbox.Sandbox) Info {
 	for _, def := range l.toolsFor(sb, in.Type) {
 		available[def.Name] = l.schemas[def.Name]
 	}
-	return Info{
+	return api.SandboxInfo{
 		ID: in.ID, Status: in.Status, Type: in.Type, Config: redactedConfig(sb, in),
 		CreatedAt: in.CreatedAt.UTC(), UpdatedAt: in.UpdatedAt.UTC(), Metadata: meta, AvailableTools: available,
 	}
@@ -344,30 +358,8 @@ func sizeString(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// toolsFor lists the tools sb offers. Tools made for plain docker sandboxes need only
-// processes and files, which every sandbox type has, so they run in any type (a notebook
-// sandbox also runs python_executor, as in ms-enclave); other tools only in their own type.
-// A sandbox whose tools_config names tools offers only those.
-func (l *Local) toolsFor(sb sandbox.Sandbox, typ sandbox.Type) []tools.Def {
-	var enabled sandbox.ToolsConfig
-	if rc, ok := sb.(configured); ok {
-		enabled = rc.Config().ToolsConfig
-	}
-	var out []tools.Def
-	for _, def := range l.tools {
-		if def.Sandbox != typ && def.Sandbox != sandbox.TypeDocker {
-			continue
-		}
-		if _, ok := enabled[def.Name]; len(enabled) > 0 && !ok {
-			continue
-		}
-		out = append(out, def)
-	}
-	return out
-}
-
-// Stop implements Manager.
-func (l *Local) Stop(ctx context.Context, id string) error {
+// Stop implements api.Manager.
+func (l *Caller) Stop(ctx context.Context, id string) error {
 	sb, err := l.m.GetOwned(l.owner, id)
 	if err != nil {
 		return err
@@ -375,161 +367,16 @@ func (l *Local) Stop(ctx context.Context, id string) error {
 	return sb.Stop(ctx)
 }
 
-// Delete implements Manager.
-func (l *Local) Delete(ctx context.Context, id string) error {
+// Delete implements api.Manager.
+func (l *Caller) Delete(ctx context.Context, id string) error {
 	return l.m.DeleteOwned(ctx, l.owner, id)
 }
 
-// Tools implements Manager.
-func (l *Local) Tools(_ context.Context, id string) (map[string]json.RawMessage, error) {
+// Tools implements api.Manager.
+func (l *Caller) Tools(_ context.Context, id string) (map[string]json.RawMessage, error) {
 	sb, err := l.m.GetOwned(l.owner, id)
 	if err != nil {
 		return nil, err
 	}
 	return l.info(sb).AvailableTools, nil
-}
-
-// ExecuteTool implements Manager.
-func (l *Local) ExecuteTool(ctx context.Context, id, tool string, params any) (tools.Result, error) {
-	sb, err := l.m.GetOwned(l.owner, id)
-	if err != nil {
-		return tools.Result{}, err
-	}
-	return l.run(ctx, sb, tool, params)
-}
-
-// run runs tool in sb. Arguments the tool refuses come back as an error result, the way a
-// model gets them over MCP, so a harness shows them to its model instead of crashing.
-func (l *Local) run(ctx context.Context, sb sandbox.Sandbox, name string, params any) (tools.Result, error) {
-	info := sb.Info()
-	def, opts, err := l.tool(sb, info, name)
-	if err != nil {
-		return tools.Result{}, err
-	}
-	if err := runnable(info); err != nil {
-		return tools.Result{}, err
-	}
-	raw, err := rawParams(params)
-	if err != nil {
-		return tools.Result{}, err
-	}
-	call := tools.Call{Sandbox: sb, Options: opts, DefaultTimeout: sandbox.DefaultTimeout}
-	if rc, ok := sb.(configured); ok && rc.Config().Timeout > 0 {
-		call.DefaultTimeout = rc.Config().Timeout
-	}
-	res, err := def.Invoke(ctx, call, raw)
-	if errors.Is(err, tools.ErrInvalidArgs) {
-		return argFailure(name, err), nil
-	}
-	return res, err
-}
-
-// tool finds name among sb's tools, with its options: the sandbox's own, overridden by the
-// operator's.
-func (l *Local) tool(sb sandbox.Sandbox, info sandbox.Info, name string) (tools.Def, map[string]any, error) {
-	offered := l.toolsFor(sb, info.Type)
-	names := make([]string, 0, len(offered))
-	for _, def := range offered {
-		if def.Name != name {
-			names = append(names, def.Name)
-			continue
-		}
-		opts := map[string]any{}
-		if rc, ok := sb.(configured); ok {
-			maps.Copy(opts, rc.Config().ToolsConfig[name])
-		}
-		maps.Copy(opts, l.options[name])
-		return def, opts, nil
-	}
-	return tools.Def{}, nil, fmt.Errorf("tool %q is not available in sandbox %s (available: %s): %w",
-		name, info.ID, strings.Join(names, ", "), sandbox.ErrNotFound)
-}
-
-// runnable refuses a sandbox that was stopped or failed: the tools' own message for it
-// ("the next call starts a fresh sandbox") is true of MCP sessions, not of an explicit id.
-func runnable(info sandbox.Info) error {
-	switch info.Status {
-	case sandbox.StatusRunning, sandbox.StatusIdle, sandbox.StatusBusy:
-		return nil
-	}
-	return fmt.Errorf("sandbox %s is %s; create a new one: %w", info.ID, info.Status, sandbox.ErrClosed)
-}
-
-func rawParams(params any) (json.RawMessage, error) {
-	switch p := params.(type) {
-	case nil:
-		return json.RawMessage("{}"), nil
-	case json.RawMessage:
-		return p, nil
-	case []byte:
-		return p, nil
-	}
-	raw, err := json.Marshal(params)
-	if err != nil {
-		return nil, fmt.Errorf("%w: encoding tool parameters: %w", ErrBadRequest, err)
-	}
-	return raw, nil
-}
-
-func argFailure(tool string, err error) tools.Result {
-	return tools.Result{
-		Status: tools.StatusError, ToolName: tool, Error: err.Error(),
-		Metadata: map[string]any{"invalid_arguments": true}, Timestamp: time.Now().UTC(),
-	}
-}
-
-// InitializePool implements Manager.
-func (l *Local) InitializePool(ctx context.Context, size int, typ sandbox.Type, cfg *sandbox.Config) ([]string, error) {
-	if size < 1 || size > l.limits.MaxPoolSize {
-		return nil, fmt.Errorf("%w: pool_size %d must be between 1 and %d", ErrBadRequest, size, l.limits.MaxPoolSize)
-	}
-	var req sandbox.Config
-	if cfg != nil {
-		req = *cfg
-	}
-	typ, merged, err := l.prepare(typ, req)
-	if err != nil {
-		return nil, err
-	}
-	return l.pool(typ, true).Grow(ctx, size, merged)
-}
-
-// pool returns this owner's pool of type typ, making it when create is set.
-func (l *Local) pool(typ sandbox.Type, create bool) *sandbox.Pool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	key := poolKey{l.owner, typ}
-	p := l.pools[key]
-	if p == nil && create {
-		p = sandbox.NewPool(l.m, l.owner, typ)
-		l.pools[key] = p
-	}
-	return p
-}
-
-// ExecuteInPool implements Manager. The tool's sandbox type picks the pool; a tool made for
-// plain docker sandboxes also runs in a notebook pool when there is no docker pool.
-func (l *Local) ExecuteInPool(ctx context.Context, tool string, params any, wait time.Duration) (tools.Result, error) {
-	def, ok := l.byName[tool]
-	if !ok {
-		return tools.Result{}, fmt.Errorf("tool %q: %w", tool, sandbox.ErrNotFound)
-	}
-	p := l.pool(def.Sandbox, false)
-	if (p == nil || p.Size() == 0) && def.Sandbox == sandbox.TypeDocker {
-		if nb := l.pool(sandbox.TypeNotebook, false); nb != nil {
-			p = nb
-		}
-	}
-	if p == nil {
-		return tools.Result{}, sandbox.ErrPoolEmpty
-	}
-	if wait <= 0 {
-		wait = l.limits.PoolWait
-	}
-	sb, err := p.Borrow(ctx, wait)
-	if err != nil {
-		return tools.Result{}, err
-	}
-	defer p.Return(sb)
-	return l.run(ctx, sb, tool, params)
 }

@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"archive/tar"
@@ -7,12 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 
+	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
@@ -28,15 +26,15 @@ type archiveEntry struct {
 	data []byte
 }
 
-// PutArchive implements Manager. The whole archive is read and checked before anything is
+// PutArchive implements api.Manager. The whole archive is read and checked before anything is
 // written, so a bad entry (a path escaping targetDir, a symlink, a device) leaves the
 // sandbox untouched.
-func (l *Local) PutArchive(ctx context.Context, id, targetDir string, tarball io.Reader) error {
+func (l *Caller) PutArchive(ctx context.Context, id, targetDir string, tarball io.Reader) error {
 	sb, err := l.m.GetOwned(l.owner, id)
 	if err != nil {
 		return err
 	}
-	if err := runnable(sb.Info()); err != nil {
+	if err := runnable(sb.Info(), "create a new one"); err != nil {
 		return err
 	}
 	entries, err := readArchive(tarball, l.limits.MaxArchiveBytes, l.limits.MaxArchiveEntries)
@@ -69,7 +67,7 @@ func (l *Local) PutArchive(ctx context.Context, id, targetDir string, tarball io
 // workspace, as the tools take them.
 func targetPath(sb sandbox.Sandbox, targetDir string) (string, error) {
 	if strings.ContainsRune(targetDir, 0) {
-		return "", fmt.Errorf("%w: target_dir contains a NUL byte", ErrBadRequest)
+		return "", fmt.Errorf("%w: target_dir contains a NUL byte", api.ErrBadRequest)
 	}
 	if path.IsAbs(targetDir) {
 		return path.Clean(targetDir), nil
@@ -85,7 +83,7 @@ func targetPath(sb sandbox.Sandbox, targetDir string) (string, error) {
 func readArchive(r io.Reader, maxBytes int64, maxEntries int) ([]archiveEntry, error) {
 	lr := &io.LimitedReader{R: r, N: maxBytes + 1}
 	tooLarge := func() error {
-		return fmt.Errorf("%w: the archive is larger than the %d-byte limit", ErrTooLarge, maxBytes)
+		return fmt.Errorf("%w: the archive is larger than the %d-byte limit", api.ErrTooLarge, maxBytes)
 	}
 	tr := tar.NewReader(lr)
 	var entries []archiveEntry
@@ -98,7 +96,7 @@ func readArchive(r io.Reader, maxBytes int64, maxEntries int) ([]archiveEntry, e
 			return nil, tooLarge()
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: reading the tar stream: %w", ErrInvalidArchive, err)
+			return nil, fmt.Errorf("%w: reading the tar stream: %w", api.ErrInvalidArchive, err)
 		}
 		name, err := entryName(hdr.Name)
 		if err != nil {
@@ -113,23 +111,23 @@ func readArchive(r io.Reader, maxBytes int64, maxEntries int) ([]archiveEntry, e
 				if lr.N <= 0 {
 					return nil, tooLarge()
 				}
-				return nil, fmt.Errorf("%w: reading %s: %w", ErrInvalidArchive, hdr.Name, err)
+				return nil, fmt.Errorf("%w: reading %s: %w", api.ErrInvalidArchive, hdr.Name, err)
 			}
 		case tar.TypeSymlink, tar.TypeLink:
 			return nil, fmt.Errorf("%w: entry %q is a link (to %q): only regular files and directories can be uploaded",
-				ErrInvalidArchive, hdr.Name, hdr.Linkname)
+				api.ErrInvalidArchive, hdr.Name, hdr.Linkname)
 		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 			return nil, fmt.Errorf("%w: entry %q is a device or pipe: only regular files and directories can be uploaded",
-				ErrInvalidArchive, hdr.Name)
+				api.ErrInvalidArchive, hdr.Name)
 		default:
 			return nil, fmt.Errorf("%w: entry %q has tar type %q, which is not supported: only regular files and directories can be uploaded",
-				ErrInvalidArchive, hdr.Name, string(hdr.Typeflag))
+				api.ErrInvalidArchive, hdr.Name, string(hdr.Typeflag))
 		}
 		if name == "" { // the archive's root ("./"): the target directory itself
 			continue
 		}
 		if len(entries) == maxEntries {
-			return nil, fmt.Errorf("%w: the archive has more than %d entries", ErrTooLarge, maxEntries)
+			return nil, fmt.Errorf("%w: the archive has more than %d entries", api.ErrTooLarge, maxEntries)
 		}
 		entries = append(entries, e)
 	}
@@ -144,7 +142,7 @@ func readArchive(r io.Reader, maxBytes int64, maxEntries int) ([]archiveEntry, e
 // can land outside the target directory.
 func entryName(name string) (string, error) {
 	bad := func(why string) error {
-		return fmt.Errorf("%w: entry %q %s", ErrInvalidArchive, name, why)
+		return fmt.Errorf("%w: entry %q %s", api.ErrInvalidArchive, name, why)
 	}
 	switch {
 	case strings.ContainsRune(name, 0):
@@ -164,84 +162,23 @@ func entryName(name string) (string, error) {
 	return clean, nil
 }
 
-// PutDir implements Manager.
-func (l *Local) PutDir(ctx context.Context, id, hostDir, targetDir string) error {
-	return putDir(ctx, l, id, hostDir, targetDir)
+// PutDir implements api.Manager.
+func (l *Caller) PutDir(ctx context.Context, id, hostDir, targetDir string) error {
+	return api.PutDir(ctx, l, id, hostDir, targetDir)
 }
 
-// putDir streams hostDir as a tar into m.PutArchive.
-func putDir(ctx context.Context, m Manager, id, hostDir, targetDir string) error {
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(TarDir(hostDir, pw)) }()
-	err := m.PutArchive(ctx, id, targetDir, pr)
-	_ = pr.CloseWithError(errors.New("upload ended")) // stops the writer if the upload stopped early
-	return err
-}
-
-// TarDir writes the contents of a host directory to w as a tar stream, the way ms-enclave's
-// put_dir does: names relative to dir without a leading "./", directory entries included,
-// the host's uid, gid and mode kept. Symlinks and special files are an error: the server
-// would refuse them anyway, and failing here names the host path.
-func TarDir(dir string, w io.Writer) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() && !info.IsDir() {
-			return fmt.Errorf("%s is a %s: only regular files and directories can be uploaded", p, info.Mode().Type())
-		}
-		hdr, err := tar.FileInfoHeader(info, "")
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if info.IsDir() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		_, err = io.CopyN(tw, f, hdr.Size)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("archiving %s: %w", dir, err)
-	}
-	return tw.Close()
-}
-
-// Download implements Manager. A directory is walked (and its size checked against the
+// Download implements api.Manager. A directory is walked (and its size checked against the
 // limit) before the first byte is sent; its tar is then streamed, one file at a time.
-func (l *Local) Download(ctx context.Context, id, p string) (*Download, error) {
+func (l *Caller) Download(ctx context.Context, id, p string) (*api.Download, error) {
 	sb, err := l.m.GetOwned(l.owner, id)
 	if err != nil {
 		return nil, err
 	}
-	if err := runnable(sb.Info()); err != nil {
+	if err := runnable(sb.Info(), "create a new one"); err != nil {
 		return nil, err
 	}
 	if p == "" {
-		return nil, fmt.Errorf("%w: a path is required", ErrBadRequest)
+		return nil, fmt.Errorf("%w: a path is required", api.ErrBadRequest)
 	}
 	st, err := sb.File(ctx, sandbox.FileRequest{Action: sandbox.FileStat, Path: p})
 	if err != nil {
@@ -252,7 +189,7 @@ func (l *Local) Download(ctx context.Context, id, p string) (*Download, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Download{ReadCloser: io.NopCloser(bytes.NewReader(data)), Name: path.Base(st.Path), Size: int64(len(data))}, nil
+		return &api.Download{ReadCloser: io.NopCloser(bytes.NewReader(data)), Name: path.Base(st.Path), Size: int64(len(data))}, nil
 	}
 	tree, err := l.walk(ctx, sb, st.Path)
 	if err != nil {
@@ -260,16 +197,16 @@ func (l *Local) Download(ctx context.Context, id, p string) (*Download, error) {
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(l.writeTree(ctx, sb, st.Path, tree, pw)) }()
-	return &Download{ReadCloser: pr, Name: path.Base(st.Path), Dir: true, Size: -1}, nil
+	return &api.Download{ReadCloser: pr, Name: path.Base(st.Path), Dir: true, Size: -1}, nil
 }
 
-func (l *Local) readFile(ctx context.Context, sb sandbox.Sandbox, p string) ([]byte, error) {
+func (l *Core) readFile(ctx context.Context, sb sandbox.Sandbox, p string) ([]byte, error) {
 	res, err := sb.File(ctx, sandbox.FileRequest{Action: sandbox.FileRead, Path: p, MaxBytes: l.limits.MaxDownloadBytes})
 	if err != nil {
 		return nil, err
 	}
 	if res.Truncated {
-		return nil, fmt.Errorf("%w: %s is larger than the %d-byte download limit", ErrTooLarge, p, l.limits.MaxDownloadBytes)
+		return nil, fmt.Errorf("%w: %s is larger than the %d-byte download limit", api.ErrTooLarge, p, l.limits.MaxDownloadBytes)
 	}
 	return res.Data, nil
 }
@@ -282,7 +219,7 @@ type treeEntry struct {
 
 // walk lists the tree under root, depth first, refusing one over the download limits.
 // Sockets, pipes and devices are left out: they have no content to send.
-func (l *Local) walk(ctx context.Context, sb sandbox.Sandbox, root string) ([]treeEntry, error) {
+func (l *Core) walk(ctx context.Context, sb sandbox.Sandbox, root string) ([]treeEntry, error) {
 	var (
 		out   []treeEntry
 		total int64
@@ -303,12 +240,12 @@ func (l *Local) walk(ctx context.Context, sb sandbox.Sandbox, root string) ([]tr
 				continue
 			}
 			if len(out) == l.limits.MaxArchiveEntries {
-				return fmt.Errorf("%w: %s holds more than %d entries", ErrTooLarge, root, l.limits.MaxArchiveEntries)
+				return fmt.Errorf("%w: %s holds more than %d entries", api.ErrTooLarge, root, l.limits.MaxArchiveEntries)
 			}
 			out = append(out, treeEntry{rel: child, info: e})
 			if kind == '-' {
 				if total += e.Size; total > l.limits.MaxDownloadBytes {
-					return fmt.Errorf("%w: the files under %s are larger than the %d-byte download limit", ErrTooLarge, root, l.limits.MaxDownloadBytes)
+					return fmt.Errorf("%w: the files under %s are larger than the %d-byte download limit", api.ErrTooLarge, root, l.limits.MaxDownloadBytes)
 				}
 			}
 			if e.IsDir {
@@ -324,7 +261,7 @@ func (l *Local) walk(ctx context.Context, sb sandbox.Sandbox, root string) ([]tr
 
 // writeTree writes tree as a tar stream. A file's header is written after it is read, so
 // its size is what was read even if the file changed since the walk.
-func (l *Local) writeTree(ctx context.Context, sb sandbox.Sandbox, root string, tree []treeEntry, w io.Writer) error {
+func (l *Core) writeTree(ctx context.Context, sb sandbox.Sandbox, root string, tree []treeEntry, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	for _, e := range tree {
 		hdr := &tar.Header{Name: e.rel, Mode: int64(lsPerm(e.info.Mode)), ModTime: e.info.ModTime, Format: tar.FormatPAX}

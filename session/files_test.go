@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"archive/tar"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
@@ -34,7 +35,7 @@ func TestEntryName(t *testing.T) {
 	} {
 		got, err := entryName(tc.in)
 		if tc.bad {
-			if !errors.Is(err, ErrInvalidArchive) {
+			if !errors.Is(err, api.ErrInvalidArchive) {
 				t.Errorf("entryName(%q) = %q, %v; want ErrInvalidArchive", tc.in, got, err)
 			}
 			continue
@@ -61,13 +62,13 @@ func TestReadArchiveLimits(t *testing.T) {
 	if err != nil || len(entries) != 2 || entries[0].mode != 0o640 || string(entries[1].data) != "xxxxxxxxxx" {
 		t.Fatalf("readArchive = %+v, %v", entries, err)
 	}
-	if _, err := readArchive(bytes.NewReader(build(1, 4096)), 1024, 10); !errors.Is(err, ErrTooLarge) {
+	if _, err := readArchive(bytes.NewReader(build(1, 4096)), 1024, 10); !errors.Is(err, api.ErrTooLarge) {
 		t.Errorf("over the byte limit: %v", err)
 	}
-	if _, err := readArchive(bytes.NewReader(build(3, 1)), 1<<20, 2); !errors.Is(err, ErrTooLarge) {
+	if _, err := readArchive(bytes.NewReader(build(3, 1)), 1<<20, 2); !errors.Is(err, api.ErrTooLarge) {
 		t.Errorf("over the entry limit: %v", err)
 	}
-	if _, err := readArchive(strings.NewReader("not a tar at all, not at all, not at all"), 1<<20, 10); !errors.Is(err, ErrInvalidArchive) {
+	if _, err := readArchive(strings.NewReader("not a tar at all, not at all, not at all"), 1<<20, 10); !errors.Is(err, api.ErrInvalidArchive) {
 		t.Errorf("garbage: %v", err)
 	}
 	if entries, err := readArchive(bytes.NewReader(nil), 1<<20, 10); err != nil || len(entries) != 0 {
@@ -85,7 +86,7 @@ func TestTarDirIsShapedLikeMsEnclaves(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := TarDir(dir, &buf); err != nil {
+	if err := api.TarDir(dir, &buf); err != nil {
 		t.Fatal(err)
 	}
 	entries, err := readArchive(&buf, 1<<20, 10)
@@ -100,7 +101,7 @@ func TestTarDirIsShapedLikeMsEnclaves(t *testing.T) {
 	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
-	if err := TarDir(dir, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "link") {
+	if err := api.TarDir(dir, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "link") {
 		t.Errorf("a symlink in the tree: %v, want an error naming it", err)
 	}
 }
@@ -130,50 +131,5 @@ func TestMergeConfig(t *testing.T) {
 	if got.Image != defaults.Image || got.MemoryLimit != "4g" || got.PidsLimit != 128 || !got.NetworkEnabled ||
 		got.EnvVars["PYTHONHASHSEED"] != "0" || got.ToolsConfig["shell_executor"]["shell"] != "/bin/bash" {
 		t.Errorf("merged = %+v", got)
-	}
-}
-
-func TestCodesRoundTrip(t *testing.T) {
-	t.Parallel()
-	for _, err := range []error{
-		sandbox.ErrNotFound, sandbox.ErrPolicy, sandbox.ErrInvalidConfig, sandbox.ErrPoolEmpty, sandbox.ErrPoolTimeout,
-		sandbox.ErrLimit, sandbox.ErrClosed, sandbox.ErrEngine, ErrInvalidArchive, ErrTooLarge, ErrBadRequest, ErrUnauthorized,
-	} {
-		wrapped := errors.Join(errors.New("context"), err)
-		code := CodeOf(wrapped)
-		if back := (&APIError{StatusCode: 500, Code: code}); !errors.Is(back, err) {
-			t.Errorf("%v -> %s -> does not match again", err, code)
-		}
-	}
-	if got := CodeOf(&sandbox.AgentError{Code: "permission", Message: "read-only file system"}); got != CodePermission {
-		t.Errorf("agent permission error -> %s", got)
-	}
-}
-
-// TestStatusesOfCodes pins the HTTP status of each kind, and what a bare status (a server
-// that sends no code) is taken to mean.
-func TestStatusesOfCodes(t *testing.T) {
-	t.Parallel()
-	statuses := map[Code]int{
-		CodeUnauthorized: 401, CodeNotFound: 404, CodePolicy: 403, CodePermission: 403,
-		CodeInvalidConfig: 400, CodeInvalidArguments: 400, CodeInvalidArchive: 400, CodeBadRequest: 400,
-		CodeMethodNotAllowed: 405, CodeTooLarge: 413, CodeLimit: 429, CodePoolEmpty: 409,
-		CodeSandboxStopped: 409, CodePoolTimeout: 408, CodeNoSpace: 507, CodeShuttingDown: 503,
-		CodeTimeout: 504, CodeEngine: 500, CodeInternal: 500,
-	}
-	for code, want := range statuses {
-		if got := code.Status(); got != want {
-			t.Errorf("%s.Status() = %d, want %d", code, got, want)
-		}
-	}
-	bare := map[int]error{401: ErrUnauthorized, 404: sandbox.ErrNotFound, 403: sandbox.ErrPolicy,
-		408: sandbox.ErrPoolTimeout, 413: ErrTooLarge, 429: sandbox.ErrLimit, 400: ErrBadRequest}
-	for status, want := range bare {
-		if got := (&APIError{StatusCode: status}).Unwrap(); got != want {
-			t.Errorf("bare %d unwraps to %v, want %v", status, got, want)
-		}
-	}
-	if got := (&APIError{StatusCode: 409}).Unwrap(); got != nil {
-		t.Errorf("a bare 409 is ambiguous and must unwrap to nothing, got %v", got)
 	}
 }

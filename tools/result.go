@@ -5,72 +5,28 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
-// Status is a tool result's outcome, with ms-enclave's values (its clients branch on them).
-type Status string
+// The tool result is part of the API every client shares; these are its old names here.
+type (
+	// Status is a tool result's outcome, with ms-enclave's values.
+	Status = api.ResultStatus
+	// Result is what a tool returns, in ms-enclave's ToolResult shape.
+	Result = api.ToolResult
+	// Image is one image a tool produced.
+	Image = api.Image
+)
 
 // The outcomes.
 const (
-	StatusSuccess   Status = "success"
-	StatusError     Status = "error"
-	StatusTimeout   Status = "timeout"
-	StatusCancelled Status = "cancelled"
+	StatusSuccess   = api.ResultSuccess
+	StatusError     = api.ResultError
+	StatusTimeout   = api.ResultTimeout
+	StatusCancelled = api.ResultCancelled
 )
-
-// Result is what a tool returns, in ms-enclave's ToolResult shape plus the fields a program
-// needs to tell outcomes apart (exit code, signal, truncation, OOM).
-type Result struct {
-	Status   Status `json:"status"`
-	ToolName string `json:"tool_name"`
-	// Output is stdout, or what the operation produced.
-	Output string `json:"output"`
-	// Error is stderr and, for failures, what went wrong.
-	Error string `json:"error"`
-	// ExecutionTime is in seconds.
-	ExecutionTime float64        `json:"execution_time"`
-	ExitCode      *int           `json:"exit_code,omitempty"`
-	Signal        string         `json:"signal,omitempty"`
-	Truncated     bool           `json:"truncated"`
-	OOMKilled     bool           `json:"oom_killed,omitempty"`
-	Metadata      map[string]any `json:"metadata"`
-	Timestamp     time.Time      `json:"timestamp"`
-	// Images are rich outputs (plots); over MCP each becomes an image content block, and
-	// structured results list them without their bytes.
-	Images []Image `json:"images,omitempty"`
-}
-
-// Image is one image a tool produced.
-type Image struct {
-	MIMEType string `json:"mime_type"`
-	Data     []byte `json:"-"`
-	Size     int    `json:"size"`
-	Width    int    `json:"width,omitempty"`
-	Height   int    `json:"height,omitempty"`
-}
-
-// OK reports whether the result is a success.
-func (r Result) OK() bool { return r.Status == StatusSuccess }
-
-// Text is the result as a person (or a model) reads it: output, then errors.
-func (r Result) Text() string {
-	text := r.Output
-	if r.Error != "" {
-		text = joinLines(text, r.Error)
-	}
-	if text == "" {
-		switch r.Status {
-		case StatusSuccess:
-			return "(no output)"
-		default:
-			return string(r.Status)
-		}
-	}
-	return text
-}
 
 // failure is a result for an operation that could not be done; msg says why.
 func failure(msg string) Result {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/schema"
 )
@@ -101,7 +102,7 @@ func New[P any](d Def, handle func(context.Context, Call, P) (Result, error)) De
 }
 
 // ErrInvalidArgs marks arguments a tool cannot take; the message says which and why.
-var ErrInvalidArgs = errors.New("invalid arguments")
+var ErrInvalidArgs = api.ErrInvalidArgs
 
 // ArgError is a bad argument. Its text is meant for the model that sent it.
 type ArgError struct {

@@ -2,8 +2,8 @@
 // Docker engine, and prints a Markdown table of medians (with p90, min and the number of
 // runs) to stdout.
 //
-// Every "ours" figure goes through the same code an MCP tool call does: tools.Def.Invoke on
-// a sandbox.DockerSandbox created by sandbox.Engine, whose requests travel as JSON lines over
+// Every "ours" figure goes through the same code an MCP or REST tool call does: the session
+// core's one tool-call path (session.Core.RunIn) on a sandbox.DockerSandbox created by sandbox.Engine, whose requests travel as JSON lines over
 // the container's attached stdio to our agent, which runs as the container's PID 1. The
 // create and removal figures call Engine.Create and DockerSandbox.Close directly.
 //
@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/session"
 )
 
 func main() {
@@ -134,7 +135,16 @@ func runBench(ctx context.Context, opts options) (err error) {
 		N:          opts.n,
 		Started:    time.Now().UTC(),
 	}
+	// The session core the tool calls go through. Its manager holds nothing: the bench
+	// creates its sandboxes on the engine itself, to time the create apart.
+	manager := sandbox.NewManager(sandbox.ManagerOptions{})
+	defer func() { _ = manager.Close(context.WithoutCancel(ctx)) }()
+	core, err := session.New(session.Config{Manager: manager})
+	if err != nil {
+		return err
+	}
 	b := &bench{
+		core:   core,
 		engine: engine,
 		cli:    cli,
 		cfg:    cfg,

@@ -61,7 +61,7 @@ func (b *bench) notebook(ctx context.Context) error {
 		return fmt.Errorf("creating the notebook sandbox for the round trips: %w", err)
 	}
 	defer b.closeNotebook(context.WithoutCancel(ctx), sb)
-	defs, err := toolDefs()
+	defs, err := b.toolDefs()
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
@@ -29,6 +30,7 @@ const (
 const concurrentCreates = 10
 
 type bench struct {
+	core   *session.Core
 	engine *sandbox.Engine
 	cli    *client.Client
 	cfg    sandbox.Resolved
@@ -216,27 +218,30 @@ func waitGone(ctx context.Context, cli *client.Client, id string) (wasThere bool
 	}
 }
 
-// invoke runs one tool call the way the MCP server does and insists on success.
-func invoke(ctx context.Context, def tools.Def, sb sandbox.Sandbox, args any) (tools.Result, error) {
-	raw, err := json.Marshal(args)
+// invoke runs one tool call through the session core's one tool-call path, the path every
+// MCP and REST call takes, and insists on success.
+func invoke(ctx context.Context, t benchTool, sb sandbox.Sandbox, args any) (tools.Result, error) {
+	res, err := t.core.RunIn(ctx, sb, session.Call{Tool: t.name, Args: args})
 	if err != nil {
-		return tools.Result{}, fmt.Errorf("encoding %s arguments: %w", def.Name, err)
-	}
-	res, err := def.Invoke(ctx, tools.Call{Sandbox: sb, DefaultTimeout: 30}, raw)
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", def.Name, err)
+		return res, fmt.Errorf("%s: %w", t.name, err)
 	}
 	if !res.OK() {
-		return res, fmt.Errorf("%s: status %s: %s", def.Name, res.Status, res.Text())
+		return res, fmt.Errorf("%s: status %s: %s", t.name, res.Status, res.Text())
 	}
 	return res, nil
 }
 
-// toolDefs returns the built-in tools by name.
-func toolDefs() (map[string]tools.Def, error) {
-	defs := map[string]tools.Def{}
-	for _, d := range tools.All() {
-		defs[d.Name] = d
+// benchTool is a tool the benchmark runs through the session core.
+type benchTool struct {
+	core *session.Core
+	name string
+}
+
+// toolDefs returns the built-in tools by name, each run through the bench's session core.
+func (b *bench) toolDefs() (map[string]benchTool, error) {
+	defs := map[string]benchTool{}
+	for _, d := range b.core.ToolDefs() {
+		defs[d.Name] = benchTool{core: b.core, name: d.Name}
 	}
 	for _, name := range []string{"python_executor", "shell_executor", "file_operation"} {
 		if _, ok := defs[name]; !ok {
@@ -254,7 +259,7 @@ func agentMS(res tools.Result) (time.Duration, bool) {
 
 // perCall measures the tool calls against docker exec of the same command.
 func (b *bench) perCall(ctx context.Context, sb *sandbox.DockerSandbox) error {
-	defs, err := toolDefs()
+	defs, err := b.toolDefs()
 	if err != nil {
 		return err
 	}
@@ -365,20 +370,19 @@ func (b *bench) perCall(ctx context.Context, sb *sandbox.DockerSandbox) error {
 // DockerSandbox.Exec, below the tool layer), and the process's own run time as the agent
 // reports it. docker exec of the same trivial process is the baseline's floor.
 func (b *bench) breakdown(ctx context.Context, sb *sandbox.DockerSandbox) error {
-	defs, err := toolDefs()
+	defs, err := b.toolDefs()
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "where the time goes:")
 
-	bind, err := measure(ctx, "tool layer: python_executor Def.Bind", b.n, func(*stopwatch) error {
-		_, err := defs["python_executor"].Bind(json.RawMessage(`{"code":"print(1)"}`))
-		return err
+	bind, err := measure(ctx, "tool layer: python_executor argument decoding", b.n, func(*stopwatch) error {
+		return defs["python_executor"].core.Check("python_executor", json.RawMessage(`{"code":"print(1)"}`))
 	})
 	if err != nil {
 		return err
 	}
-	b.rep.addPart("tool layer: argument decoding (Def.Bind, no sandbox)", bind, nil)
+	b.rep.addPart("tool layer: argument decoding (session core, no sandbox)", bind, nil)
 
 	var trueAgent []time.Duration
 	direct, err := measure(ctx, "DockerSandbox.Exec /bin/true", b.n, func(*stopwatch) error {

@@ -23,7 +23,7 @@ const (
 
 func (b *bench) warm(ctx context.Context) error {
 	fmt.Fprintln(os.Stderr, "warm pools:")
-	defs, err := toolDefs()
+	defs, err := b.toolDefs()
 	if err != nil {
 		return err
 	}

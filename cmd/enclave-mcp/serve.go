@@ -13,6 +13,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
@@ -175,23 +176,26 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// One session core behind both faces: every tool call, MCP or REST, runs through it.
+	core, err := session.New(session.Config{
+		Manager: manager, Tools: enabled, ToolOptions: cfg.ToolsConfig, DefaultTimeout: resolved.Timeout,
+		Version: version, Logger: log, Check: engine.Ping,
+	})
+	if err != nil {
+		return err
+	}
 	// In HTTP mode the REST API comes first: its metrics count MCP tool calls too.
 	var api *httpapi.API
 	var onToolCall func(string, tools.Result, time.Duration)
 	if f.httpAddr != "" {
-		api, err = httpapi.New(httpapi.Config{
-			Manager: manager, Tools: enabled, ToolOptions: cfg.ToolsConfig, Token: token, Version: version, Logger: log,
-			Check: engine.Ping,
-		})
+		api, err = httpapi.New(httpapi.Config{Core: core, Token: token, Logger: log})
 		if err != nil {
 			return err
 		}
 		onToolCall = api.Metrics().ObserveTool
 	}
 	srv, err := mcp.New(mcp.Config{
-		Name: "enclave-mcp", Version: version,
-		Tools: enabled, ToolOptions: cfg.ToolsConfig, DefaultTimeout: resolved.Timeout,
-		Manager: manager, Logger: log, OnToolCall: onToolCall,
+		Name: "enclave-mcp", Version: version, Core: core, Logger: log, OnToolCall: onToolCall,
 	})
 	if err != nil {
 		return err

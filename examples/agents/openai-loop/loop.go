@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/enclave-mcp/enclave-mcp/client"
-	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
 // Chat is the OpenAI chat-completions endpoint of any compatible provider.
@@ -99,7 +98,7 @@ type Agent struct {
 // Run creates a sandbox, loops until the model answers without calling a tool (or MaxTurns
 // pass), removes the sandbox, and returns the answer.
 func (a Agent) Run(ctx context.Context, prompt string) (string, error) {
-	id, err := a.Enclave.Create(ctx, sandbox.TypeDocker, sandbox.Config{})
+	id, err := a.Enclave.Create(ctx, client.TypeDocker, client.Config{})
 	if err != nil {
 		return "", fmt.Errorf("creating a sandbox: %w", err)
 	}
