@@ -111,6 +111,10 @@ func (l *Caller) call(ctx context.Context, call Call, t target) (tools.Result, e
 		Progress:       call.Progress,
 	})
 	took := time.Since(start)
+	if errors.Is(err, tools.ErrInvalidArgs) { // a check the handler makes (a timeout's range)
+		log.Info("tool call refused", "error", err)
+		return argFailure(def.Name, err), nil
+	}
 	if err != nil {
 		log.Error("tool call failed", "sandbox", sb.ID(), "error", err, "took", took)
 		return tools.Result{}, err
