@@ -137,7 +137,8 @@ func New(cfg Config) (*API, error) {
 			return nil, err
 		}
 	}
-	cfg.Tools, cfg.Manager, cfg.Version = core.ToolDefs(), core.Manager(), core.Version()
+	// The core decides: its tools, manager, version and limits are the API's.
+	cfg.Tools, cfg.Manager, cfg.Version, cfg.Limits = core.ToolDefs(), core.Manager(), core.Version(), core.Limits()
 	a := &API{
 		cfg: cfg, log: cfg.Logger, core: core, metrics: NewMetrics(), mux: http.NewServeMux(),
 		// One principal for now. Per-token principals are more entries here, each with its

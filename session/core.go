@@ -150,6 +150,9 @@ func (c *Core) Caller(owner string) *Caller { return &Caller{Core: c, owner: own
 // Manager is the sandbox manager the Core drives.
 func (c *Core) Manager() *sandbox.Manager { return c.m }
 
+// Limits are the bounds of one call, with the defaults filled in.
+func (c *Core) Limits() Limits { return c.limits }
+
 // Version is the server version Health reports.
 func (c *Core) Version() string { return c.version }
 
