@@ -2,7 +2,8 @@
 // the wire protocol on its stdin and stdout, running commands and file operations for the
 // enclave-mcp server, and makes sure nothing a command starts outlives it.
 //
-// Reading order: agent.go (the request loop), exec.go (running a command), jobs.go
+// Reading order: agent.go (the request loop), seal.go (keeping commands off the protocol
+// stream), exec.go (running a command), jobs.go
 // (background commands), tree.go (finding and killing everything a command started),
 // reaper.go (collecting exit statuses, as PID 1 must), output.go (capping output by its
 // encoded size), files.go (file operations), tunnel.go (connections relayed into the
@@ -57,6 +58,10 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	// Before anything runs: the commands must never reach the protocol stream (seal.go).
+	if err := sealProcess(); err != nil {
+		return err
 	}
 	// As PID 1 the agent inherits orphans anyway; as anything else (tests, a debugging
 	// session) this makes it inherit its own, so the tree logic works the same.
@@ -204,9 +209,12 @@ func (s *server) answer(ctx context.Context, req wire.Request) (*wire.Response, 
 		return &wire.Response{Kind: wire.KindResult, Jobs: []wire.Job{j}}, nil
 	case wire.OpDial:
 		return s.dial(ctx, req.ID, req.Dial)
+	case wire.OpReset:
+		res, err := s.reset(req.Reset)
+		return &wire.Response{Kind: wire.KindResult, Reset: res}, err
 	default:
-		return nil, errorf(wire.CodeInvalid, "unknown op %q (valid: %s, %s, %s, %s, %s, %s, %s, %s, %s)", req.Op,
-			wire.OpPing, wire.OpExec, wire.OpCancel, wire.OpFile, wire.OpJobs, wire.OpKill, wire.OpDial, wire.OpData, wire.OpClose)
+		return nil, errorf(wire.CodeInvalid, "unknown op %q (valid: %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", req.Op,
+			wire.OpPing, wire.OpExec, wire.OpCancel, wire.OpFile, wire.OpJobs, wire.OpKill, wire.OpDial, wire.OpData, wire.OpClose, wire.OpReset)
 	}
 }
 

@@ -366,12 +366,16 @@ func TestRemoteErrors(t *testing.T) {
 	if _, err := wrong.Stats(ctx); !errors.As(err, &apiErr) || apiErr.StatusCode != 401 || apiErr.RequestID == "" {
 		t.Errorf("APIError = %#v", apiErr)
 	}
-	// /health needs no token, and an unhealthy server is a Health, not an error.
+	// /health needs no token, and an unhealthy server is a Health, not an error; only the
+	// token holder learns why.
 	h, err := wrong.Health(ctx)
-	if err != nil || h.Healthy || !strings.Contains(h.Detail, "engine unreachable") {
-		t.Errorf("Health = %+v, %v", h, err)
+	if err != nil || h.Healthy || h.Detail != "" {
+		t.Errorf("Health without the token = %+v, %v; want unhealthy with no detail", h, err)
 	}
 	right, _ := client.NewRemote(client.RemoteConfig{BaseURL: srv.URL + "/", Token: token})
+	if h, err := right.Health(ctx); err != nil || h.Healthy || !strings.Contains(h.Detail, "engine unreachable") {
+		t.Errorf("Health = %+v, %v", h, err)
+	}
 	exported, err := right.ExportTools(ctx, "openai-strict")
 	if err != nil || len(exported) != len(tools.All()) || !strings.Contains(string(exported[0]), `"strict":true`) {
 		t.Errorf("ExportTools = %d tools, %v", len(exported), err)

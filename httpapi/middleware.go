@@ -6,8 +6,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,32 +41,113 @@ func publicEndpoint(r *http.Request) bool {
 // "Authorization: Bearer <token>" or (for ms-enclave's client) "X-API-Key: <token>". A query
 // string is never read: URLs end up in logs and browser histories. Anything else gets 401
 // {"detail":"Unauthorized"}. An empty token accepts nothing. Use it to guard the MCP
-// endpoints with the same check as the REST API.
+// endpoints with the same check as the REST API; PrincipalOf names who a request that
+// passed acts for.
 func RequireToken(token string, next http.Handler) http.Handler {
 	var creds []credential
 	if token != "" {
 		creds = []credential{{sum: sha256.Sum256([]byte(token)), owner: RESTOwner}}
 	}
-	return authenticate(creds, next)
+	return authenticate(creds, next, next)
 }
 
-func (a *API) requireAuth(next http.Handler) http.Handler { return authenticate(a.creds, next) }
+// requireAuth guards the API: the token on every route but GET /health, which answers
+// callers without the token only whether the server is healthy; and, past the token, each
+// route's body limit.
+func (a *API) requireAuth(next http.Handler) http.Handler {
+	return authenticate(a.creds, a.limitBody(next), http.HandlerFunc(a.publicHealth))
+}
 
-func authenticate(creds []credential, next http.Handler) http.Handler {
+// authenticate serves next to requests that present one of creds, with the owner it stands
+// for in the context; public serves GET /health to those that do not; the rest get 401.
+func authenticate(creds []credential, next, public http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if publicEndpoint(r) {
-			next.ServeHTTP(w, r)
-			return
-		}
 		owner, ok := match(creds, r)
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="enclave-mcp"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"detail": "Unauthorized"})
+		if ok {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ownerKey{}, owner)))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ownerKey{}, owner)))
+		if publicEndpoint(r) {
+			public.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="enclave-mcp"`)
+		if r.ContentLength != 0 {
+			// Close rather than drain an unauthenticated body.
+			w.Header().Set("Connection", "close")
+		}
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"detail": "Unauthorized"})
 	})
 }
+
+// publicHealthBody is GET /health for callers without the token: whether the server is
+// healthy, and nothing else. The engine's error (which may carry DOCKER_HOST, a socket path
+// or an address), the version and the host's details are for token holders only; "healthy"
+// is kept beside "status" for clients that read ms-enclave's field (client.Remote does).
+type publicHealthBody struct {
+	Status  string `json:"status"` // "ok" or "unhealthy"
+	Healthy bool   `json:"healthy"`
+}
+
+// publicHealth answers GET /health without the token: 200 {"status":"ok"} or 503
+// {"status":"unhealthy"}.
+func (a *API) publicHealth(w http.ResponseWriter, r *http.Request) {
+	h, err := a.core.Health(r.Context())
+	body, status := publicHealthBody{Status: "ok", Healthy: true}, http.StatusOK
+	if err != nil || !h.Healthy {
+		body, status = publicHealthBody{Status: "unhealthy"}, http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, body)
+}
+
+// PrincipalOf names who r acts for once a guard (RequireToken, or the API's own) let it
+// through: the owner its token stands for; "" for a request that presented no token.
+func PrincipalOf(r *http.Request) string { return ownerFrom(r.Context()) }
+
+// limitBody caps each route's request body: a tar upload at the archive limit, anything
+// else at MaxJSONBytes. A declared length over the limit is answered 413 before a byte of the
+// body is read; a body without one (chunked) is cut by the reader, one byte past the limit
+// so that the handlers' own checks, which name what was too large, answer first.
+func (a *API) limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		limit, what := a.cfg.MaxJSONBytes, "request body"
+		if a.isUpload(r) {
+			limit, what = a.archiveLimit(), "archive"
+		}
+		if r.ContentLength > limit {
+			w.Header().Set("Connection", "close") // do not drain the rest of the body
+			a.fail(w, r, http.StatusRequestEntityTooLarge, client.CodeTooLarge,
+				fmt.Sprintf("the %s is %d bytes, larger than the %d-byte limit of %s %s", what, r.ContentLength, limit, r.Method, r.URL.Path))
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = http.MaxBytesReader(w, r.Body, limit+1)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isUpload reports whether r goes to a route whose body is a tar stream.
+func (a *API) isUpload(r *http.Request) bool {
+	_, pattern := a.mux.Handler(r)
+	for _, rt := range a.routes {
+		if rt.pattern == pattern {
+			return rt.body == tarBody
+		}
+	}
+	return false
+}
+
+// archiveLimit is the upload limit client.Local applies (its default when Limits names none).
+func (a *API) archiveLimit() int64 {
+	if n := a.cfg.Limits.MaxArchiveBytes; n > 0 {
+		return n
+	}
+	return defaultArchiveBytes
+}
+
+// defaultArchiveBytes is client.Limits' default MaxArchiveBytes.
+const defaultArchiveBytes = 64 << 20
 
 // match finds the credential r presents. Tokens are compared as SHA-256 sums in constant
 // time, and every credential is compared, so timing tells neither a token's length nor which
@@ -199,4 +284,164 @@ func (a *API) withRecovery(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// PerimeterConfig is what the outermost layer of the HTTP server checks before any handler
+// runs: where a request comes from (Origin) and which name it was sent to (Host).
+type PerimeterConfig struct {
+	// AllowedOrigins are the browser origins ("https://app.example.com", scheme, host and
+	// port) whose requests are served, with CORS headers; "*" allows every origin. A request
+	// carrying any other Origin header is refused 403: browsers send one on every
+	// cross-origin request, and the MCP specification requires servers to check it.
+	AllowedOrigins []string
+	// AllowedHosts are the host names (without port) requests may be addressed to, besides
+	// localhost and loopback addresses on a loopback connection. On a loopback connection any
+	// other Host is refused 403 (DNS rebinding: a page whose name resolves to 127.0.0.1). On
+	// other connections the Host is checked only when this list is not empty.
+	AllowedHosts []string
+	Logger       *slog.Logger
+}
+
+// Perimeter checks every request's Origin and Host; see PerimeterConfig.
+type Perimeter struct {
+	origins   map[string]bool
+	anyOrigin bool
+	hosts     map[string]bool
+	log       *slog.Logger
+}
+
+// NewPerimeter checks cfg: an origin must be scheme://host[:port] with scheme http or https,
+// a host a bare name or address.
+func NewPerimeter(cfg PerimeterConfig) (*Perimeter, error) {
+	p := &Perimeter{origins: map[string]bool{}, hosts: map[string]bool{}, log: cfg.Logger}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if o == "*" {
+			p.anyOrigin = true
+			continue
+		}
+		norm, ok := normalOrigin(o)
+		if !ok {
+			return nil, fmt.Errorf("allowed origin %q: want scheme://host[:port] with scheme http or https and no path, e.g. https://app.example.com, or *", o)
+		}
+		p.origins[norm] = true
+	}
+	for _, h := range cfg.AllowedHosts {
+		norm := normalHost(h)
+		if norm == "" || strings.ContainsAny(norm, "/@ ") || strings.Contains(h, "://") {
+			return nil, fmt.Errorf("allowed host %q: want a host name or address without scheme or path, e.g. enclave.example.com", h)
+		}
+		p.hosts[norm] = true
+	}
+	return p, nil
+}
+
+// corsHeaders are the request headers a browser client of the API or of MCP may send.
+const corsHeaders = "Authorization, Content-Type, X-API-Key, X-Request-Id, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID"
+
+// Wrap puts the perimeter in front of next.
+func (p *Perimeter) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if detail := p.refusal(r); detail != "" {
+			p.log.Debug("http request refused at the perimeter", "path", r.URL.Path, "detail", detail)
+			if r.ContentLength != 0 {
+				w.Header().Set("Connection", "close")
+			}
+			writeJSON(w, http.StatusForbidden, errorBody{Detail: detail, Code: client.CodePolicy})
+			return
+		}
+		if origin := r.Header.Get("Origin"); origin != "" {
+			h := w.Header()
+			h.Add("Vary", "Origin")
+			h.Set("Access-Control-Allow-Origin", origin)
+			h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, X-Request-Id, WWW-Authenticate")
+			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+				h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
+				h.Set("Access-Control-Allow-Headers", corsHeaders)
+				h.Set("Access-Control-Max-Age", "600")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refusal says why r is refused, or "" when it may pass.
+func (p *Perimeter) refusal(r *http.Request) string {
+	host := normalHost(r.Host)
+	loopbackConn := false
+	if addr, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && addr != nil {
+		loopbackConn = isLoopbackName(normalHost(addr.String()))
+	}
+	switch {
+	case p.hosts[host]:
+	case loopbackConn && isLoopbackName(host):
+	case loopbackConn:
+		return fmt.Sprintf("Host %s is not accepted on this loopback listener (DNS rebinding protection): "+
+			"use localhost, 127.0.0.1 or [::1], or start the server with --allowed-hosts %s", quoteCut(r.Host), quoteCut(host))
+	case len(p.hosts) > 0:
+		return fmt.Sprintf("Host %s is not one of the server's allowed hosts (--allowed-hosts)", quoteCut(r.Host))
+	}
+	if values, sent := r.Header["Origin"]; sent && !p.anyOrigin {
+		origin, ok := "", false
+		if len(values) == 1 {
+			origin, ok = normalOrigin(values[0])
+		}
+		if !ok || !p.origins[origin] {
+			return fmt.Sprintf("Origin %s is not allowed: requests from web pages are refused unless the server is "+
+				"started with --allowed-origins naming their origin", quoteCut(strings.Join(values, ", ")))
+		}
+	}
+	return ""
+}
+
+// normalHost is a Host header or address without its port, brackets, case or trailing dot.
+func normalHost(hostport string) string {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
+	}
+	return strings.TrimSuffix(strings.ToLower(host), ".")
+}
+
+// isLoopbackName reports whether a normalised host is localhost or a loopback address.
+func isLoopbackName(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// normalOrigin is an origin as scheme://host[:port], lower case and without a default port;
+// false when it is no http(s) origin (e.g. "null").
+func normalOrigin(origin string) (string, bool) {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", false
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		host += ":" + port
+	}
+	return strings.ToLower(u.Scheme) + "://" + host, true
+}
+
+// quoteCut quotes a client-chosen text for an error message, cut to a sane length.
+func quoteCut(s string) string {
+	const limit = 200
+	if len(s) > limit {
+		return strconv.Quote(s[:limit]) + "..."
+	}
+	return strconv.Quote(s)
 }

@@ -139,6 +139,9 @@ func e2eStartVersion(t testing.TB, version string, extraArgs ...string) *e2eServ
 	bin := testenv.Binary(t)
 	s := &e2eServer{t: t, stderr: &e2eBuffer{}, containers: map[string]string{}}
 	args := append([]string{"serve", "--log-level", "debug"}, extraArgs...)
+	if rt := testenv.Runtime(); rt != "" {
+		args = append(args, "--runtime", rt)
+	}
 	tr := transport.NewStdioWithOptions(bin, nil, args,
 		transport.WithCommandFunc(func(_ context.Context, command string, env, args []string) (*exec.Cmd, error) {
 			// Not CommandContext: the server's life is ended by closing its stdin, which
@@ -334,11 +337,32 @@ func (s *e2eServer) ContainerID(t testing.TB) string {
 	out := s.MustSucceed(t, "shell_executor", map[string]any{"command": "cat /proc/self/mountinfo /proc/self/cgroup"})
 	m := containerIDPattern.FindStringSubmatch(out.S.Output)
 	if m == nil {
+		if ids := s.recordFromLog(t); len(ids) > 0 {
+			return ids[len(ids)-1]
+		}
 		t.Fatalf("no container ID in the sandbox's mountinfo/cgroup:\n%s", e2eCut(out.S.Output, 2000))
 	}
 	id := m[1]
 	s.record(t, id)
 	return id
+}
+
+// sandboxLogPattern finds the sandboxes a server created in its (debug) log. Under gVisor the
+// container's ID cannot be read from inside, so the leak check learns it from there.
+var sandboxLogPattern = regexp.MustCompile(`sandbox created sandbox=([0-9a-f]{12})`)
+
+// recordFromLog records the containers of the sandboxes the server's log names that still
+// exist, and returns their IDs, oldest first.
+func (s *e2eServer) recordFromLog(t testing.TB) []string {
+	t.Helper()
+	var ids []string
+	for _, m := range sandboxLogPattern.FindAllStringSubmatch(s.stderr.String(), -1) {
+		if c := e2eInspect(t, "enclave-"+m[1]); c != nil {
+			s.record(t, c.ID)
+			ids = append(ids, c.ID)
+		}
+	}
+	return ids
 }
 
 // record remembers container id, and its server instance's label, for the leak check.
@@ -373,6 +397,8 @@ func (s *e2eServer) Close() {
 				if tc, ok := mcpgo.AsTextContent(res.Content[0]); ok {
 					if m := containerIDPattern.FindStringSubmatch(tc.Text); m != nil {
 						s.record(t, m[1])
+					} else {
+						s.recordFromLog(t)
 					}
 				}
 			}

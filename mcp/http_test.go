@@ -16,6 +16,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
 // httpTestToken is the bearer token every HTTP fixture requires, checked by
@@ -296,5 +297,59 @@ func TestIntegrationHTTPTokenRequired(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("GET %s without the token: %d, want 401", path, resp.StatusCode)
 		}
+	}
+}
+
+// TestHTTPSessionLimitPerPrincipal: one principal at its session limit cannot start another
+// session, while another principal still can; the refusal is a JSON-RPC error naming the
+// limit; a DELETE gives the slot back. (Issue 9, finding 6; the full server's limits are
+// tested in cmd/enclave-mcp, TestHTTPSessionLimits.)
+func TestHTTPSessionLimitPerPrincipal(t *testing.T) {
+	t.Parallel()
+	manager := sandbox.NewManager(sandbox.ManagerOptions{})
+	t.Cleanup(func() { _ = manager.Close(context.Background()) })
+	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{
+		MaxSessions: 10, MaxSessionsPerPrincipal: 1,
+		Principal: func(r *http.Request) string { return r.Header.Get("X-Principal") },
+	})
+	mux := http.NewServeMux()
+	transports.Mount(mux, nil)
+	ts := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		_ = transports.Streamable.Shutdown(context.Background())
+		ts.Close()
+	})
+	open := func(principal string) (*mcpclient.Client, error) {
+		c, err := mcpclient.NewStreamableHttpClient(ts.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"X-Principal": principal}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if err := c.Start(t.Context()); err != nil {
+			return nil, err
+		}
+		init := mcpgo.InitializeRequest{}
+		init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+		init.Params.ClientInfo = mcpgo.Implementation{Name: "limit-test", Version: "1"}
+		_, err = c.Initialize(t.Context(), init)
+		return c, err
+	}
+	alice, err := open("alice")
+	if err != nil {
+		t.Fatalf("alice's first session: %v", err)
+	}
+	if _, err := open("alice"); err == nil || !strings.Contains(err.Error(), "per-token limit") {
+		t.Fatalf("alice's second session: %v; want an error naming the per-token limit", err)
+	}
+	if _, err := open("bob"); err != nil {
+		t.Fatalf("bob is not held back by alice's limit: %v", err)
+	}
+	_ = alice.Close() // DELETE
+	if _, err := open("alice"); err != nil {
+		t.Fatalf("alice after her DELETE: %v", err)
 	}
 }

@@ -1,12 +1,14 @@
 package notebook
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -18,14 +20,18 @@ import (
 
 // channels is one websocket connection to a kernel's channels (/api/kernels/{id}/channels).
 // A reader goroutine routes every message to the request it answers, by parent msg_id;
-// messages no request waits for are dropped. It never blocks on a slow consumer: each
-// request has a mailbox that queues its messages.
+// messages no request waits for are dropped. Each request has a mailbox that queues its
+// messages, up to a budget: a kernel that sends faster than the request takes them is made
+// to wait (its output backs up into the tunnel, which has a cap of its own), so memory stays
+// bounded however fast it sends.
 type channels struct {
 	ws        *websocket.Conn
 	session   string
 	log       *slog.Logger
-	textLimit atomic.Int64 // cap for strings in large messages (see readMessage)
-	lastRead  atomic.Int64 // when bytes last arrived (UnixNano), even mid-message
+	textLimit atomic.Int64  // the output cap strings are cut to (see limits)
+	lastRead  atomic.Int64  // when bytes last arrived (UnixNano), even mid-message
+	badLog    rateLog       // warnings about messages that could not be decoded
+	rbuf      *bufio.Reader // every message is read through it; only readLoop uses it
 
 	wmu sync.Mutex // one writer at a time, as gorilla requires
 
@@ -42,22 +48,33 @@ type channels struct {
 	staleState string
 }
 
-// The limits on strings read from one large message (see readMessage).
 const (
-	// maxImagePayload caps one base64 image; a larger one is refused, not returned.
-	maxImagePayload = 16 << 20
-	// defaultTextLimit caps any other string until an execution sets its own output cap.
+	// defaultTextLimit caps strings until an execution sets its own output cap.
 	defaultTextLimit = 1 << 20
 	// writeTimeout bounds one websocket write.
 	writeTimeout = 10 * time.Second
+	// handshakeLimit bounds what the websocket handshake may read: the server's answer is a
+	// few hundred bytes of headers, and nothing else bounds them.
+	handshakeLimit = 256 << 10
+	// mailboxBudget bounds the messages one request has waiting, by cost: past it the reader
+	// waits for the request to take them, so a kernel cannot outrun the server's memory.
+	mailboxBudget = 8 << 20
 )
 
 // connect opens the kernel's channels websocket through the client's dial function.
 func (c *Client) connect(ctx context.Context, kernelID string, log *slog.Logger) (*channels, error) {
 	session := newMsgID()
 	u := url.URL{Scheme: "ws", Host: c.addr, Path: "/api/kernels/" + kernelID + "/channels", RawQuery: "session_id=" + session}
+	var handshake *handshakeConn
 	dialer := websocket.Dialer{
-		NetDialContext:   c.dial,
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := c.dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			handshake = &handshakeConn{Conn: conn, left: handshakeLimit}
+			return handshake, nil
+		},
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  64 << 10,
@@ -72,6 +89,9 @@ func (c *Client) connect(ctx context.Context, kernelID string, log *slog.Logger)
 		}
 		return nil, fmt.Errorf("connecting to kernel %s: %w", kernelID, err)
 	}
+	handshake.done.Store(true)
+	// A frame header claiming more fails the read at once, before its payload is read.
+	ws.SetReadLimit(maxMessageBytes)
 	ch := &channels{
 		ws:      ws,
 		session: session,
@@ -81,23 +101,21 @@ func (c *Client) connect(ctx context.Context, kernelID string, log *slog.Logger)
 		stale:   make(chan struct{}),
 	}
 	ch.textLimit.Store(defaultTextLimit)
+	ch.rbuf = newReadBuffer(nil)
 	go ch.readLoop()
 	return ch, nil
 }
 
-func (ch *channels) limitFor(key string) int {
-	for _, mime := range rasterTypes() {
-		if key == mime {
-			return maxImagePayload
-		}
-	}
-	return int(ch.textLimit.Load())
-}
-
+// readLoop routes every message to the request it answers until the connection ends. A
+// message past its budget ends the connection with that error: the cell it belonged to
+// fails with it, and the next cell reconnects.
 func (ch *channels) readLoop() {
 	for {
 		typ, r, err := ch.ws.NextReader()
 		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				err = errOverBytes()
+			}
 			ch.fail(err)
 			return
 		}
@@ -105,26 +123,28 @@ func (ch *channels) readLoop() {
 			continue // binary frames carry buffers of comm messages, which this client never opens
 		}
 		ch.lastRead.Store(time.Now().UnixNano())
-		m, err := readMessage(activityReader{r, &ch.lastRead}, ch.limitFor)
+		m, err := readMessage(activityReader{r, &ch.lastRead}, limits{text: int(ch.textLimit.Load())}, ch.rbuf)
 		if errors.Is(err, errBadMessage) {
-			ch.log.Warn("skipping a kernel message that could not be decoded", "error", err)
+			if n := ch.badLog.allow(time.Now()); n > 0 {
+				ch.log.Warn("skipping kernel messages that could not be decoded", "count", n, "error", err)
+			}
 			continue
 		}
-		if err != nil { // the connection broke mid-message
+		if errors.Is(err, websocket.ErrReadLimit) {
+			err = errOverBytes()
+		}
+		if err != nil { // past the budget, or the connection broke mid-message
 			ch.fail(err)
 			return
 		}
-		if m.Channel == channelIOPub && m.Header.MsgType == "status" {
-			var st statusContent
-			if json.Unmarshal(m.Content, &st) == nil && m.ParentHeader.MsgID == "" {
-				switch st.ExecutionState {
-				case "restarting", "autorestarting", "dead":
-					ch.markStale(st.ExecutionState)
-				}
+		if m.Channel == channelIOPub && m.Header.MsgType == "status" && m.ParentHeader.MsgID == "" {
+			switch m.Content.str("execution_state") {
+			case "restarting", "autorestarting", "dead":
+				ch.markStale(m.Content.str("execution_state"))
 			}
 		}
 		parent := m.ParentHeader.MsgID
-		ch.log.Debug("kernel message", "channel", m.Channel, "type", m.Header.MsgType, "parent", parent, "size", len(m.Content))
+		ch.log.Debug("kernel message", "channel", m.Channel, "type", m.Header.MsgType, "parent", parent, "cost", m.cost)
 		if parent == "" {
 			continue
 		}
@@ -132,7 +152,7 @@ func (ch *channels) readLoop() {
 		box := ch.waiters[parent]
 		ch.mu.Unlock()
 		if box != nil {
-			box.put(m)
+			box.put(m, ch.done)
 		}
 	}
 }
@@ -154,14 +174,22 @@ func (ch *channels) isStale() (bool, string) {
 	}
 }
 
+// fail ends the connection: err says why, and every waiting request sees it.
 func (ch *channels) fail(err error) {
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	if ch.err != nil {
+		ch.mu.Unlock()
 		return
 	}
-	ch.err = fmt.Errorf("%w: %w", ErrConnectionLost, err)
+	if errors.Is(err, ErrMessageTooLarge) {
+		ch.err = fmt.Errorf("%w (%w)", err, ErrConnectionLost)
+	} else {
+		ch.err = fmt.Errorf("%w: %w", ErrConnectionLost, err)
+	}
 	close(ch.done)
+	ch.mu.Unlock()
+	// Nothing more is read: closing lets the tunnel drop what the sandbox still sends.
+	_ = ch.ws.NetConn().Close()
 }
 
 // closed returns why the connection ended, or nil while it is up.
@@ -202,10 +230,16 @@ func (ch *channels) send(channel, msgType string, content any) (string, *mailbox
 	return req.Header.MsgID, box, nil
 }
 
+// forget stops routing replies to msgID; a reader waiting for room in its mailbox drops
+// the message instead.
 func (ch *channels) forget(msgID string) {
 	ch.mu.Lock()
+	box := ch.waiters[msgID]
 	delete(ch.waiters, msgID)
 	ch.mu.Unlock()
+	if box != nil {
+		box.abandon()
+	}
 }
 
 // close ends the connection.
@@ -237,30 +271,118 @@ func (a activityReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// mailbox queues the messages answering one request.
-type mailbox struct {
-	mu    sync.Mutex
-	msgs  []*message
-	ready chan struct{} // has a token while msgs is not empty
+// handshakeConn bounds what the websocket handshake reads; once done is set, reads pass
+// through (the websocket's read limit bounds each message from then on).
+type handshakeConn struct {
+	net.Conn
+	left int64 // read only by the handshake, before done
+	done atomic.Bool
 }
 
-func newMailbox() *mailbox { return &mailbox{ready: make(chan struct{}, 1)} }
+// errHandshakeTooLarge: the server's answer to the websocket handshake was too long.
+var errHandshakeTooLarge = fmt.Errorf("%w: websocket handshake answer over %d KiB", ErrServer, handshakeLimit>>10)
 
-func (b *mailbox) put(m *message) {
-	b.mu.Lock()
-	b.msgs = append(b.msgs, m)
-	b.mu.Unlock()
-	select {
-	case b.ready <- struct{}{}:
-	default:
+func (c *handshakeConn) Read(p []byte) (int, error) {
+	if c.done.Load() {
+		return c.Conn.Read(p)
+	}
+	if c.left <= 0 {
+		return 0, errHandshakeTooLarge
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.Conn.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// rateLog lets a warning through at most once per rateLogEvery, counting the ones held
+// back: a kernel can send malformed messages as fast as it likes.
+type rateLog struct {
+	mu   sync.Mutex
+	last time.Time
+	held int
+}
+
+const rateLogEvery = 10 * time.Second
+
+// allow counts one occurrence and returns how many to report now (this one and those held
+// back), or 0 to stay quiet.
+func (l *rateLog) allow(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held++
+	if !l.last.IsZero() && now.Sub(l.last) < rateLogEvery {
+		return 0
+	}
+	n := l.held
+	l.last, l.held = now, 0
+	return n
+}
+
+// mailbox queues the messages answering one request, up to mailboxBudget of them by cost
+// (always at least one).
+type mailbox struct {
+	mu        sync.Mutex
+	msgs      []*message
+	cost      int
+	abandoned bool
+	ready     chan struct{} // has a token while msgs is not empty
+	room      chan struct{} // has a token when take made room, or the box was abandoned
+}
+
+func newMailbox() *mailbox {
+	return &mailbox{ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+}
+
+// put queues m, waiting while the box is over its budget until the request takes what is
+// queued, forgets the box, or done closes.
+func (b *mailbox) put(m *message, done <-chan struct{}) {
+	for {
+		b.mu.Lock()
+		switch {
+		case b.abandoned:
+			b.mu.Unlock()
+			return
+		case len(b.msgs) == 0 || b.cost+m.cost <= mailboxBudget:
+			b.msgs = append(b.msgs, m)
+			b.cost += m.cost
+			b.mu.Unlock()
+			signal(b.ready)
+			return
+		}
+		b.mu.Unlock()
+		select {
+		case <-b.room:
+		case <-done:
+			return
+		}
 	}
 }
 
 // take returns the queued messages, oldest first.
 func (b *mailbox) take() []*message {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	msgs := b.msgs
-	b.msgs = nil
+	b.msgs, b.cost = nil, 0
+	b.mu.Unlock()
+	signal(b.room)
 	return msgs
+}
+
+// abandon drops what is queued and makes put drop whatever comes.
+func (b *mailbox) abandon() {
+	b.mu.Lock()
+	b.abandoned, b.msgs, b.cost = true, nil, 0
+	b.mu.Unlock()
+	signal(b.room)
+}
+
+// signal leaves a token in a channel of capacity one, if it has none.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }

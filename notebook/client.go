@@ -7,8 +7,12 @@
 // with no network whose Jupyter server listens on the container's own loopback, reached
 // through the sandbox agent's tunnel (sandbox.DockerSandbox.DialContext).
 //
-// Reading order: client.go (REST), channels.go (the websocket), kernel.go (executing a
-// cell), result.go (what a cell produced), sandbox.go (the sandbox type and its start).
+// Everything the server and the kernel send is hostile input (they run the model's code):
+// every read is bounded, REST answers here and kernel messages in jsonstream.go.
+//
+// Reading order: client.go (REST), channels.go (the websocket), jsonstream.go (reading one
+// message within its budget), kernel.go (executing a cell), result.go (what a cell
+// produced), sandbox.go (the sandbox type and its start).
 package notebook
 
 import (
@@ -23,6 +27,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // DialFunc opens a connection to the Jupyter server; sandbox.DockerSandbox.DialContext is one.
@@ -40,6 +45,11 @@ var (
 	ErrConnectionLost = errors.New("connection to the kernel lost")
 	// ErrServer: the Jupyter server refused a request or answered something unexpected.
 	ErrServer = errors.New("jupyter server error")
+	// ErrMessageTooLarge: the kernel sent a message past the budget of one message (too
+	// many bytes, values or levels of nesting). The cell it belonged to fails with it, and
+	// the connection with it (the error wraps ErrConnectionLost too); the next cell
+	// reconnects.
+	ErrMessageTooLarge = errors.New("kernel message too large")
 )
 
 // Client speaks jupyter_server's REST API for one server.
@@ -64,6 +74,8 @@ func NewClient(addr, token string, dial DialFunc) *Client {
 			// The tunnel is in memory and the server sends small JSON: compression costs
 			// time and saves nothing.
 			DisableCompression: true,
+			// The server runs inside the sandbox: its headers are bounded like its bodies.
+			MaxResponseHeaderBytes: maxResponseHeader,
 		}},
 	}
 }
@@ -121,8 +133,17 @@ func (c *Client) DeleteKernel(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/api/kernels/"+url.PathEscape(id), nil, nil)
 }
 
-// maxResponse bounds a REST response body; kernel models are a few hundred bytes.
-const maxResponse = 1 << 20
+// What a REST answer may be; the server runs inside the sandbox, so it is hostile too.
+const (
+	// maxResponse bounds a response body; kernel models are a few hundred bytes.
+	maxResponse = 1 << 20
+	// maxResponseHeader bounds a response's headers.
+	maxResponseHeader = 64 << 10
+	// maxModelField bounds a kernel model's id and name: an id goes into URLs and logs.
+	maxModelField = 256
+	// maxServerMessage bounds the server's own words in an error.
+	maxServerMessage = 200
+)
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
@@ -146,35 +167,62 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("calling %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
 		return fmt.Errorf("reading %s %s: %w", method, path, err)
+	}
+	if len(data) > maxResponse {
+		return fmt.Errorf("%w: %s %s: the answer is over %d MiB", ErrServer, method, path, maxResponse>>20)
 	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound && strings.HasPrefix(path, "/api/kernels/"):
 		return fmt.Errorf("%s %s: %w", method, path, ErrKernelNotFound)
 	case resp.StatusCode >= 300:
-		return fmt.Errorf("%w: %s %s: %s: %s", ErrServer, method, path, resp.Status, serverMessage(data))
+		return fmt.Errorf("%w: %s %s: %d %s: %s", ErrServer, method, path, resp.StatusCode, http.StatusText(resp.StatusCode), serverMessage(data))
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
 			return fmt.Errorf("%w: decoding %s %s: %w", ErrServer, method, path, err)
 		}
 	}
+	if k, ok := out.(*KernelModel); ok {
+		if err := k.check(); err != nil {
+			return fmt.Errorf("%w: %s %s: %w", ErrServer, method, path, err)
+		}
+	}
 	return nil
 }
 
-// serverMessage extracts jupyter_server's error message from a response body.
+// check refuses a model whose id or name could not be a kernel's.
+func (k *KernelModel) check() error {
+	if len(k.ID) > maxModelField || len(k.Name) > maxModelField {
+		return fmt.Errorf("a kernel id or name over %d bytes", maxModelField)
+	}
+	if strings.ContainsFunc(k.ID+k.Name, unicode.IsControl) {
+		return errors.New("a kernel id or name with control characters")
+	}
+	return nil
+}
+
+// serverMessage extracts jupyter_server's error message from a response body: at most
+// maxServerMessage bytes of it, control characters replaced.
 func serverMessage(body []byte) string {
 	var e struct {
 		Message string `json:"message"`
 		Reason  string `json:"reason"`
 	}
+	text := string(body)
 	if json.Unmarshal(body, &e) == nil && (e.Message != "" || e.Reason != "") {
-		return strings.TrimSpace(e.Message + " " + e.Reason)
+		text = e.Message + " " + e.Reason
 	}
-	if len(body) > 200 {
-		body = body[:200]
+	if len(text) > 4*maxServerMessage {
+		text = text[:4*maxServerMessage]
 	}
-	return strings.TrimSpace(string(body))
+	text = strings.TrimSpace(strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, text))
+	return capString(text, maxServerMessage)
 }

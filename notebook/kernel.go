@@ -39,10 +39,15 @@ const (
 	interruptGrace = 2 * time.Second
 	// interruptRepeat is how often the interrupt is sent again while the cell runs on.
 	interruptRepeat = 250 * time.Millisecond
-	// idleGrace bounds the wait for the iopub idle status after the execute_reply, counted
-	// from the last byte received: outputs trail the reply on the other channel, and a
-	// large one takes a while to arrive, but a connection this quiet has nothing more.
+	// idleGrace bounds the wait for the execute_reply after the iopub idle status, counted
+	// from the last byte received: the reply is due at once, unless an interrupt kept the
+	// cell from running (ipykernel then goes idle without replying).
 	idleGrace = time.Second
+	// replyGrace bounds the wait for the idle status after the execute_reply, counted the
+	// same way. Outputs trail the reply on the other channel, and a large one can keep the
+	// connection silent for seconds: jupyter_server decodes and re-encodes a 20 MB stream
+	// message before its first byte is sent, slower still on a loaded machine.
+	replyGrace = 5 * time.Second
 	// controlTimeout bounds the REST calls made on the caller's behalf when its own context
 	// is already done (interrupting a timed-out or cancelled cell).
 	controlTimeout = 10 * time.Second
@@ -304,11 +309,11 @@ loop:
 				idle = idle || isIdle
 			}
 			if (reply != nil || idle) && settle == nil {
-				settle = time.After(idleGrace)
+				settle = time.After(settleGrace(idle))
 			}
 		case <-settle:
-			if quiet := ch.quietFor(); quiet < idleGrace {
-				settle = time.After(idleGrace - quiet) // output is still arriving
+			if grace, quiet := settleGrace(idle), ch.quietFor(); quiet < grace {
+				settle = time.After(grace - quiet) // output is still arriving
 				continue
 			}
 			// One of the two never came. A missing idle status costs nothing: the reply
@@ -352,9 +357,15 @@ loop:
 			res.Notes = append(res.Notes, notes...)
 			return res, nil
 		case <-ch.done:
+			err := ch.closed()
+			if errors.Is(err, ErrMessageTooLarge) {
+				// The cell is still running, sending more of the same: stop it, so that it
+				// does not hold up the next cell.
+				k.interruptQuietly(ctx)
+			}
 			res := col.result()
 			res.Notes = append(res.Notes, notes...)
-			return res, fmt.Errorf("running the cell: %w", ch.closed())
+			return res, fmt.Errorf("running the cell: %w", err)
 		}
 	}
 	if prog != nil {
@@ -375,6 +386,15 @@ loop:
 		res.Error = nil
 	}
 	return res, nil
+}
+
+// settleGrace is how long a quiet connection is given for the other of the reply and the
+// idle status, once one of them came (idle says which).
+func settleGrace(idle bool) time.Duration {
+	if idle {
+		return idleGrace
+	}
+	return replyGrace
 }
 
 // interruptQuietly interrupts the kernel on behalf of a caller whose context may be done.

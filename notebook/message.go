@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"time"
 )
 
@@ -27,15 +28,69 @@ type header struct {
 }
 
 // message is one kernel message as jupyter_server relays it on the channels websocket (its
-// JSON form: no subprotocol, so no binary framing unless the message has buffers).
+// JSON form: no subprotocol, so no binary framing unless the message has buffers), with the
+// fields this client reads. It is built by readMessage, within the budget of one message.
 type message struct {
-	Header       header          `json:"header"`
-	ParentHeader header          `json:"parent_header"`
-	Content      json.RawMessage `json:"content"`
-	Channel      string          `json:"channel"`
+	Header       header
+	ParentHeader header
+	Content      fields
+	Channel      string
 	// truncated counts the bytes cut from strings too large to keep, by the key they sat
-	// under (e.g. "text" or "image/png"); nil for messages read whole.
+	// under (e.g. "text" or "image/png"); nil when nothing was cut.
 	truncated map[string]int64
+	// cost is about how much memory the message holds (see decoder.cost).
+	cost int
+}
+
+// fields is a decoded JSON object; its accessors return the zero value for a missing field
+// or one of another type, as encoding/json would leave a field it could not fill.
+type fields map[string]any
+
+func (f fields) str(key string) string {
+	s, _ := f[key].(string)
+	return s
+}
+
+func (f fields) flag(key string) bool {
+	b, _ := f[key].(bool)
+	return b
+}
+
+func (f fields) integer(key string) int {
+	n, _ := f[key].(json.Number)
+	i, err := strconv.Atoi(string(n))
+	if err != nil {
+		return 0
+	}
+	return i
+}
+
+func (f fields) object(key string) fields {
+	o, _ := f[key].(map[string]any)
+	return o
+}
+
+// strs is an array of strings; elements of other types are left out.
+func (f fields) strs(key string) []string {
+	arr, _ := f[key].([]any)
+	out := make([]string, 0, len(arr))
+	for _, v := range arr {
+		if s, ok := v.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func headerOf(f fields) header {
+	return header{
+		MsgID:    f.str("msg_id"),
+		MsgType:  f.str("msg_type"),
+		Session:  f.str("session"),
+		Username: f.str("username"),
+		Date:     f.str("date"),
+		Version:  f.str("version"),
+	}
 }
 
 // outgoing is a request sent to the kernel.
@@ -73,7 +128,7 @@ func newMsgID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// The contents this client reads.
+// The contents this client sends and reads.
 type (
 	executeRequest struct {
 		Code            string         `json:"code"`
@@ -86,31 +141,38 @@ type (
 		StopOnError bool `json:"stop_on_error"`
 	}
 	streamContent struct {
-		Name string `json:"name"`
-		Text string `json:"text"`
+		Name string
+		Text string
 	}
 	// displayContent is display_data, update_display_data and execute_result.
 	displayContent struct {
-		Data           map[string]any `json:"data"`
-		ExecutionCount int            `json:"execution_count"`
-		Transient      struct {
-			DisplayID string `json:"display_id"`
-		} `json:"transient"`
+		Data      fields
+		DisplayID string // transient.display_id
 	}
 	errorContent struct {
-		Ename     string   `json:"ename"`
-		Evalue    string   `json:"evalue"`
-		Traceback []string `json:"traceback"`
-	}
-	statusContent struct {
-		ExecutionState string `json:"execution_state"`
+		Ename     string
+		Evalue    string
+		Traceback []string
 	}
 	executeReply struct {
-		Status         string `json:"status"`
-		ExecutionCount int    `json:"execution_count"`
+		Status         string
+		ExecutionCount int
 		errorContent
 	}
-	clearOutputContent struct {
-		Wait bool `json:"wait"`
-	}
 )
+
+func streamOf(f fields) streamContent {
+	return streamContent{Name: f.str("name"), Text: f.str("text")}
+}
+
+func displayOf(f fields) displayContent {
+	return displayContent{Data: f.object("data"), DisplayID: f.object("transient").str("display_id")}
+}
+
+func errorOf(f fields) errorContent {
+	return errorContent{Ename: f.str("ename"), Evalue: f.str("evalue"), Traceback: f.strs("traceback")}
+}
+
+func replyOf(f fields) executeReply {
+	return executeReply{Status: f.str("status"), ExecutionCount: f.integer("execution_count"), errorContent: errorOf(f)}
+}

@@ -3,7 +3,10 @@ package notebook
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -91,6 +94,7 @@ const (
 	maxHTML               = 8
 	maxImages             = 16
 	maxImageBytes         = 32 << 20 // all images of one cell, decoded
+	maxNotes              = 8
 )
 
 // rasterTypes are the image types returned as images, most preferred first.
@@ -116,6 +120,8 @@ type collector struct {
 	imageBytes  int
 	html        []string
 	notes       []string
+	// notesDropped counts the notes past maxNotes.
+	notesDropped int
 	// onStream, when set, sees every stream chunk as it arrives (progress).
 	onStream func(name, text string)
 }
@@ -129,41 +135,26 @@ func newCollector(limit int) *collector {
 func (c *collector) handle(m *message) (reply *executeReply, idle bool) {
 	switch m.Header.MsgType {
 	case "stream":
-		var s streamContent
-		if json.Unmarshal(m.Content, &s) == nil {
-			c.maybeClear()
-			c.stream(s, m.truncated["text"])
-		}
+		c.maybeClear()
+		c.stream(streamOf(m.Content), m.truncated["text"])
 	case "display_data", "execute_result", "update_display_data":
-		var d displayContent
-		if json.Unmarshal(m.Content, &d) == nil {
-			c.maybeClear()
-			c.display(m.Header.MsgType, d, m.truncated)
-		}
+		c.maybeClear()
+		c.display(m.Header.MsgType, displayOf(m.Content), m.truncated)
 	case "error":
-		var e errorContent
-		if json.Unmarshal(m.Content, &e) == nil {
-			c.setError(e)
-		}
+		c.setError(errorOf(m.Content))
 	case "clear_output":
-		var cl clearOutputContent
-		if json.Unmarshal(m.Content, &cl) == nil {
-			c.clearNext = true
-			if !cl.Wait {
-				c.maybeClear()
-			}
+		c.clearNext = true
+		if !m.Content.flag("wait") {
+			c.maybeClear()
 		}
 	case "status":
-		var st statusContent
-		return nil, json.Unmarshal(m.Content, &st) == nil && st.ExecutionState == "idle"
+		return nil, m.Content.str("execution_state") == "idle"
 	case "execute_reply":
-		var r executeReply
-		if json.Unmarshal(m.Content, &r) == nil {
-			if r.Status == "error" && c.cellErr == nil {
-				c.setError(r.errorContent)
-			}
-			return &r, false
+		r := replyOf(m.Content)
+		if r.Status == "error" && c.cellErr == nil {
+			c.setError(r.errorContent)
 		}
+		return &r, false
 	}
 	return nil, false
 }
@@ -208,11 +199,10 @@ func (c *collector) newLine() {
 }
 
 func (c *collector) display(kind string, d displayContent, truncated map[string]int64) {
-	for _, mime := range rasterTypes() {
-		if data, ok := d.Data[mime].(string); ok {
-			c.image(mime, data, d.Transient.DisplayID, kind == "update_display_data", truncated[mime])
-			return // a notebook shows the image, not its text/plain ("<Figure size ...>")
-		}
+	if mime, data, ok := rasterOf(d.Data, truncated); ok {
+		// A notebook shows the image, not its text/plain ("<Figure size ...>").
+		c.image(mime, data, d.DisplayID, kind == "update_display_data", truncated[mime])
+		return
 	}
 	text, chosen := "", ""
 	for _, mime := range textTypes() {
@@ -237,6 +227,22 @@ func (c *collector) display(kind string, d displayContent, truncated map[string]
 	c.blockEnded = true
 }
 
+// rasterOf picks the image a display shows: the most preferred raster type that arrived
+// whole, else the most preferred one that was cut while read (which image then refuses).
+func rasterOf(data fields, truncated map[string]int64) (mime, b64 string, ok bool) {
+	for _, t := range rasterTypes() {
+		if s, isStr := data[t].(string); isStr {
+			if truncated[t] == 0 {
+				return t, s, true
+			}
+			if !ok {
+				mime, b64, ok = t, s, true
+			}
+		}
+	}
+	return mime, b64, ok
+}
+
 // representation is a MIME bundle entry as text: strings as they are, JSON data encoded.
 func representation(v any) string {
 	if s, ok := v.(string); ok {
@@ -251,30 +257,95 @@ func representation(v any) string {
 
 func (c *collector) image(mime, b64, displayID string, update bool, truncated int64) {
 	if truncated > 0 {
-		c.notes = append(c.notes, fmt.Sprintf("an %s output of about %d MB was left out: it is over the %d MB limit; save it to a file, or display it smaller (a lower dpi or figsize)",
+		c.note(fmt.Sprintf("an %s output of about %d MB was left out: it is over the %d MB limit; save it to a file, or display it smaller (a lower dpi or figsize)",
 			mime, (int64(len(b64))+truncated)*3/4>>20, maxImagePayload*3/4>>20))
 		return
 	}
-	data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(b64), ""))
-	if err != nil {
-		c.notes = append(c.notes, fmt.Sprintf("an %s output was left out: its data is not valid base64", mime))
-		return
-	}
+	// The limits are checked on the size the data decodes to, before it is decoded.
+	size := base64.StdEncoding.DecodedLen(len(b64))
+	replaces := -1
 	if update && displayID != "" {
 		for i := range c.images {
 			if c.images[i].DisplayID == displayID {
-				c.imageBytes += len(data) - len(c.images[i].Data)
-				c.images[i] = Image{MIMEType: mime, Data: data, DisplayID: displayID}
-				return
+				replaces = i
+				break
 			}
 		}
 	}
-	if len(c.images) >= maxImages || c.imageBytes+len(data) > maxImageBytes {
-		c.notes = append(c.notes, fmt.Sprintf("an %s output was left out: one cell returns at most %d images and %d MB of them", mime, maxImages, maxImageBytes>>20))
+	total := c.imageBytes + size
+	if replaces >= 0 {
+		total -= len(c.images[replaces].Data)
+	}
+	if (replaces < 0 && len(c.images) >= maxImages) || total > maxImageBytes {
+		c.note(fmt.Sprintf("an %s output was left out: one cell returns at most %d images and %d MB of them", mime, maxImages, maxImageBytes>>20))
 		return
 	}
-	c.images = append(c.images, Image{MIMEType: mime, Data: data, DisplayID: displayID})
+	data, err := decodeBase64(b64)
+	if err != nil {
+		c.note(fmt.Sprintf("an %s output was left out: its data is not valid base64", mime))
+		return
+	}
+	img := Image{MIMEType: mime, Data: data, DisplayID: displayID}
+	if replaces >= 0 {
+		c.imageBytes += len(data) - len(c.images[replaces].Data)
+		c.images[replaces] = img
+		return
+	}
+	c.images = append(c.images, img)
 	c.imageBytes += len(data)
+}
+
+// decodeBase64 decodes standard base64 that may be broken into lines or padded with
+// spaces straight into one buffer of the decoded size, without copying the text first.
+func decodeBase64(s string) ([]byte, error) {
+	dst := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	dec := base64.NewDecoder(base64.StdEncoding, &spaceless{s: s})
+	n := 0
+	var probe [1]byte // dst is at least as long as the data: reading on into probe finds EOF or an error
+	for {
+		into := dst[n:]
+		if len(into) == 0 {
+			into = probe[:]
+		}
+		m, err := dec.Read(into)
+		switch {
+		case errors.Is(err, io.EOF):
+			return dst[:n], nil
+		case err != nil:
+			return nil, err
+		case len(dst[n:]) == 0 && m > 0:
+			return nil, errors.New("more data than its length allows")
+		}
+		n += m
+	}
+}
+
+// spaceless reads a string leaving out ASCII white space.
+type spaceless struct{ s string }
+
+func (r *spaceless) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && len(r.s) > 0 {
+		if c := r.s[0]; c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			p[n] = c
+			n++
+		}
+		r.s = r.s[1:]
+	}
+	if n == 0 && len(r.s) == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// note adds a note for the result, up to maxNotes of them: a kernel can send endless
+// outputs that each earn one.
+func (c *collector) note(text string) {
+	if len(c.notes) < maxNotes {
+		c.notes = append(c.notes, text)
+		return
+	}
+	c.notesDropped++
 }
 
 func (c *collector) setError(e errorContent) {
@@ -287,7 +358,10 @@ func (c *collector) setError(e errorContent) {
 
 // result assembles what was collected.
 func (c *collector) result() Result {
-	r := Result{Value: c.value, Error: c.cellErr, Images: c.images, HTML: c.html, Notes: c.notes}
+	r := Result{Value: c.value, Error: c.cellErr, Images: c.images, HTML: c.html, Notes: slices.Clone(c.notes)}
+	if c.notesDropped > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("and %d more notes like these", c.notesDropped))
+	}
 	var trunc bool
 	var omitted int64
 	r.Output, trunc, omitted = c.out.Text()

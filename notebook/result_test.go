@@ -1,6 +1,7 @@
 package notebook
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"strings"
@@ -10,9 +11,17 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
+// msg builds a message the way readMessage does: content goes through JSON and the decoder.
 func msg(channel, msgType string, content any) *message {
-	raw, _ := json.Marshal(content)
-	return &message{Header: header{MsgType: msgType}, Channel: channel, Content: raw}
+	raw, err := json.Marshal(content)
+	if err != nil {
+		panic(err)
+	}
+	tree, err := newDecoder(bytes.NewReader(raw), limits{text: 1 << 20}, nil).value("")
+	if err != nil {
+		panic(err)
+	}
+	return &message{Header: header{MsgType: msgType}, Channel: channel, Content: tree.(map[string]any)}
 }
 
 func stream(name, text string) *message {

@@ -11,6 +11,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,10 +103,22 @@ type Startup struct {
 // whose state persists between cells.
 type Sandbox struct {
 	*sandbox.DockerSandbox
-	client     *Client
-	kernel     *Kernel
-	startup    Startup
+	opts       Options
 	serverGone atomic.Bool
+
+	mu        sync.RWMutex // guards what Reset replaces
+	client    *Client
+	kernel    *Kernel
+	serverJob string // the Jupyter server's background job
+	startup   Startup
+	lastReset time.Duration
+}
+
+// current is the server connection and kernel in use; Reset replaces them.
+func (s *Sandbox) current() (*Client, *Kernel) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.client, s.kernel
 }
 
 // Creator returns a sandbox.Creator for sandbox.TypeNotebook.
@@ -130,27 +143,28 @@ func Start(ctx context.Context, engine *sandbox.Engine, owner string, cfg sandbo
 	if err != nil {
 		return nil, fmt.Errorf("starting notebook sandbox: %w", err)
 	}
-	s := &Sandbox{DockerSandbox: sb}
-	s.startup.Container = time.Since(begin)
-	if err := s.launch(ctx, opts); err != nil {
+	s := &Sandbox{DockerSandbox: sb, opts: opts}
+	container := time.Since(begin)
+	if err := s.launch(ctx); err != nil {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer rcancel()
-		if s.client != nil {
-			s.client.Close()
-		}
 		if cerr := sb.Close(rctx); cerr != nil {
 			opts.Logger.Error("removing a notebook sandbox that failed to start", "sandbox", sb.ID(), "error", cerr)
 		}
 		return nil, fmt.Errorf("starting notebook sandbox %s: %w", sb.ID(), err)
 	}
+	s.startup.Container = container
 	s.startup.Total = time.Since(begin)
 	opts.Logger.Info("notebook sandbox ready", "sandbox", sb.ID(), "container", s.startup.Container,
 		"server", s.startup.Server, "kernel", s.startup.Kernel, "total", s.startup.Total)
 	return s, nil
 }
 
-// launch starts Jupyter in the sandbox and a kernel in it.
-func (s *Sandbox) launch(ctx context.Context, opts Options) error {
+// launch starts Jupyter in the sandbox, with a fresh token and empty state directories, and
+// a kernel in it, and makes them the sandbox's current ones. On failure it leaves nothing
+// open on the server side.
+func (s *Sandbox) launch(ctx context.Context) error {
+	opts := s.opts
 	workspace := s.Config().WorkingDir
 	for _, dir := range []string{"home", "runtime", "data", "config", "ipython", "matplotlib"} {
 		if _, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileMkdir, Path: path.Join(stateDir, dir), Mode: 0o700}); err != nil {
@@ -181,18 +195,23 @@ func (s *Sandbox) launch(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("starting the notebook server (%s): %w", strings.Join(opts.command(workspace), " "), err)
 	}
-	s.client = NewClient("127.0.0.1:"+strconv.Itoa(opts.Port), token, s.DialContext)
-	if err := s.waitServer(ctx, job.JobID); err != nil {
+	client := NewClient("127.0.0.1:"+strconv.Itoa(opts.Port), token, s.DialContext)
+	if err := s.waitServer(ctx, client, job.JobID); err != nil {
+		client.Close()
 		return err
 	}
-	s.startup.Server = time.Since(serverStart)
+	server := time.Since(serverStart)
 
 	kernelStart := time.Now()
-	s.kernel, err = StartKernel(ctx, s.client, opts.KernelName, opts.Logger.With("sandbox", s.ID()))
+	kernel, err := StartKernel(ctx, client, opts.KernelName, opts.Logger.With("sandbox", s.ID()))
 	if err != nil {
+		client.Close()
 		return fmt.Errorf("%w%s", err, s.serverLogTail())
 	}
-	s.startup.Kernel = time.Since(kernelStart)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.client, s.kernel, s.serverJob = client, kernel, job.JobID
+	s.startup.Server, s.startup.Kernel = server, time.Since(kernelStart)
 	return nil
 }
 
@@ -201,9 +220,9 @@ const serverPoll = 20 * time.Millisecond
 
 // waitServer polls until the server answers with our token, failing early when its job
 // exits.
-func (s *Sandbox) waitServer(ctx context.Context, jobID string) error {
+func (s *Sandbox) waitServer(ctx context.Context, client *Client, jobID string) error {
 	for i := 0; ; i++ {
-		err := s.client.Ping(ctx)
+		err := client.Ping(ctx)
 		switch {
 		case err == nil:
 			return nil
@@ -262,7 +281,8 @@ func (s *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (R
 		return Result{}, err
 	}
 	defer release()
-	res, err := s.kernel.Execute(ctx, code, opts)
+	_, kernel := s.current()
+	res, err := kernel.Execute(ctx, code, opts)
 	return res, s.checkServer(ctx, err)
 }
 
@@ -273,7 +293,8 @@ func (s *Sandbox) Interrupt(ctx context.Context) error {
 		return err
 	}
 	defer release()
-	return s.checkServer(ctx, s.kernel.Interrupt(ctx))
+	_, kernel := s.current()
+	return s.checkServer(ctx, kernel.Interrupt(ctx))
 }
 
 // Restart restarts the kernel, clearing its state.
@@ -283,12 +304,53 @@ func (s *Sandbox) Restart(ctx context.Context) error {
 		return err
 	}
 	defer release()
-	return s.checkServer(ctx, s.kernel.Restart(ctx))
+	_, kernel := s.current()
+	return s.checkServer(ctx, kernel.Restart(ctx))
 }
 
 // Reset implements sandbox.Resetter: a pool that lends this sandbox to one borrower after
-// another restarts the kernel between them, so no borrower sees another's variables.
-func (s *Sandbox) Reset(ctx context.Context) error { return s.Restart(ctx) }
+// another calls it between them, once its agent has killed every process but itself and
+// emptied /tmp. Restarting only the kernel would not do: the Jupyter server runs under the
+// borrowers' uid, so a borrower can start kernels through its API, leave children that
+// carry its environment, write to its memory through /proc/PID/mem, and plant code in the
+// IPython profile, HOME, and Jupyter's data and config directories under /tmp, all of which
+// would reach the next borrower's kernel. Reset therefore starts everything afresh in the
+// same container: the old server is stopped (if the pool's clean-up has not already done
+// so), Jupyter's state directory and launcher are deleted, and a new server, with a new
+// token, starts a new kernel. It costs a server and kernel start (about 2 s here); a new
+// container would cost that plus the container's own start and removal.
+func (s *Sandbox) Reset(ctx context.Context) error {
+	release, err := s.Hold()
+	if err != nil {
+		return err
+	}
+	defer release()
+	start := time.Now()
+	client, kernel := s.current()
+	s.mu.RLock()
+	job := s.serverJob
+	s.mu.RUnlock()
+	kernel.Close()
+	client.Close()
+	if _, err := s.KillJob(ctx, job); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+		return fmt.Errorf("stopping the notebook server: %w", err)
+	}
+	for _, p := range []string{stateDir, launcherPath} {
+		_, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileDelete, Path: p, Recursive: true})
+		if err != nil && !errors.Is(err, sandbox.ErrNotFound) {
+			return fmt.Errorf("deleting the notebook server's state: %w", err)
+		}
+	}
+	if err := s.launch(ctx); err != nil {
+		return fmt.Errorf("restarting the notebook server: %w", err)
+	}
+	s.serverGone.Store(false)
+	s.mu.Lock()
+	s.lastReset = time.Since(start)
+	s.mu.Unlock()
+	s.opts.Logger.Debug("notebook sandbox reset", "sandbox", s.ID(), "took", time.Since(start))
+	return nil
+}
 
 // checkServer tells a failure of the notebook server itself, after which the sandbox is
 // useless, from one the next call can recover from.
@@ -302,7 +364,8 @@ func (s *Sandbox) checkServer(ctx context.Context, err error) error {
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	if perr := s.client.Ping(pctx); perr != nil && errors.Is(perr, sandbox.ErrNotFound) {
+	client, _ := s.current()
+	if perr := client.Ping(pctx); perr != nil && errors.Is(perr, sandbox.ErrNotFound) {
 		s.serverGone.Store(true) // nothing listens any more
 		return fmt.Errorf("%w: %w%s", ErrServerGone, err, s.serverLogTail())
 	}
@@ -313,13 +376,27 @@ func (s *Sandbox) checkServer(ctx context.Context, err error) error {
 // a sandbox that is not.
 func (s *Sandbox) Alive() bool { return s.DockerSandbox.Alive() && !s.serverGone.Load() }
 
-// Startup is how long the sandbox took to start, by stage.
-func (s *Sandbox) Startup() Startup { return s.startup }
+// Startup is how long the sandbox took to start, by stage; after a Reset, Server and Kernel
+// are the restarted ones'.
+func (s *Sandbox) Startup() Startup {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.startup
+}
+
+// LastReset is how long the latest Reset took; zero before any.
+func (s *Sandbox) LastReset() time.Duration {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.lastReset
+}
 
 // Info describes the sandbox, with the kernel and its start times; never the token.
 func (s *Sandbox) Info() sandbox.Info {
 	info := s.DockerSandbox.Info()
-	info.Metadata["notebook"] = map[string]any{
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	meta := map[string]any{
 		"kernel":        s.kernel.Name(),
 		"kernel_id":     s.kernel.ID(),
 		"start_ms":      s.startup.Total.Milliseconds(),
@@ -328,12 +405,17 @@ func (s *Sandbox) Info() sandbox.Info {
 		"kernel_ms":     s.startup.Kernel.Milliseconds(),
 		"server_listen": "127.0.0.1 inside the sandbox, reached through the agent; no port is published",
 	}
+	if s.lastReset > 0 {
+		meta["last_reset_ms"] = s.lastReset.Milliseconds()
+	}
+	info.Metadata["notebook"] = meta
 	return info
 }
 
 // Close ends the kernel connection and removes the sandbox.
 func (s *Sandbox) Close(ctx context.Context) error {
-	s.kernel.Close()
-	s.client.Close()
+	client, kernel := s.current()
+	kernel.Close()
+	client.Close()
 	return s.DockerSandbox.Close(ctx)
 }

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,6 +23,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/internal/logcap"
 )
 
 // EngineOptions configures the connection to a Docker engine.
@@ -42,6 +44,7 @@ type Engine struct {
 	log          *slog.Logger
 	identity     Identity
 	readyTimeout time.Duration
+	host         HostSecurity // what the engine's host enforces (AppArmor), read once
 
 	agent      *agentBinary
 	agentMu    sync.Mutex
@@ -83,7 +86,13 @@ func NewEngine(ctx context.Context, opts EngineOptions) (*Engine, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("%w: no Docker engine answers at %s (start dockerd, or set DOCKER_HOST): %w", ErrEngine, cli.DaemonHost(), err)
 	}
-	return &Engine{cli: cli, log: opts.Logger, identity: selfIdentity(opts.Instance), readyTimeout: opts.ReadyTimeout, agent: agent, closing: make(chan struct{})}, nil
+	info, err := cli.Info(ctx)
+	if err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("%w: reading the engine's security options: %w", ErrEngine, err)
+	}
+	return &Engine{cli: cli, log: opts.Logger, identity: selfIdentity(opts.Instance), readyTimeout: opts.ReadyTimeout, agent: agent, closing: make(chan struct{}),
+		host: ParseSecurityOptions(info.SecurityOptions)}, nil
 }
 
 // Instance is the label value that marks this engine connection's containers.
@@ -152,7 +161,7 @@ func (e *Engine) create(ctx context.Context, opts CreateOptions) (*DockerSandbox
 	id := NewID()
 	cfg, host := containerSpec(specInput{
 		ID: id, Instance: e.identity, Owner: opts.Owner, Kind: string(opts.Type),
-		Config: opts.Config, AgentVolume: volume, AgentArgs: opts.AgentArgs,
+		Config: opts.Config, AgentVolume: volume, AgentArgs: opts.AgentArgs, Host: e.host,
 	})
 	now := time.Now()
 	s := &DockerSandbox{
@@ -224,10 +233,14 @@ type DockerSandbox struct {
 	agentVolume string
 	log         *slog.Logger
 
-	conn    *agentConn
-	ready   wire.Ready
-	closeMu sync.Mutex
-	removed bool
+	conn *agentConn
+	// teardown closes the attach connection and the pipes it feeds, ending every goroutine
+	// that serves them. It runs when the stream ends, when the agent connection fails,
+	// and on Stop and Close.
+	teardown func()
+	ready    wire.Ready
+	closeMu  sync.Mutex
+	removed  bool
 }
 
 // start attaches to the container's stdio (before start, so no output is missed), starts it
@@ -238,8 +251,16 @@ func (s *DockerSandbox) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w: attaching to sandbox %s: %w", ErrEngine, s.id, err)
 	}
+	// The engine multiplexes the agent's stdout and stderr on the one connection; StdCopy
+	// splits them into two pipes, and blocks while either is not read. So both are read
+	// until they end, whatever arrives, and teardown unblocks everything at once.
 	stdoutR, stdoutW := io.Pipe()
 	stderrR, stderrW := io.Pipe()
+	s.teardown = sync.OnceFunc(func() {
+		_ = hijack.Conn.Close()
+		_ = stdoutR.Close() // the reader then sees io.ErrClosedPipe: "the stream closed"
+		_ = stderrR.Close()
+	})
 	go func() {
 		_, err := stdcopy.StdCopy(stdoutW, stderrW, hijack.Reader)
 		if err == nil {
@@ -247,20 +268,22 @@ func (s *DockerSandbox) start(ctx context.Context) error {
 		}
 		stdoutW.CloseWithError(err)
 		stderrW.CloseWithError(err)
-		hijack.Close()
+		s.teardown()
 	}()
-	go s.logAgentStderr(stderrR)
-	s.conn = newAgentConn(attachStream{&hijack}, stdoutR, s.log)
+	go s.drainAgentStderr(stderrR)
+	s.conn = newAgentConn(attachStream{&hijack}, stdoutR, s.teardown, s.log)
 
 	if err := cli.ContainerStart(ctx, s.containerID, container.StartOptions{}); err != nil {
-		s.conn.close()
+		s.teardown()
 		return fmt.Errorf("%w: starting sandbox %s: %w", ErrEngine, s.id, err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.engine.readyTimeout)
 	defer cancel()
 	ready, err := s.conn.waitReady(rctx)
 	if err != nil {
-		return fmt.Errorf("starting sandbox %s: %w%s", s.id, err, s.exitHint())
+		hint := s.exitHint()
+		s.teardown()
+		return fmt.Errorf("starting sandbox %s: %w%s", s.id, err, hint)
 	}
 	s.ready = ready
 	return nil
@@ -277,11 +300,27 @@ func (s *DockerSandbox) exitHint() string {
 	return fmt.Sprintf(" (container exited with code %d%s)", insp.State.ExitCode, strings.TrimSuffix(" "+insp.State.Error, " "))
 }
 
-func (s *DockerSandbox) logAgentStderr(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		s.log.Debug("agent", "line", sc.Text())
+// stderrLineLimit is the most of one agent stderr line kept for the log; the rest of a
+// longer line is read and dropped.
+const stderrLineLimit = 4 << 10
+
+// drainAgentStderr reads the agent's stderr until it ends, whatever arrives: a line of any
+// length costs stderrLineLimit bytes, and lines reach the log as bounded prefixes under a
+// rate limit. It must never stop early: a stderr left unread stalls StdCopy, and with it
+// every answer on stdout.
+func (s *DockerSandbox) drainAgentStderr(r io.Reader) {
+	lines := bufio.NewReaderSize(r, stderrLineLimit)
+	log := logcap.New(s.log, logcap.Options{})
+	inLongLine := false // the head of the line under way was logged; its rest is dropped
+	for {
+		line, err := lines.ReadSlice('\n')
+		if !inLongLine && len(line) > 0 {
+			log.Log(slog.LevelDebug, "agent", "line", bytes.TrimSuffix(line, []byte("\n")))
+		}
+		inLongLine = errors.Is(err, bufio.ErrBufferFull)
+		if err != nil && !inLongLine {
+			return
+		}
 	}
 }
 
@@ -410,6 +449,9 @@ func (s *DockerSandbox) Stop(ctx context.Context) error {
 		s.conn.close()
 	}
 	err := s.engine.cli.ContainerKill(ctx, s.containerID, "KILL")
+	if s.teardown != nil {
+		s.teardown()
+	}
 	if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
 		s.set(StatusError, err.Error())
 		return fmt.Errorf("%w: stopping sandbox %s: %w", ErrEngine, s.id, err)
@@ -433,6 +475,10 @@ func (s *DockerSandbox) Close(ctx context.Context) error {
 	err := s.remove(ctx)
 	if s.conn != nil {
 		s.conn.close()
+	}
+	if s.teardown != nil {
+		// Even when the removal failed: the attach connection must not outlive Close.
+		s.teardown()
 	}
 	if err != nil {
 		s.set(StatusError, err.Error())

@@ -126,7 +126,7 @@ func (m *Manager) Acquire(ctx context.Context, owner string, typ Type) (Sandbox,
 		m.drop(key, s)
 		if s.sb != nil {
 			m.log.Warn("sandbox died; replacing it", "sandbox", s.sb.ID(), "owner", owner)
-			go func() { _ = s.sb.Close(context.WithoutCancel(ctx)) }()
+			m.removeDead(ctx, s.sb)
 		}
 		return m.Acquire(ctx, owner, typ)
 	}
@@ -161,6 +161,20 @@ func (m *Manager) createFirst(ctx context.Context, owner string, typ Type) (Sand
 		m.observeAcquire(typ, false, time.Since(start))
 	}
 	return sb, err
+}
+
+// removeDead removes a dead sandbox's container in the background, with a bounded wait and
+// a logged failure; Close waits for it. Once Close has begun, it removes it here instead.
+func (m *Manager) removeDead(ctx context.Context, sb Sandbox) {
+	m.mu.Lock()
+	closed := m.closed
+	if !closed {
+		m.closeAsyncLocked(sb)
+	}
+	m.mu.Unlock()
+	if closed {
+		_ = sb.Close(context.WithoutCancel(ctx))
+	}
 }
 
 func isAlive(sb Sandbox) bool {

@@ -46,6 +46,9 @@ func (m *Manager) DeleteOwned(ctx context.Context, owner, id string) error {
 	return m.Delete(ctx, id)
 }
 
+// Policy is the operator's policy, which Create applies to every config.
+func (m *Manager) Policy() Policy { return m.opts.Policy }
+
 // DefaultConfig returns the operator's default config for sandboxes of type typ. It is a
 // copy: the caller may change it freely.
 func (m *Manager) DefaultConfig(typ Type) Config {

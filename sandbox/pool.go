@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/agent/wire"
 	"github.com/enclave-mcp/enclave-mcp/api"
 )
 
@@ -21,10 +21,35 @@ var (
 	ErrPoolTimeout = api.ErrPoolTimeout
 )
 
-// Resetter is implemented by sandboxes that hold state beyond their files and processes (a
-// notebook's kernel): a Pool calls Reset between borrowers, after the generic clean-up.
+// Resetter is implemented by sandboxes that run services of their own inside the container
+// (a notebook's Jupyter server and kernel). Between borrowers a Pool first returns the
+// sandbox to the bare container, which stops those services and deletes their files with
+// everything else, then calls Reset, which must start them afresh. Nothing of a service is
+// kept from one borrower to the next: it runs under the borrowers' uid, so any of them could
+// have tampered with its files or its memory.
 type Resetter interface {
 	Reset(ctx context.Context) error
+}
+
+// ErrNotPoolable: the sandbox cannot be returned to a clean state between borrowers.
+var ErrNotPoolable = errors.New("sandbox cannot be pooled")
+
+// agentResetter is implemented by every sandbox whose agent serves wire.OpReset: DockerSandbox
+// and the backends built on it.
+type agentResetter interface {
+	resetAgent(ctx context.Context, req wire.Reset) (wire.ResetResult, error)
+}
+
+// resetAgent asks the sandbox's agent to return it to the state it started in.
+func (s *DockerSandbox) resetAgent(ctx context.Context, req wire.Reset) (wire.ResetResult, error) {
+	resp, err := s.request(ctx, wire.Request{Op: wire.OpReset, Reset: &req})
+	if err != nil {
+		return wire.ResetResult{}, err
+	}
+	if resp.Reset == nil {
+		return wire.ResetResult{}, errors.New("agent answered a reset without a result")
+	}
+	return *resp.Reset, nil
 }
 
 // resetTimeout bounds the clean-up between two borrowers; a sandbox that cannot be cleaned
@@ -32,18 +57,19 @@ type Resetter interface {
 const resetTimeout = time.Minute
 
 // Pool keeps warm sandboxes of one type for one owner and lends each to one borrower at a
-// time, like ms-enclave's pool. Unlike ms-enclave's, a sandbox is cleaned before the next
-// borrower gets it, so no borrower sees another's files or processes: the background jobs a
-// borrower started are killed, and what it added to the workspace and to /tmp is deleted.
-// What was there when the sandbox joined the pool is the backend's own (a notebook sandbox's
-// Jupyter server is a background job, its state lives in /tmp) and is kept. A sandbox that
-// cannot be cleaned, died, or was stopped is removed and replaced by a fresh one; one that
-// its owner deleted leaves the pool.
+// time, like ms-enclave's pool. Unlike ms-enclave's, a sandbox goes back to the state it was
+// created in before the next borrower gets it, so nothing one borrower leaves can watch,
+// reach or run code in the next one. The agent (wire.OpReset) kills every process but
+// itself, whatever session, group or environment marker it carries; empties the workspace
+// (HOME, with its dotfiles and user site-packages), /tmp, /dev/shm and /dev/mqueue, leaving
+// operator volumes mounted inside them alone; removes System V IPC objects; and forgets the
+// background jobs and their command lines. A Resetter then starts its services afresh. A
+// sandbox whose root file system is writable cannot be cleaned that way and is replaced by
+// a fresh one instead, as is one that cannot be cleaned, died, or was stopped; one that its
+// owner deleted leaves the pool.
 //
-// What the clean-up does not undo: changes inside the backend's own top-level entries of /tmp,
-// the ended background jobs of earlier borrowers in the agent's job list (ids and command
-// lines), and backend state beyond files and processes unless the backend implements
-// Resetter (a notebook's kernel variables).
+// What the reset does not undo: files the borrower wrote to writable host volumes, which
+// the operator shares on purpose, and the job ids already used (numbering goes on).
 type Pool struct {
 	m     *Manager
 	owner string
@@ -62,12 +88,10 @@ type Pool struct {
 	work    sync.WaitGroup // clean-ups and replacements under way
 }
 
-// member is a pooled sandbox and what it held when it joined the pool: the clean-up between
-// borrowers keeps exactly that.
+// member is a pooled sandbox: the pool tells its own from a replacement under the same id
+// by this pointer.
 type member struct {
-	sb   Sandbox
-	jobs map[string]bool            // background jobs running at the start
-	keep map[string]map[string]bool // directory -> its entries at the start
+	sb Sandbox
 }
 
 // NewPool returns an empty pool of owner's sandboxes of type typ, created through m.
@@ -122,43 +146,18 @@ func (p *Pool) Grow(ctx context.Context, n int, cfg Config) ([]string, error) {
 	return p.idsLocked(), nil
 }
 
-// create makes a sandbox for the pool and records what it holds before any borrower.
+// create makes a sandbox for the pool; one the pool could not clean between borrowers is
+// removed again.
 func (p *Pool) create(ctx context.Context, cfg Config) (*member, error) {
 	sb, err := p.m.Create(ctx, p.owner, p.typ, cfg)
 	if err != nil {
 		return nil, err
 	}
-	mb, err := baseline(ctx, sb)
-	if err != nil {
+	if _, ok := sb.(agentResetter); !ok {
 		_ = p.m.Delete(context.WithoutCancel(ctx), sb.ID())
-		return nil, fmt.Errorf("inspecting a new pooled sandbox: %w", err)
+		return nil, fmt.Errorf("%w: %s sandboxes have no agent that can reset them between borrowers", ErrNotPoolable, p.typ)
 	}
-	return mb, nil
-}
-
-// baseline records sb's running jobs and the entries of its workspace and /tmp.
-func baseline(ctx context.Context, sb Sandbox) (*member, error) {
-	mb := &member{sb: sb, jobs: map[string]bool{}, keep: map[string]map[string]bool{}}
-	jobs, err := sb.Jobs(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("listing background jobs: %w", err)
-	}
-	for _, j := range jobs {
-		if j.Running {
-			mb.jobs[j.ID] = true
-		}
-	}
-	for _, dir := range cleanDirs(sb) {
-		names, err := entries(ctx, sb, dir)
-		if err != nil {
-			return nil, err
-		}
-		mb.keep[dir] = map[string]bool{}
-		for _, n := range names {
-			mb.keep[dir][n] = true
-		}
-	}
-	return mb, nil
+	return &member{sb: sb}, nil
 }
 
 // IDs lists the ids of the pool's sandboxes, sorted.
@@ -247,9 +246,14 @@ func (p *Pool) Return(sb Sandbox) {
 	p.mu.Unlock()
 	go func() {
 		defer p.work.Done()
+		if writableRootfs(sb) {
+			p.log.Debug("replacing a pooled sandbox with a writable root file system", "sandbox", sb.ID())
+			p.discard(sb)
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), resetTimeout)
 		defer cancel()
-		if err := mb.reset(ctx); err != nil {
+		if err := p.reset(ctx, sb); err != nil {
 			p.log.Warn("cleaning a pooled sandbox failed; replacing it", "sandbox", sb.ID(), "error", err)
 			p.discard(sb)
 			return
@@ -342,64 +346,42 @@ func (p *Pool) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// reset undoes what borrowers left: the background jobs they started, what they added to
-// the workspace and /tmp, and (for a Resetter) the backend's own state.
-func (mb *member) reset(ctx context.Context) error {
-	sb := mb.sb
-	jobs, err := sb.Jobs(ctx)
+// reset returns sb to the state it was created in: the agent kills every other process and
+// empties the scratch directories, then a Resetter starts its services afresh.
+func (p *Pool) reset(ctx context.Context, sb Sandbox) error {
+	start := time.Now()
+	ar, ok := sb.(agentResetter)
+	if !ok {
+		return fmt.Errorf("%w: %s has no agent that can reset it", ErrNotPoolable, sb.ID())
+	}
+	res, err := ar.resetAgent(ctx, wire.Reset{Dirs: cleanDirs(sb), SysVIPC: true})
 	if err != nil {
-		return fmt.Errorf("listing background jobs: %w", err)
+		return fmt.Errorf("resetting the sandbox's processes and files: %w", err)
 	}
-	for _, j := range jobs {
-		if !j.Running || mb.jobs[j.ID] {
-			continue
-		}
-		if _, err := sb.KillJob(ctx, j.ID); err != nil && !errors.Is(err, ErrNotFound) {
-			return fmt.Errorf("killing background job %s: %w", j.ID, err)
-		}
-	}
-	for _, dir := range cleanDirs(sb) {
-		names, err := entries(ctx, sb, dir)
-		if err != nil {
-			return err
-		}
-		for _, n := range names {
-			if mb.keep[dir][n] {
-				continue
-			}
-			_, err := sb.File(ctx, FileRequest{Action: FileDelete, Path: path.Join(dir, n), Recursive: true})
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return fmt.Errorf("emptying %s: %w", dir, err)
-			}
-		}
-	}
+	agentDone := time.Since(start)
 	if r, ok := sb.(Resetter); ok {
 		if err := r.Reset(ctx); err != nil {
-			return fmt.Errorf("resetting sandbox state: %w", err)
+			return fmt.Errorf("restarting the sandbox's services: %w", err)
 		}
 	}
+	p.log.Debug("pooled sandbox reset", "sandbox", sb.ID(), "killed", res.Killed, "killed_names", res.KilledNames,
+		"removed", res.Removed, "removed_paths", res.RemovedPaths, "kept_mounts", res.KeptMounts,
+		"ipc", res.IPCRemoved, "jobs", res.JobsForgotten, "agent", agentDone, "total", time.Since(start))
 	return nil
 }
 
-// cleanDirs are the writable places a borrower can leave files in.
+// cleanDirs are the writable places a borrower can leave files in, besides operator volumes
+// and a writable root file system (see writableRootfs).
 func cleanDirs(sb Sandbox) []string {
-	return []string{workingDirOf(sb), "/tmp"}
+	return []string{workingDirOf(sb), "/tmp", "/dev/shm", "/dev/mqueue"}
 }
 
-// entries lists the names in dir; a missing dir has none.
-func entries(ctx context.Context, sb Sandbox, dir string) ([]string, error) {
-	list, err := sb.File(ctx, FileRequest{Action: FileList, Path: dir})
-	if errors.Is(err, ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", dir, err)
-	}
-	names := make([]string, len(list.Entries))
-	for i, e := range list.Entries {
-		names[i] = e.Name
-	}
-	return names, nil
+// writableRootfs reports whether sb's root file system is writable: a borrower could then
+// leave code anywhere in the image (site-packages, /etc/profile.d), and only a fresh
+// container is clean.
+func writableRootfs(sb Sandbox) bool {
+	c, ok := sb.(interface{ Config() Resolved })
+	return ok && c.Config().ReadOnlyRootfs != nil && !*c.Config().ReadOnlyRootfs
 }
 
 // workingDirOf is sb's workspace.

@@ -3,27 +3,80 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/agent/wire"
 )
 
 // poolFake is a sandbox with a file set and background jobs in memory, for the pool's and
-// the owner checks' bookkeeping; the real engine is exercised by httpapi's and client's
-// integration tests.
+// the owner checks' bookkeeping; the real engine is exercised by pool_integration_test.go
+// and by httpapi's and client's integration tests.
 type poolFake struct {
 	lifecycle
 	id, owner string
 	dead      atomic.Bool
 	closed    atomic.Bool
-	failList  atomic.Bool
+	failReset atomic.Bool
+	resets    atomic.Int32
+	writable  bool // a writable root file system
 
-	mu    sync.Mutex
-	files map[string]bool // absolute paths
-	jobs  []Job
+	mu     sync.Mutex
+	files  map[string]bool // absolute paths
+	jobs   []Job
+	resetq []wire.Reset // the agent resets asked for
 }
+
+// resetAgent plays the agent's OpReset: every job ends and is forgotten, and the files
+// under the directories named go.
+func (f *poolFake) resetAgent(_ context.Context, req wire.Reset) (wire.ResetResult, error) {
+	if f.failReset.Load() {
+		return wire.ResetResult{}, errors.New("agent gone")
+	}
+	f.resets.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resetq = append(f.resetq, req)
+	res := wire.ResetResult{Killed: len(f.jobs), JobsForgotten: len(f.jobs)}
+	f.jobs = nil
+	for p := range f.files {
+		for _, dir := range req.Dirs {
+			if strings.HasPrefix(p, dir+"/") {
+				delete(f.files, p)
+				res.Removed++
+			}
+		}
+	}
+	return res, nil
+}
+
+func (f *poolFake) Config() Resolved {
+	return Resolved{Config: Config{WorkingDir: DefaultWorkingDir, ReadOnlyRootfs: ptr(!f.writable)}}
+}
+
+// servicesFake is a sandbox running a service of its own, as a notebook sandbox runs
+// Jupyter: Reset starts it again.
+type servicesFake struct {
+	*poolFake
+}
+
+func (s servicesFake) Reset(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jobs = append(s.jobs, Job{ID: "job-server-again", Running: true})
+	s.files["/tmp/server-state/runtime.json"] = true
+	return nil
+}
+
+// bareFake has no agent that can reset it: its resetAgent, of another signature, hides the
+// embedded poolFake's.
+type bareFake struct{ *poolFake }
+
+func (bareFake) resetAgent() {}
 
 func (f *poolFake) ID() string { return f.id }
 func (f *poolFake) Info() Info {
@@ -64,9 +117,6 @@ func (f *poolFake) File(_ context.Context, req FileRequest) (FileResult, error) 
 	case FileWrite:
 		f.files[req.Path] = true
 	case FileList:
-		if f.failList.Load() {
-			return FileResult{}, errors.New("agent gone")
-		}
 		seen := map[string]bool{}
 		var out []FileInfo
 		for p := range f.files {
@@ -110,21 +160,28 @@ type poolFakes struct {
 	mu   sync.Mutex
 	made []*poolFake
 	// system, when set, gives each new sandbox a backend job and a file of its own in /tmp,
-	// as a notebook sandbox has (its Jupyter server and state).
+	// as a notebook sandbox has (its Jupyter server and state), and makes it a Resetter.
 	system bool
+	// bare makes sandboxes without an agent that can reset them; writable, ones with a
+	// writable root file system.
+	bare, writable bool
 }
 
 func (c *poolFakes) create(_ context.Context, owner string, _ Resolved) (Sandbox, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	sb := &poolFake{id: NewID(), owner: owner, files: map[string]bool{}}
+	sb := &poolFake{id: NewID(), owner: owner, files: map[string]bool{}, writable: c.writable}
 	sb.lifecycle = lifecycle{status: StatusRunning, createdAt: now, updatedAt: now}
-	if c.system {
+	c.made = append(c.made, sb)
+	switch {
+	case c.system:
 		sb.jobs = []Job{{ID: "job-server", Running: true}}
 		sb.files["/tmp/server-state/runtime.json"] = true
+		return servicesFake{sb}, nil
+	case c.bare:
+		return bareFake{sb}, nil
 	}
-	c.made = append(c.made, sb)
 	return sb, nil
 }
 
@@ -176,7 +233,9 @@ func TestPoolGrowIsIdempotentAndIdle(t *testing.T) {
 	}
 }
 
-func TestPoolCleansBetweenBorrowers(t *testing.T) {
+// TestPoolResetsBetweenBorrowers: a returned sandbox is reset by its agent (every scratch
+// place a borrower can write, System V IPC included) before anyone borrows it again.
+func TestPoolResetsBetweenBorrowers(t *testing.T) {
 	t.Parallel()
 	m, _ := newPoolTest(t)
 	p := NewPool(m, "rest", TypeDocker)
@@ -191,7 +250,7 @@ func TestPoolCleansBetweenBorrowers(t *testing.T) {
 	if got := sb.Info().Status; got != StatusRunning {
 		t.Errorf("borrowed sandbox is %s, want running", got)
 	}
-	for _, f := range []string{"/sandbox/secret.txt", "/sandbox/dir/nested", "/tmp/scratch"} {
+	for _, f := range []string{"/sandbox/secret.txt", "/sandbox/dir/nested", "/tmp/scratch", "/dev/shm/seg", "/dev/mqueue/q"} {
 		if _, err := sb.File(ctx, FileRequest{Action: FileWrite, Path: f}); err != nil {
 			t.Fatal(err)
 		}
@@ -208,17 +267,21 @@ func TestPoolCleansBetweenBorrowers(t *testing.T) {
 	fake := next.(*poolFake)
 	fake.mu.Lock()
 	defer fake.mu.Unlock()
-	if len(fake.files) != 0 {
-		t.Errorf("next borrower sees the previous one's files: %v", fake.files)
+	if next != sb || len(fake.resetq) != 1 {
+		t.Fatalf("want the same sandbox reset once, got %v after %d resets", next.ID(), len(fake.resetq))
 	}
-	for _, j := range fake.jobs {
-		if j.Running {
-			t.Errorf("background job %s survived the hand-over", j.ID)
-		}
+	want := wire.Reset{Dirs: []string{DefaultWorkingDir, "/tmp", "/dev/shm", "/dev/mqueue"}, SysVIPC: true}
+	if got := fake.resetq[0]; !slices.Equal(got.Dirs, want.Dirs) || got.SysVIPC != want.SysVIPC {
+		t.Errorf("reset request %+v, want %+v", got, want)
+	}
+	if len(fake.files) != 0 || len(fake.jobs) != 0 {
+		t.Errorf("next borrower sees the previous one's files %v or jobs %v", fake.files, fake.jobs)
 	}
 }
 
-func TestPoolKeepsTheBackendsOwnJobsAndFiles(t *testing.T) {
+// TestPoolRestartsTheBackendsServices: a Resetter's services go with everything else and
+// are started afresh, never kept from one borrower to the next.
+func TestPoolRestartsTheBackendsServices(t *testing.T) {
 	t.Parallel()
 	m, c := newPoolTest(t)
 	c.system = true
@@ -231,27 +294,67 @@ func TestPoolKeepsTheBackendsOwnJobsAndFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"/tmp/mine", "/sandbox/mine"} {
+	for _, f := range []string{"/tmp/mine", "/sandbox/mine", "/tmp/server-state/startup.py"} {
 		if _, err := sb.File(ctx, FileRequest{Action: FileWrite, Path: f}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	fake := sb.(*poolFake)
-	fake.mu.Lock()
-	fake.jobs = append(fake.jobs, Job{ID: "job-borrower", Running: true})
-	fake.mu.Unlock()
 	p.Return(sb)
 	waitFree(t, p, 1)
 
+	fake := sb.(servicesFake)
 	fake.mu.Lock()
 	defer fake.mu.Unlock()
-	if !fake.files["/tmp/server-state/runtime.json"] || fake.files["/tmp/mine"] || fake.files["/sandbox/mine"] {
-		t.Errorf("files after the clean-up: %v; want only the backend's", fake.files)
+	if len(fake.files) != 1 || !fake.files["/tmp/server-state/runtime.json"] {
+		t.Errorf("files after the reset: %v; want only the restarted service's", fake.files)
 	}
-	for _, j := range fake.jobs {
-		if j.Running != (j.ID == "job-server") {
-			t.Errorf("job %s running=%v; only the backend's own job survives", j.ID, j.Running)
-		}
+	if len(fake.jobs) != 1 || fake.jobs[0].ID != "job-server-again" {
+		t.Errorf("jobs after the reset: %+v; want only the restarted service", fake.jobs)
+	}
+}
+
+// TestPoolRefusesSandboxesItCannotReset: a backend without a resetting agent cannot be
+// pooled, rather than be lent half-clean.
+func TestPoolRefusesSandboxesItCannotReset(t *testing.T) {
+	t.Parallel()
+	m, c := newPoolTest(t)
+	c.bare = true
+	p := NewPool(m, "rest", TypeDocker)
+	_, err := p.Grow(t.Context(), 1, Config{})
+	if !errors.Is(err, ErrNotPoolable) {
+		t.Fatalf("Grow = %v, want ErrNotPoolable", err)
+	}
+	if !c.made[0].closed.Load() || len(m.List()) != 0 {
+		t.Error("the refused sandbox was not removed")
+	}
+}
+
+// TestPoolReplacesWritableRootfsSandboxes: with a writable root file system a borrower could
+// leave code anywhere in the image, so the sandbox is replaced, never reset and lent again.
+func TestPoolReplacesWritableRootfsSandboxes(t *testing.T) {
+	t.Parallel()
+	m, c := newPoolTest(t)
+	c.writable = true
+	p := NewPool(m, "rest", TypeDocker)
+	ctx := t.Context()
+	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := p.Borrow(ctx, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Return(sb)
+	waitFree(t, p, 1)
+	next, err := p.Borrow(ctx, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.ID() == sb.ID() || !sb.(*poolFake).closed.Load() {
+		t.Errorf("the writable sandbox %s was lent again (next %s)", sb.ID(), next.ID())
+	}
+	if n := sb.(*poolFake).resets.Load(); n != 0 {
+		t.Errorf("the writable sandbox was reset %d times instead of replaced", n)
 	}
 }
 
@@ -334,7 +437,7 @@ func TestPoolReplacesBrokenAndForgetsDeleted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb.(*poolFake).failList.Store(true)
+	sb.(*poolFake).failReset.Store(true)
 	p.Return(sb)
 	waitFree(t, p, 2)
 	if slicesContain(p.IDs(), sb.ID()) {

@@ -1,14 +1,17 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/moby/profiles/seccomp"
 )
 
 // Labels put on every container and volume enclave-mcp creates, so that it can find (and
@@ -37,6 +40,31 @@ type specInput struct {
 	AgentVolume string
 	// AgentArgs are appended to the agent's command line (e.g. a notebook launcher).
 	AgentArgs []string
+	// Host is what the engine's host can enforce, as the engine reported it.
+	Host HostSecurity
+}
+
+// HostSecurity is what the engine's host offers to confine containers, read from the
+// engine's own report (Info.SecurityOptions) rather than from the server's machine, which
+// is not the engine's when DOCKER_HOST names a remote one.
+type HostSecurity struct {
+	// AppArmor is true when the engine runs on a host with AppArmor enabled
+	// (/sys/module/apparmor/parameters/enabled says Y there).
+	AppArmor bool
+}
+
+// ParseSecurityOptions reads the engine's Info.SecurityOptions, entries such as
+// "name=seccomp,profile=default" and "name=apparmor".
+func ParseSecurityOptions(opts []string) HostSecurity {
+	var h HostSecurity
+	for _, opt := range opts {
+		for field := range strings.SplitSeq(opt, ",") {
+			if field == "name=apparmor" {
+				h.AppArmor = true
+			}
+		}
+	}
+	return h
 }
 
 // containerName is the engine-side name of sandbox id.
@@ -58,6 +86,12 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	}
 	entrypoint := append([]string{agentPath, "agent", "--workspace", in.Config.WorkingDir}, in.AgentArgs...)
 	cfg, host := HardenedSpec(in.Config, entrypoint, labels)
+	if in.Host.AppArmor {
+		// The engine would pick this profile anyway for a container that is not privileged;
+		// naming it keeps it when the engine's default changes. Only where the host has
+		// AppArmor: some engines refuse a profile they cannot load.
+		host.SecurityOpt = append(host.SecurityOpt, "apparmor="+AppArmorProfile)
+	}
 
 	cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = true, true, true
 	cfg.OpenStdin, cfg.StdinOnce = true, true
@@ -114,7 +148,7 @@ func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*c
 		NetworkMode:    network,
 		ReadonlyRootfs: *c.ReadOnlyRootfs,
 		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges"},
+		SecurityOpt:    []string{"no-new-privileges", "seccomp=" + defaultSeccompJSON()},
 		Privileged:     c.Privileged,
 		Runtime:        c.Runtime,
 		// The protocol runs over stdout: a log driver would copy every message to disk.
@@ -128,6 +162,7 @@ func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*c
 			MemorySwap: c.MemoryBytes, // equal to Memory: no swap on top
 			NanoCPUs:   c.NanoCPUs,
 			PidsLimit:  ptr(c.PidsLimit),
+			Ulimits:    Ulimits(),
 		},
 	}
 	for name, ip := range c.ExtraHosts {
@@ -145,6 +180,52 @@ func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*c
 	}
 	return cfg, host
 }
+
+// AppArmorProfile is the AppArmor profile sandboxes run under where the host has AppArmor:
+// the one the engine loads itself.
+const AppArmorProfile = "docker-default"
+
+// Resource limits (setrlimit) of every process in a sandbox. The engine's default is
+// whatever dockerd was started with (20000 open files here, 1048576 under systemd's
+// LimitNOFILE=infinity, and a core limit the code may raise), so each is set.
+const (
+	// CoreLimit 0, soft and hard: a crashing process writes no core file. A core holds the
+	// process's memory (secrets passed in env vars or files included), and would be written
+	// into the workspace it crashed in, filling it.
+	CoreLimit = 0
+	// NoFileSoft is the usual Linux default, and select()'s FD_SETSIZE: programs built on
+	// select() misbehave past it.
+	NoFileSoft = 1024
+	// NoFileHard lets a program that needs more (a test runner, a server with many
+	// sockets) raise its own soft limit, while bounding the open files, each pinning
+	// kernel memory, that one process can hold (the engine's default reaches 1048576).
+	NoFileHard = 4096
+	// No nproc limit: RLIMIT_NPROC counts every process of the uid on the whole host, and
+	// every sandbox runs as the same uid, so one sandbox could use up the others' share.
+	// PidsLimit (a cgroup, per sandbox) is the bound on processes.
+)
+
+// Ulimits are the resource limits set on every sandbox.
+func Ulimits() []*container.Ulimit {
+	return []*container.Ulimit{
+		{Name: "core", Soft: CoreLimit, Hard: CoreLimit},
+		{Name: "nofile", Soft: NoFileSoft, Hard: NoFileHard},
+	}
+}
+
+// defaultSeccompJSON is the engine's default seccomp profile (moby's, the module the Docker
+// client comes from), sent with every create so that an engine started with
+// --seccomp-profile=unconfined, or with a looser profile of its own, still confines
+// sandboxes. The engine evaluates the profile's conditions (capabilities, architecture,
+// kernel version) against each container, as it does for its built-in copy; gVisor (runsc)
+// ignores it and filters system calls itself. About 9 KB, marshalled once.
+var defaultSeccompJSON = sync.OnceValue(func() string {
+	b, err := json.Marshal(seccomp.DefaultProfile())
+	if err != nil {
+		panic(fmt.Sprintf("marshalling the default seccomp profile: %v", err)) // a fixed value: cannot happen
+	}
+	return string(b)
+})
 
 // numericUser splits "uid[:gid]" when both are numbers ("root" counts as 0:0); a user name
 // only the image knows gives ok false.

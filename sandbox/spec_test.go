@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -8,6 +9,8 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
+	"github.com/moby/profiles/seccomp"
+	"github.com/opencontainers/runtime-spec/specs-go"
 )
 
 func mustResolve(t *testing.T, c Config, p Policy) Resolved {
@@ -54,7 +57,8 @@ func TestContainerSpecHardenedDefaults(t *testing.T) {
 		{"ReadonlyRootfs", host.ReadonlyRootfs, true},
 		{"CapDrop", []string(host.CapDrop), []string{"ALL"}},
 		{"CapAdd", len(host.CapAdd), 0},
-		{"SecurityOpt", host.SecurityOpt, []string{"no-new-privileges"}},
+		{"SecurityOpt", host.SecurityOpt, []string{"no-new-privileges", "seccomp=" + defaultSeccompJSON()}},
+		{"Ulimits", host.Ulimits, []*container.Ulimit{{Name: "core", Soft: 0, Hard: 0}, {Name: "nofile", Soft: 1024, Hard: 4096}}},
 		{"Privileged", host.Privileged, false},
 		{"Init", *host.Init, false},
 		{"AutoRemove", host.AutoRemove, true},
@@ -81,11 +85,12 @@ func TestContainerSpecHardenedDefaults(t *testing.T) {
 
 func TestContainerSpecFromConfig(t *testing.T) {
 	t.Parallel()
+	data := t.TempDir() // a host mount's path must exist here: its symlinks are resolved
 	r := mustResolve(t, Config{
 		Image: "img", WorkingDir: "/work/", MemoryLimit: "256m", CPULimit: 0.5, PidsLimit: 64,
 		EnvVars: map[string]string{"B": "2", "A": "1"}, NetworkEnabled: true, ExtraHosts: map[string]string{"db": "10.0.0.2"},
-		Volumes: map[string]VolumeMount{"/data": {Bind: "/mnt/data", Mode: "ro"}}, Runtime: "runsc", User: "root",
-	}, Policy{AllowNetwork: true, AllowHostMounts: true})
+		Volumes: map[string]VolumeMount{data: {Bind: "/mnt/data", Mode: "ro"}}, Runtime: "runsc", User: "root",
+	}, Policy{AllowNetwork: true, AllowHostMounts: true, AllowedHostPaths: []string{data}, AllowRootUser: true})
 	cfg, host := containerSpec(specInput{ID: "x", Config: r, AgentVolume: "v"})
 
 	if got := cfg.Env[len(cfg.Env)-2:]; !reflect.DeepEqual(got, []string{"A=1", "B=2"}) {
@@ -104,8 +109,123 @@ func TestContainerSpecFromConfig(t *testing.T) {
 		t.Errorf("ExtraHosts = %v", host.ExtraHosts)
 	}
 	last := host.Mounts[len(host.Mounts)-1]
-	if last.Type != mount.TypeBind || last.Source != "/data" || last.Target != "/mnt/data" || !last.ReadOnly {
+	if last.Type != mount.TypeBind || last.Source != data || last.Target != "/mnt/data" || !last.ReadOnly {
 		t.Errorf("host mount = %+v", last)
+	}
+}
+
+// TestContainerSpecSeccompPinned: every sandbox carries the default seccomp profile itself,
+// so an engine whose default is unconfined still confines it. The profile is evaluated the
+// way the engine does for a container with every capability dropped: the system calls that
+// break out of a container's namespaces or reach the kernel keyring are not allowed.
+func TestContainerSpecSeccompPinned(t *testing.T) {
+	t.Parallel()
+	_, host := containerSpec(specInput{ID: "x", Config: mustResolve(t, Config{}, Policy{}), AgentVolume: "v"})
+	var profileJSON string
+	for _, opt := range host.SecurityOpt {
+		if v, ok := strings.CutPrefix(opt, "seccomp="); ok {
+			if profileJSON != "" {
+				t.Fatal("two seccomp options: the engine keeps only one")
+			}
+			profileJSON = v
+		}
+	}
+	if profileJSON == "" {
+		t.Fatalf("SecurityOpt %q pins no seccomp profile", host.SecurityOpt)
+	}
+	want, err := json.Marshal(seccomp.DefaultProfile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if profileJSON != string(want) {
+		t.Error("the pinned profile is not moby's default profile")
+	}
+	if len(profileJSON) > 64<<10 {
+		t.Errorf("profile is %d bytes: every create sends it", len(profileJSON))
+	}
+
+	// What the engine does with it at create: conditions resolved against this container.
+	noCaps := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}}
+	loaded, err := seccomp.LoadProfile(profileJSON, noCaps)
+	if err != nil {
+		t.Fatalf("the profile does not load: %v", err)
+	}
+	if loaded.DefaultAction != specs.ActErrno || loaded.DefaultErrnoRet == nil || *loaded.DefaultErrnoRet != 1 {
+		t.Errorf("default action %s errno %v, want SCMP_ACT_ERRNO with EPERM", loaded.DefaultAction, loaded.DefaultErrnoRet)
+	}
+	allowed := map[string]bool{}
+	for _, sc := range loaded.Syscalls {
+		if sc.Action == specs.ActAllow && len(sc.Args) == 0 {
+			for _, n := range sc.Names {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, name := range []string{"read", "write", "openat", "execve", "wait4", "kill"} {
+		if !allowed[name] {
+			t.Errorf("%s is not allowed: nothing would run", name)
+		}
+	}
+	for _, name := range []string{"unshare", "setns", "mount", "keyctl", "add_key", "request_key", "bpf", "kexec_load", "init_module", "open_by_handle_at"} {
+		if allowed[name] {
+			t.Errorf("%s is allowed without capabilities", name)
+		}
+	}
+}
+
+// TestContainerSpecAppArmor: the AppArmor profile is named only where the engine's host has
+// AppArmor, so creates on hosts without it (this one) keep working.
+func TestContainerSpecAppArmor(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		host HostSecurity
+		want string // the apparmor option, "" for none
+	}{
+		{"host without AppArmor", HostSecurity{}, ""},
+		{"host with AppArmor", HostSecurity{AppArmor: true}, "apparmor=docker-default"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, host := containerSpec(specInput{ID: "x", Config: mustResolve(t, Config{}, Policy{}), AgentVolume: "v", Host: tc.host})
+			var got []string
+			for _, opt := range host.SecurityOpt {
+				if strings.HasPrefix(opt, "apparmor") {
+					got = append(got, opt)
+				}
+			}
+			switch {
+			case tc.want == "" && len(got) != 0:
+				t.Errorf("AppArmor options %q on a host without AppArmor", got)
+			case tc.want != "" && !reflect.DeepEqual(got, []string{tc.want}):
+				t.Errorf("AppArmor options %q, want [%s]", got, tc.want)
+			}
+			if host.SecurityOpt[0] != "no-new-privileges" || !strings.HasPrefix(host.SecurityOpt[1], "seccomp=") {
+				t.Errorf("the other options changed: %.60q", host.SecurityOpt)
+			}
+		})
+	}
+}
+
+func TestParseSecurityOptions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts []string
+		want HostSecurity
+	}{
+		{"this engine (20.10, no AppArmor)", []string{"name=seccomp,profile=default"}, HostSecurity{}},
+		{"Ubuntu engine", []string{"name=apparmor", "name=seccomp,profile=builtin", "name=cgroupns"}, HostSecurity{AppArmor: true}},
+		{"rootless", []string{"name=seccomp,profile=default", "name=rootless"}, HostSecurity{}},
+		{"none", nil, HostSecurity{}},
+		{"a profile named like it is not AppArmor", []string{"name=seccomp,profile=name=apparmor-ish"}, HostSecurity{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ParseSecurityOptions(tc.opts); got != tc.want {
+				t.Errorf("ParseSecurityOptions(%q) = %+v, want %+v", tc.opts, got, tc.want)
+			}
+		})
 	}
 }
 
@@ -141,7 +261,7 @@ func TestResolvePolicy(t *testing.T) {
 		{name: "relative working dir", cfg: Config{WorkingDir: "rel"}, wantErr: ErrInvalidConfig, errSays: "working_dir"},
 		{name: "root working dir", cfg: Config{WorkingDir: "/"}, wantErr: ErrInvalidConfig, errSays: "working_dir"},
 		{name: "bad env name", cfg: Config{EnvVars: map[string]string{"A=B": "x"}}, wantErr: ErrInvalidConfig, errSays: "env_vars"},
-		{name: "volume mode", cfg: Config{Volumes: map[string]VolumeMount{"/a": {Bind: "/b", Mode: "rwx"}}}, policy: Policy{AllowHostMounts: true}, wantErr: ErrInvalidConfig, errSays: "mode"},
+		{name: "volume mode", cfg: Config{Volumes: map[string]VolumeMount{"/a": {Bind: "/b", Mode: "rwx"}}}, policy: Policy{AllowHostMounts: true, AllowedHostPaths: []string{"/"}}, wantErr: ErrInvalidConfig, errSays: "mode"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

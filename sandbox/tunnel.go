@@ -21,7 +21,14 @@ import (
 // tunnelChunk is the most one data message carries from the server to the agent.
 const tunnelChunk = 64 << 10
 
-// ErrStreamFull ends a tunnel whose reader fell more than wire.MaxStreamBuffer behind.
+// maxTunnelBuffer caps the tunnel data one sandbox's connection holds for readers that have
+// not taken it yet, all its streams together; each stream is also capped on its own, at
+// wire.MaxStreamBuffer. The agent relays without waiting for the server, so these caps are
+// what bounds the memory a sandbox that floods its tunnels can take.
+const maxTunnelBuffer = wire.MaxStreamBuffer
+
+// ErrStreamFull ends a tunnel whose reader fell more than wire.MaxStreamBuffer behind, or
+// whose data would take its sandbox's tunnels past maxTunnelBuffer.
 var ErrStreamFull = errors.New("tunnel buffer full: the reader fell too far behind")
 
 // DialContext opens a connection to addr inside the sandbox, as seen from the sandbox:
@@ -159,7 +166,7 @@ func (t *tunnelConn) wake() {
 }
 
 // push appends data for the reader; it returns false, and fails the stream, when the
-// buffer would pass its cap.
+// stream's buffer or its sandbox's total would pass its cap.
 func (t *tunnelConn) push(data []byte) bool {
 	t.mu.Lock()
 	defer t.wake()
@@ -167,14 +174,22 @@ func (t *tunnelConn) push(data []byte) bool {
 	if t.closed || t.ended {
 		return true
 	}
-	if t.buffered+len(data) > wire.MaxStreamBuffer {
+	// Only the reader goroutine pushes, so the total cannot grow between check and add.
+	if t.buffered+len(data) > wire.MaxStreamBuffer || t.c.tunnelBytes.Load()+int64(len(data)) > t.c.tunnelLimit {
 		t.ended, t.endErr = true, ErrStreamFull
-		t.queue, t.buffered = nil, 0
+		t.dropQueueLocked()
 		return false
 	}
 	t.queue = append(t.queue, data)
 	t.buffered += len(data)
+	t.c.tunnelBytes.Add(int64(len(data)))
 	return true
+}
+
+// dropQueueLocked discards the data not read yet. t.mu must be held.
+func (t *tunnelConn) dropQueueLocked() {
+	t.c.tunnelBytes.Add(-int64(t.buffered))
+	t.queue, t.buffered = nil, 0
 }
 
 // end marks the end of the incoming data; err says why, when it failed.
@@ -211,6 +226,7 @@ func (t *tunnelConn) Read(p []byte) (int, error) {
 				}
 			}
 			t.buffered -= n
+			t.c.tunnelBytes.Add(-int64(n))
 			t.mu.Unlock()
 			return n, nil
 		case t.ended && t.endErr != nil:
@@ -283,7 +299,7 @@ func (t *tunnelConn) Close() error {
 		return nil
 	}
 	t.closed = true
-	t.queue, t.buffered = nil, 0
+	t.dropQueueLocked()
 	t.mu.Unlock()
 	t.wake()
 	t.c.dropStream(t.id)

@@ -241,12 +241,19 @@ func (l *Caller) Create(ctx context.Context, typ sandbox.Type, cfg sandbox.Confi
 	return sb.ID(), nil
 }
 
-// prepare fills what cfg leaves empty from the operator's defaults and checks its tools.
+// prepare fills what cfg leaves empty from the operator's defaults and checks its tools. A
+// request may not pick what only the operator's config sets (the runtime, see
+// sandbox.CheckRequest); every other rule of the operator's policy is applied to the merged
+// config by the manager's Create (sandbox.Resolve), whatever path the config took.
 func (l *Core) prepare(typ sandbox.Type, cfg sandbox.Config) (sandbox.Type, sandbox.Config, error) {
 	if typ == "" {
 		typ = sandbox.TypeDocker
 	}
-	merged := mergeConfig(l.m.DefaultConfig(typ), cfg)
+	defaults := l.m.DefaultConfig(typ)
+	if err := sandbox.CheckRequest(defaults, cfg, l.m.Policy()); err != nil {
+		return typ, cfg, err
+	}
+	merged := mergeConfig(defaults, cfg)
 	if _, err := tools.Enabled(l.tools, merged.ToolsConfig); err != nil {
 		return typ, merged, fmt.Errorf("%w: %w", sandbox.ErrInvalidConfig, err)
 	}

@@ -36,7 +36,7 @@ func TestEntryName(t *testing.T) {
 		got, err := entryName(tc.in)
 		if tc.bad {
 			if !errors.Is(err, api.ErrInvalidArchive) {
-				t.Errorf("entryName(%q) = %q, %v; want ErrInvalidArchive", tc.in, got, err)
+				t.Errorf("entryName(%q) = %q, %v; want api.ErrInvalidArchive", tc.in, got, err)
 			}
 			continue
 		}
@@ -131,5 +131,52 @@ func TestMergeConfig(t *testing.T) {
 	if got.Image != defaults.Image || got.MemoryLimit != "4g" || got.PidsLimit != 128 || !got.NetworkEnabled ||
 		got.EnvVars["PYTHONHASHSEED"] != "0" || got.ToolsConfig["shell_executor"]["shell"] != "/bin/bash" {
 		t.Errorf("merged = %+v", got)
+	}
+}
+
+// Finding 7 (issue 9): a symlink in a downloaded tree keeps a target only when following it
+// stays inside the tree; the target is rewritten as the shortest relative path.
+func TestLinkTarget(t *testing.T) {
+	t.Parallel()
+	kinds := map[string]entryKind{
+		"sub": kindDir, "sub/f": kindFile, "sub/up": kindSymlink, "sub/deep": kindDir, "lib": kindDir, "jump": kindSymlink,
+	}
+	for _, tc := range []struct {
+		rel, target string
+		want        string // "" means left out
+	}{
+		{"lib64", "lib", "lib"},
+		{"sub/deep/l", "../f", "../f"},
+		{"sub/deep/l", "../../lib/./x", "../../lib/x"},
+		{"sub/l", "/sandbox/out/lib", "../lib"}, // absolute inside the root: made relative
+		{"l", "/sandbox/out", "."},              // the root itself
+		{"sub/up", "..", ".."},                  // one level up, still the root
+		{"l", "/etc/passwd", ""},                // absolute outside
+		{"l", "/sandbox/outside", ""},           // a sibling sharing the root's prefix
+		{"l", "..", ""},                         // above the root
+		{"sub/l", "../../etc", ""},              // above the root from deeper
+		{"sub/l", "up/..", ""},                  // through another symlink
+		{"l", "jump/x", ""},                     // through another symlink
+		{"l", "jump", "jump"},                   // to another symlink, checked on its own
+		{"l", "sub/../sub/f", "sub/f"},          // climbs, but only through real directories
+		{"l", "sub\\..\\..\\x", ""},             // a Windows path
+		{"l", "", ""},
+	} {
+		got, ok := linkTarget("/sandbox/out", tc.rel, tc.target, kinds)
+		if !ok {
+			got = ""
+		}
+		if got != tc.want {
+			t.Errorf("linkTarget(%s -> %s) = %q, %v; want %q", tc.rel, tc.target, got, ok, tc.want)
+		}
+	}
+}
+
+func TestDownloadName(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"/sandbox/a.txt": "a.txt", "/": "download", "..": "download", "/x/a\\b": "download", "rel/b": "b"} {
+		if got := downloadName(in); got != want {
+			t.Errorf("downloadName(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

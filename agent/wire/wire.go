@@ -46,6 +46,9 @@ type Request struct {
 	Job    string    `json:"job,omitempty"`    // OpKill: the background job to kill
 	Dial   *Dial     `json:"dial,omitempty"`
 	Data   []byte    `json:"data,omitempty"` // OpData: the bytes to write
+
+	// Reset is OpReset's request.
+	Reset *Reset `json:"reset,omitempty"`
 }
 
 // Dial asks the agent to open a connection from inside the sandbox.
@@ -173,6 +176,9 @@ type Response struct {
 	File   *FileResult `json:"file,omitempty"`
 	Jobs   []Job       `json:"jobs,omitempty"`
 	Data   []byte      `json:"data,omitempty"` // KindData: bytes read from the stream
+
+	// Reset answers OpReset.
+	Reset *ResetResult `json:"reset,omitempty"`
 }
 
 // Ready is the agent's greeting.
@@ -250,4 +256,43 @@ type Job struct {
 	// ExitCode and Signal are set once the job has ended.
 	ExitCode int    `json:"exit_code,omitempty"`
 	Signal   string `json:"signal,omitempty"`
+}
+
+// OpReset returns the sandbox to the state it started in, for a pool's next borrower
+// (Request.Reset): every process but the agent dies, whatever session, group or environment
+// it has; the directories named are emptied; with SysVIPC the System V IPC objects go too;
+// and the agent forgets its background jobs. Response.Reset says what went.
+const OpReset Operation = "reset"
+
+// Reset asks the agent for an OpReset.
+type Reset struct {
+	// Dirs are emptied: every entry in them is removed, without following symlinks, except
+	// other file systems mounted inside them (an operator's volume), which are left as they
+	// are. Each must be an absolute, clean path other than "/"; a missing one is skipped.
+	Dirs []string `json:"dirs"`
+	// SysVIPC also removes every System V shared memory segment, message queue and
+	// semaphore set. The agent refuses it unless it is PID 1, the init of the sandbox's own
+	// namespaces: anywhere else the objects would belong to other programs.
+	SysVIPC bool `json:"sysv_ipc,omitempty"`
+}
+
+// MaxResetReport caps each list in a ResetResult; the counts are complete.
+const MaxResetReport = 64
+
+// ResetResult says what an OpReset killed and removed.
+type ResetResult struct {
+	// Killed counts the processes killed; KilledNames lists the first of them as "pid name".
+	Killed      int      `json:"killed"`
+	KilledNames []string `json:"killed_names,omitempty"`
+	// Removed counts the file-system entries removed, each directory's content included;
+	// RemovedPaths lists the first of the top-level ones.
+	Removed      int      `json:"removed"`
+	RemovedPaths []string `json:"removed_paths,omitempty"`
+	// KeptMounts lists file systems mounted inside Dirs, left as they were.
+	KeptMounts []string `json:"kept_mounts,omitempty"`
+	// IPCRemoved counts the System V IPC objects removed.
+	IPCRemoved int `json:"ipc_removed,omitempty"`
+	// JobsForgotten counts the background jobs dropped from the job list.
+	JobsForgotten int     `json:"jobs_forgotten,omitempty"`
+	DurationMS    float64 `json:"duration_ms"`
 }

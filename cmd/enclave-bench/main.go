@@ -59,6 +59,9 @@ type options struct {
 	agentSet    bool // -agent-binary was given explicitly
 	slow        bool
 	image       string
+	// runtimes are OCI runtimes measured beside the engine's default (-runtimes).
+	runtimes     []string
+	variantsOnly bool
 }
 
 func run() int {
@@ -68,7 +71,14 @@ func run() int {
 	flag.StringVar(&opts.agentBinary, "agent-binary", "bin/enclave-mcp", "static enclave-mcp binary run as the sandboxes' agent (the default path is relative to the module root, and is rebuilt when missing or stale)")
 	flag.BoolVar(&opts.slow, "slow", false, "also measure docker stop + remove of a container whose PID 1 ignores SIGTERM (about 10 s per run, 2 runs)")
 	flag.StringVar(&opts.image, "image", sandbox.DefaultImage, "sandbox image")
+	runtimes := flag.String("runtimes", os.Getenv("ENCLAVE_BENCH_RUNTIMES"), "comma-separated OCI runtimes to measure beside the engine's default, e.g. runsc (default $ENCLAVE_BENCH_RUNTIMES)")
+	flag.BoolVar(&opts.variantsOnly, "variants-only", false, "measure only the two-ways table: the seccomp profile's create cost and the -runtimes rows")
 	flag.Parse()
+	for _, rt := range strings.Split(*runtimes, ",") {
+		if rt = strings.TrimSpace(rt); rt != "" {
+			opts.runtimes = append(opts.runtimes, rt)
+		}
+	}
 	flag.Visit(func(f *flag.Flag) { opts.agentSet = opts.agentSet || f.Name == "agent-binary" })
 	if opts.n < 1 || flag.NArg() > 0 {
 		flag.Usage()
@@ -153,6 +163,9 @@ func runBench(ctx context.Context, opts options) (err error) {
 		n:      opts.n,
 		slow:   opts.slow,
 		rep:    rep,
+
+		runtimes:     opts.runtimes,
+		variantsOnly: opts.variantsOnly,
 	}
 	fmt.Fprintf(os.Stderr, "enclave-bench: %s\nenclave-bench: containers are labelled %s=%s (sandboxes) and %s=%s (baseline)\n",
 		rep.header(), sandbox.LabelInstance, engine.Instance(), benchLabel, runID)
@@ -161,10 +174,10 @@ func runBench(ctx context.Context, opts options) (err error) {
 	rep.Took = time.Since(start).Round(time.Millisecond).String()
 
 	// What was measured is printed even when a later operation failed.
-	if len(rep.Rows) > 0 {
+	if len(rep.Rows) > 0 || len(rep.Variants) > 0 {
 		printReport(os.Stdout, rep)
 	}
-	if opts.jsonPath != "" && len(rep.Rows) > 0 {
+	if opts.jsonPath != "" && (len(rep.Rows) > 0 || len(rep.Variants) > 0) {
 		if err := writeJSON(opts.jsonPath, rep); err != nil {
 			runErr = errors.Join(runErr, err)
 		}

@@ -39,6 +39,9 @@ type bench struct {
 	n      int
 	slow   bool
 	rep    *report
+
+	runtimes     []string // measured beside the engine's default runtime (variants.go)
+	variantsOnly bool
 }
 
 // createRuns is the run count for operations that create a container per run.
@@ -49,6 +52,9 @@ func (b *bench) concurrentRounds() int { return min(5, max(3, b.n/10)) }
 
 // all measures every operation in turn, adding a row per operation to the report.
 func (b *bench) all(ctx context.Context) error {
+	if b.variantsOnly {
+		return b.variants(ctx)
+	}
 	fmt.Fprintln(os.Stderr, "sandbox lifecycle:")
 	if err := b.createAndRemove(ctx); err != nil {
 		return err
@@ -70,6 +76,9 @@ func (b *bench) all(ctx context.Context) error {
 		return err
 	}
 	if err := b.breakdown(ctx, sb); err != nil {
+		return err
+	}
+	if err := b.variants(ctx); err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "MCP over HTTP vs in-process:")

@@ -38,6 +38,7 @@ type report struct {
 	Took       string
 	Rows       []row
 	Parts      []part
+	Variants   []variant // the same operation two ways (see variants.go)
 }
 
 func (r *report) add(row row) { r.Rows = append(r.Rows, row) }
@@ -115,6 +116,7 @@ Close is a force remove (SIGKILL, no grace period), so how an image's PID 1 trea
 		}
 		t.write(w)
 	}
+	printVariants(w, r)
 }
 
 func statCells(s stats) []string {
@@ -200,18 +202,19 @@ type jsonPart struct {
 }
 
 type jsonReport struct {
-	Engine     string     `json:"engine_version"`
-	APIVersion string     `json:"api_version"`
-	Kernel     string     `json:"kernel"`
-	Nproc      int        `json:"nproc"`
-	LoadAvg    string     `json:"load_average"`
-	Image      string     `json:"image"`
-	Agent      string     `json:"agent_binary"`
-	N          int        `json:"n"`
-	Started    time.Time  `json:"started"`
-	Took       string     `json:"took"`
-	Rows       []jsonRow  `json:"rows"`
-	Parts      []jsonPart `json:"breakdown"`
+	Engine     string        `json:"engine_version"`
+	APIVersion string        `json:"api_version"`
+	Kernel     string        `json:"kernel"`
+	Nproc      int           `json:"nproc"`
+	LoadAvg    string        `json:"load_average"`
+	Image      string        `json:"image"`
+	Agent      string        `json:"agent_binary"`
+	N          int           `json:"n"`
+	Started    time.Time     `json:"started"`
+	Took       string        `json:"took"`
+	Rows       []jsonRow     `json:"rows"`
+	Parts      []jsonPart    `json:"breakdown"`
+	Variants   []jsonVariant `json:"variants,omitempty"`
 }
 
 func (r *report) toJSON() jsonReport {
@@ -232,5 +235,6 @@ func (r *report) toJSON() jsonReport {
 	for _, p := range r.Parts {
 		j.Parts = append(j.Parts, jsonPart{Step: p.Step, RoundTrip: p.RoundTrip.toJSON(), Process: p.Process.toJSON()})
 	}
+	j.Variants = r.variantsJSON()
 	return j
 }

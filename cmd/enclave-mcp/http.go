@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,59 +13,97 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 )
 
-// httpToken returns the token the HTTP endpoints require. Without one, a loopback listener
-// gets a random token (printed at start) and any other address is refused: a remote
-// endpoint is never open.
-func httpToken(addr, token string) (string, bool, error) {
-	if token != "" {
-		return token, false, nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", false, fmt.Errorf("--http %q: want HOST:PORT, e.g. 127.0.0.1:8000: %w", addr, err)
-	}
-	ip := net.ParseIP(host)
-	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return "", false, fmt.Errorf("--http %s listens beyond this machine: set --token (or ENCLAVE_TOKEN), or bind 127.0.0.1", addr)
-	}
-	var b [24]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:]), true, nil
+// httpLimits bound what one client can hold of the HTTP server: connections, bodies and
+// MCP sessions. None of them cuts a stream: an SSE stream, a streamable-HTTP GET stream or
+// a tool call may last as long as the longest call timeout (an hour).
+type httpLimits struct {
+	// ReadHeaderTimeout bounds a request's headers (slowloris).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds the arrival of a whole request, headers and body (http.Server's
+	// ReadTimeout). It does not cut streams: once a body has been read to its end (every
+	// handler here reads its body whole before it answers), net/http clears the connection's
+	// read deadline before it starts watching for the client going away, so a response may
+	// then stream for as long as it needs. A body that stalls, or that a refused request
+	// leaves to be drained, stays bounded.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that carries no request for this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps a request's headers.
+	MaxHeaderBytes int
+	// MaxBodyBytes caps a JSON body: an MCP message on /mcp or /message, or a REST request.
+	// REST tar uploads have their own, larger limit (client.Limits.MaxArchiveBytes).
+	MaxBodyBytes int64
+	// MaxSessions and MaxSessionsPerToken cap the live MCP sessions (0: no cap).
+	MaxSessions, MaxSessionsPerToken int
 }
 
-// httpServer is the one listener that serves MCP (/mcp, /sse, /message) beside the REST API.
+// Defaults of httpLimits. There is no WriteTimeout: it would cut streams, and a client
+// that stops reading holds only its own response.
+const (
+	defaultReadHeaderTimeout = 10 * time.Second
+	defaultReadTimeout       = 2 * time.Minute // a 64 MiB upload at ~0.5 MiB/s
+	defaultIdleTimeout       = time.Minute
+	defaultMaxHeaderBytes    = 64 << 10 // a token and a session id are well under 1 KiB
+	// One token may hold half the server's sessions, so a second principal is never locked
+	// out by the first. Sessions over --max-sandboxes (100) cannot run tools anyway; the
+	// headroom is for clients that open sessions without calling tools.
+	defaultMaxSessions         = 256
+	defaultMaxSessionsPerToken = 128
+)
+
+// httpServer is the one listener that serves MCP (/mcp, /sse, /message) beside the REST API,
+// behind the perimeter (Origin and Host checks).
 type httpServer struct {
 	addr       string
 	token      string
-	generated  bool
 	mcp        *mcp.Server
 	rest       *httpapi.API // the REST manager API, /health included; it checks the token itself
+	perimeter  *httpapi.Perimeter
 	sessionTTL time.Duration
+	limits     httpLimits
 	log        *slog.Logger
 }
 
-// serve listens until ctx ends, then shuts the transports down (their sessions end, and
-// with them the sessions' sandboxes).
+// serve listens on h.addr until ctx ends; see serveOn.
 func (h *httpServer) serve(ctx context.Context) error {
-	transports := h.mcp.HTTPTransports(ctx, mcp.HTTPOptions{SessionIdleTTL: h.sessionTTL})
-	mux := http.NewServeMux()
-	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(h.token, next) })
-	mux.Handle("/", h.rest.Handler())
-
 	ln, err := net.Listen("tcp", h.addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", h.addr, err)
 	}
+	return h.serveOn(ctx, ln)
+}
+
+// handler is every endpoint behind the perimeter: MCP behind the token check, the REST API
+// (which checks the token itself) at "/".
+func (h *httpServer) handler(ctx context.Context) (http.Handler, mcp.Transports) {
+	transports := h.mcp.HTTPTransports(ctx, mcp.HTTPOptions{
+		SessionIdleTTL:          h.sessionTTL,
+		MaxBodyBytes:            h.limits.MaxBodyBytes,
+		MaxSessions:             h.limits.MaxSessions,
+		MaxSessionsPerPrincipal: h.limits.MaxSessionsPerToken,
+		Principal:               httpapi.PrincipalOf,
+		HostsCheckedOutside:     true, // by h.perimeter, with --allowed-hosts
+	})
+	mux := http.NewServeMux()
+	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(h.token, next) })
+	mux.Handle("/", h.rest.Handler())
+	return h.perimeter.Wrap(mux), transports
+}
+
+// serveOn serves on ln until ctx ends, then shuts the transports down (their sessions end,
+// and with them the sessions' sandboxes).
+func (h *httpServer) serveOn(ctx context.Context, ln net.Listener) error {
+	handler, transports := h.handler(ctx)
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           handler,
+		ReadHeaderTimeout: h.limits.ReadHeaderTimeout,
+		ReadTimeout:       h.limits.ReadTimeout,
+		IdleTimeout:       h.limits.IdleTimeout,
+		MaxHeaderBytes:    h.limits.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
 	base := "http://" + ln.Addr().String()
 	h.log.Info("serving MCP and the REST API over HTTP", "mcp", base+"/mcp", "sse", base+"/sse", "rest", base+"/sandboxes")
-	if h.generated {
-		h.log.Info("no --token given: generated one for this run", "token", h.token)
-	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -27,7 +27,8 @@ const usage = `enclave-mcp: secure, fast, stateful sandboxes for LLM agents, ove
 
 Usage:
   enclave-mcp serve [flags]              serve MCP over stdio (one client, one sandbox)
-  enclave-mcp serve --http ADDR --token T  serve MCP over HTTP (/mcp, /sse) beside the REST API
+  enclave-mcp serve --http ADDR --token-file F
+                                         serve MCP over HTTP (/mcp, /sse) beside the REST API
   enclave-mcp schema --format F          print every tool's schema (F: mcp, openai, openai-strict)
   enclave-mcp doctor                     check the engine, images and runtimes, with fixes
   enclave-mcp images build               build the default images from Debian packages

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
@@ -21,14 +23,8 @@ import (
 type fileConfig struct {
 	Sandbox  sandbox.Config `json:"sandbox"`
 	Notebook notebookConfig `json:"notebook"`
-	Policy   struct {
-		AllowNetwork    bool     `json:"allow_network"`
-		AllowPrivileged bool     `json:"allow_privileged"`
-		AllowHostMounts bool     `json:"allow_host_mounts"`
-		MaxMemory       string   `json:"max_memory"`
-		MaxCPU          float64  `json:"max_cpu"`
-		AllowedImages   []string `json:"allowed_images"`
-	} `json:"policy"`
+	// Policy is read by sandbox.Policy's UnmarshalJSON: every field it has, unknown ones refused.
+	Policy sandbox.Policy `json:"policy"`
 }
 
 // serveFlags are serve's flags; each overrides the config file.
@@ -45,11 +41,18 @@ type serveFlags struct {
 	agentBinary string
 	httpAddr    string
 	token       string
+	tokenFile   string
 	sessionTTL  time.Duration
 	idleTTL     time.Duration
 	maxLifetime time.Duration
 	maxTotal    int
 	maxPerOwner int
+	// HTTP limits and the perimeter's allow-lists.
+	maxBody             string
+	maxSessions         int
+	maxSessionsPerToken int
+	allowedOrigins      string
+	allowedHosts        string
 	// warm and warmNotebook are the warm pools' sizes (-1 for warm: decided by the mode).
 	warm         int
 	warmNotebook int
@@ -85,7 +88,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	var f serveFlags
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(os.Stderr, "Usage: enclave-mcp serve [flags]\n\nServes MCP over stdio by default: one client, whose sandbox is created on its first\ntool call and removed when it disconnects. With --http ADDR --token T it serves MCP over\nstreamable HTTP (/mcp) and SSE (/sse) beside the REST API; GET /health needs no token.\n\nFlags:\n")
+		fmt.Fprint(os.Stderr, "Usage: enclave-mcp serve [flags]\n\nServes MCP over stdio by default: one client, whose sandbox is created on its first\ntool call and removed when it disconnects. With --http ADDR (token from --token-file F or\nENCLAVE_MCP_TOKEN) it serves MCP over streamable HTTP (/mcp) and SSE (/sse) beside the REST\nAPI; GET /health needs no token, and without one answers only {\"status\":\"ok\"|\"unhealthy\"}.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	f.register(fs)
@@ -99,7 +102,13 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&f.runtime, "runtime", "", "OCI runtime for sandboxes, e.g. runsc (default: the engine's)")
 	fs.StringVar(&f.agentBinary, "agent-binary", "", "static enclave-mcp binary injected into sandboxes (default: this executable)")
 	fs.StringVar(&f.httpAddr, "http", "", "serve MCP and the REST API over HTTP on ADDR (e.g. 127.0.0.1:8000) instead of stdio")
-	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints (or ENCLAVE_TOKEN); generated when listening on loopback without one")
+	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints; visible in ps: prefer --token-file or "+tokenEnv+". Generated when listening on loopback without any")
+	fs.StringVar(&f.tokenFile, "token-file", "", "read the HTTP bearer token from this file (its first line); else "+tokenEnv+", then "+legacyTokenEnv)
+	fs.StringVar(&f.maxBody, "max-body", "8m", "HTTP: largest JSON request body (MCP messages, REST JSON); larger is 413. REST tar uploads have their own 64 MiB limit")
+	fs.IntVar(&f.maxSessions, "max-sessions", defaultMaxSessions, "HTTP: most live MCP sessions (streamable-HTTP sessions and SSE streams) in total (0: no cap)")
+	fs.IntVar(&f.maxSessionsPerToken, "max-sessions-per-token", defaultMaxSessionsPerToken, "HTTP: most live MCP sessions one token holds (0: no cap)")
+	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "HTTP: comma-separated browser origins (https://app.example.com) allowed to call the server, with CORS; * allows any. Requests with any other Origin get 403")
+	fs.StringVar(&f.allowedHosts, "allowed-hosts", "", "HTTP: comma-separated host names the server may be addressed as, besides localhost and loopback addresses; on a loopback listener any other Host gets 403 (DNS rebinding)")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 30*time.Minute, "HTTP: end an MCP session (and remove its sandboxes) after this long without a request")
 	fs.DurationVar(&f.idleTTL, "idle-ttl", 0, "remove a sandbox unused for this long (0: never)")
 	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "remove a sandbox this long after its creation (0: never)")
@@ -124,10 +133,29 @@ func serveCmd(ctx context.Context, args []string) error {
 	}
 	var token string
 	var generated bool
+	var limits httpLimits
+	var perimeter *httpapi.Perimeter
 	if f.httpAddr != "" {
-		// Checked before any engine work: a remote endpoint without a token never starts.
-		if token, generated, err = httpToken(f.httpAddr, f.token); err != nil {
+		// Checked before any engine work: a remote endpoint without a token never starts,
+		// and a mistyped limit or allow-list fails at once.
+		configured, _, err := resolveToken(f.token, f.tokenFile, os.Getenv, log)
+		if err != nil {
 			return err
+		}
+		if token, generated, err = httpToken(f.httpAddr, configured); err != nil {
+			return err
+		}
+		if limits, perimeter, err = f.httpSetup(log); err != nil {
+			return err
+		}
+		if generated {
+			path, err := showGeneratedToken(token, os.Stderr, isTerminal(os.Stderr), "", log)
+			if err != nil {
+				return err
+			}
+			if path != "" {
+				defer os.Remove(path)
+			}
 		}
 	}
 
@@ -188,7 +216,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	var api *httpapi.API
 	var onToolCall func(string, tools.Result, time.Duration)
 	if f.httpAddr != "" {
-		api, err = httpapi.New(httpapi.Config{Core: core, Token: token, Logger: log})
+		api, err = httpapi.New(httpapi.Config{Core: core, Token: token, Logger: log, MaxJSONBytes: limits.MaxBodyBytes})
 		if err != nil {
 			return err
 		}
@@ -203,8 +231,8 @@ func serveCmd(ctx context.Context, args []string) error {
 	var serveErr error
 	if api != nil {
 		h := &httpServer{
-			addr: f.httpAddr, token: token, generated: generated, mcp: srv,
-			rest: api, sessionTTL: f.sessionTTL, log: log,
+			addr: f.httpAddr, token: token, mcp: srv, rest: api, perimeter: perimeter,
+			sessionTTL: f.sessionTTL, limits: limits, log: log,
 		}
 		serveErr = h.serve(ctx)
 	} else {
@@ -230,20 +258,7 @@ func (f *serveFlags) sandboxConfig() (sandbox.Config, sandbox.Policy, error) {
 	}
 	cfg := fc.Sandbox
 	f.notebook = fc.Notebook
-	policy := sandbox.Policy{
-		AllowNetwork:    fc.Policy.AllowNetwork,
-		AllowPrivileged: fc.Policy.AllowPrivileged,
-		AllowHostMounts: fc.Policy.AllowHostMounts,
-		MaxCPU:          fc.Policy.MaxCPU,
-		AllowedImages:   fc.Policy.AllowedImages,
-	}
-	if fc.Policy.MaxMemory != "" {
-		n, err := sandbox.ParseSize(fc.Policy.MaxMemory)
-		if err != nil {
-			return cfg, policy, fmt.Errorf("config policy.max_memory: %w", err)
-		}
-		policy.MaxMemory = n
-	}
+	policy := fc.Policy
 	if f.image != "" {
 		cfg.Image = f.image
 	}
@@ -265,8 +280,45 @@ func (f *serveFlags) sandboxConfig() (sandbox.Config, sandbox.Policy, error) {
 	if f.network {
 		cfg.NetworkEnabled, policy.AllowNetwork = true, true
 	}
-	if f.token == "" {
-		f.token = os.Getenv("ENCLAVE_TOKEN")
-	}
 	return cfg, policy, nil
+}
+
+// httpSetup reads the HTTP flags: the limits and the perimeter's allow-lists.
+func (f *serveFlags) httpSetup(log *slog.Logger) (httpLimits, *httpapi.Perimeter, error) {
+	limits := httpLimits{
+		ReadHeaderTimeout:   defaultReadHeaderTimeout,
+		ReadTimeout:         defaultReadTimeout,
+		IdleTimeout:         defaultIdleTimeout,
+		MaxHeaderBytes:      defaultMaxHeaderBytes,
+		MaxSessions:         f.maxSessions,
+		MaxSessionsPerToken: f.maxSessionsPerToken,
+	}
+	n, err := sandbox.ParseSize(f.maxBody)
+	if err != nil || n < 64<<10 {
+		return limits, nil, fmt.Errorf("--max-body %q: want a size of at least 64k, e.g. 8m", f.maxBody)
+	}
+	limits.MaxBodyBytes = n
+	if f.maxSessions < 0 || f.maxSessionsPerToken < 0 {
+		return limits, nil, fmt.Errorf("--max-sessions %d, --max-sessions-per-token %d: want 0 (no cap) or more", f.maxSessions, f.maxSessionsPerToken)
+	}
+	perimeter, err := httpapi.NewPerimeter(httpapi.PerimeterConfig{
+		AllowedOrigins: splitList(f.allowedOrigins),
+		AllowedHosts:   splitList(f.allowedHosts),
+		Logger:         log,
+	})
+	if err != nil {
+		return limits, nil, fmt.Errorf("--allowed-origins/--allowed-hosts: %w", err)
+	}
+	return limits, perimeter, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

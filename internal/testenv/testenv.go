@@ -116,9 +116,21 @@ func AssertNoContainers(t testing.TB, e *sandbox.Engine) {
 	}
 }
 
-// Sandbox creates a default sandbox on e and removes it when the test ends.
+// RuntimeEnv names the environment variable that picks the OCI runtime of the sandboxes
+// integration tests create (ENCLAVE_TEST_RUNTIME=runsc: make test-gvisor); unset means the
+// engine's default.
+const RuntimeEnv = "ENCLAVE_TEST_RUNTIME"
+
+// Runtime is the OCI runtime RuntimeEnv names, "" for the engine's default.
+func Runtime() string { return os.Getenv(RuntimeEnv) }
+
+// Sandbox creates a default sandbox on e, under Runtime() unless cfg names a runtime, and
+// removes it when the test ends.
 func Sandbox(t testing.TB, e *sandbox.Engine, cfg sandbox.Config) *sandbox.DockerSandbox {
 	t.Helper()
+	if cfg.Runtime == "" {
+		cfg.Runtime = Runtime()
+	}
 	resolved, err := sandbox.Resolve(cfg, sandbox.Policy{})
 	if err != nil {
 		t.Fatalf("resolving config: %v", err)
