@@ -1,37 +1,17 @@
 package loadtest_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/loadtest"
 )
-
-// syncBuffer collects a server's log for printing when its test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) tail(n int) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	lines := strings.Split(strings.TrimSpace(s.b.String()), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
 
 // startServer starts `enclave-mcp serve --http` with extra serve flags. At the end of the
 // test it is stopped, and none of its sandbox containers may remain; its log is printed
@@ -39,7 +19,7 @@ func (s *syncBuffer) tail(n int) string {
 func startServer(t *testing.T, args ...string) *loadtest.Server {
 	t.Helper()
 	testenv.RequireDocker(t)
-	var log syncBuffer
+	var log syncbuf.Buffer
 	srv, err := loadtest.StartServer(t.Context(), loadtest.ServerOptions{Binary: testenv.Binary(t), Args: args, Log: &log})
 	if err != nil {
 		t.Fatalf("starting server: %v", err)
@@ -50,7 +30,7 @@ func startServer(t *testing.T, args ...string) *loadtest.Server {
 		_ = srv.Stop(ctx) // some tests have killed it already; what matters is what it left
 		requireNoSandboxes(t, srv.PID())
 		if t.Failed() {
-			t.Logf("server %d's last log lines:\n%s", srv.PID(), log.tail(40))
+			t.Logf("server %d's last log lines:\n%s", srv.PID(), log.Tail(40))
 		}
 	})
 	return srv

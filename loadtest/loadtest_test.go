@@ -3,6 +3,7 @@ package loadtest_test
 import (
 	"testing"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/loadtest"
 )
@@ -13,7 +14,7 @@ import (
 func TestIntegrationLoadSmall(t *testing.T) {
 	t.Parallel()
 	testenv.RequireDocker(t)
-	var log syncBuffer
+	var log syncbuf.Buffer
 	rep, err := loadtest.RunWithServer(t.Context(),
 		loadtest.ServerOptions{Binary: testenv.Binary(t), Log: &log},
 		loadtest.Options{Sessions: 8, CallsPerSession: 5})
@@ -28,6 +29,6 @@ func TestIntegrationLoadSmall(t *testing.T) {
 		t.Errorf("sandboxes left: %d after the sessions closed, %d after the server stopped", s.LeftAfterClose, s.LeftAfterStop)
 	}
 	if t.Failed() {
-		t.Logf("server log:\n%s", log.tail(40))
+		t.Logf("server log:\n%s", log.Tail(40))
 	}
 }

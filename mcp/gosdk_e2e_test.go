@@ -14,6 +14,7 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 )
 
@@ -28,7 +29,7 @@ func TestIntegrationGoSDKClient(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			stderr := &e2eBuffer{}
+			stderr := &syncbuf.Buffer{}
 			cmd := exec.Command(bin, "serve", "--log-level", "debug")
 			cmd.Stderr = stderr
 			// Close closes stdin and waits this long before resorting to SIGTERM: a server

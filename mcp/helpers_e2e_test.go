@@ -31,7 +31,9 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 )
 
 const (
@@ -90,30 +92,12 @@ func e2eCut(s string, n int) string {
 	return s[:n/2] + fmt.Sprintf("…[%d bytes]…", len(s)-n) + s[len(s)-n/2:]
 }
 
-// e2eBuffer is a goroutine-safe buffer for a subprocess's stderr.
-type e2eBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *e2eBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *e2eBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // e2eServer is an enclave-mcp stdio server driven by mark3labs/mcp-go's client.
 type e2eServer struct {
 	t      testing.TB
 	Client *mcpclient.Client
 	cmd    *exec.Cmd
-	stderr *e2eBuffer
+	stderr *syncbuf.Buffer
 	// ProtocolVersion is the version the client and server agreed on.
 	ProtocolVersion string
 
@@ -137,7 +121,7 @@ func e2eStartVersion(t testing.TB, version string, extraArgs ...string) *e2eServ
 	t.Helper()
 	testenv.RequireDocker(t)
 	bin := testenv.Binary(t)
-	s := &e2eServer{t: t, stderr: &e2eBuffer{}, containers: map[string]string{}}
+	s := &e2eServer{t: t, stderr: &syncbuf.Buffer{}, containers: map[string]string{}}
 	args := append([]string{"serve", "--log-level", "debug"}, extraArgs...)
 	if rt := testenv.Runtime(); rt != "" {
 		args = append(args, "--runtime", rt)
@@ -498,7 +482,7 @@ func e2eInstanceContainers(t testing.TB, instance string) []string {
 func e2eAssertInstanceGone(t testing.TB, instance string) {
 	t.Helper()
 	var left []string
-	if !e2ePoll(e2eGoneTimeout, 100*time.Millisecond, func() bool {
+	if !testwait.Poll(e2eGoneTimeout, func() bool {
 		left = e2eInstanceContainers(t, instance)
 		return len(left) == 0
 	}) {
@@ -520,20 +504,6 @@ func e2eRemove(t testing.TB, id string) {
 	}
 }
 
-// e2ePoll calls cond until it returns true or timeout passes; it reports whether cond held.
-func e2ePoll(timeout, every time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(every)
-	}
-}
-
 // ---- raw JSON-RPC over the subprocess's stdio ----
 
 // e2eRaw is an enclave-mcp stdio server spoken to in raw JSON-RPC lines. Every line it
@@ -542,7 +512,7 @@ type e2eRaw struct {
 	t      testing.TB
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
-	stderr *e2eBuffer
+	stderr *syncbuf.Buffer
 	msgs   chan map[string]any
 	exited chan struct{}
 
@@ -560,7 +530,7 @@ func e2eStartRaw(t testing.TB, extraArgs ...string) *e2eRaw {
 	t.Helper()
 	testenv.RequireDocker(t)
 	bin := testenv.Binary(t)
-	r := &e2eRaw{t: t, stderr: &e2eBuffer{}, msgs: make(chan map[string]any, 1024), exited: make(chan struct{}), nextID: 100, containers: map[string]string{}}
+	r := &e2eRaw{t: t, stderr: &syncbuf.Buffer{}, msgs: make(chan map[string]any, 1024), exited: make(chan struct{}), nextID: 100, containers: map[string]string{}}
 	r.cmd = exec.Command(bin, append([]string{"serve", "--log-level", "debug"}, extraArgs...)...)
 	r.cmd.Stderr = r.stderr
 	var err error

@@ -21,6 +21,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 )
 
 func TestIntegrationStdioToolsList(t *testing.T) {
@@ -719,7 +720,7 @@ func TestIntegrationStdioCancel(t *testing.T) {
 			errc <- err
 		}()
 		// Cancel once the command is running.
-		if !e2ePoll(10*time.Second, 100*time.Millisecond, func() bool { return len(e2eProcesses(t, s, "sleep 30")) > 0 }) {
+		if !testwait.Poll(10*time.Second, func() bool { return len(e2eProcesses(t, s, "sleep 30")) > 0 }) {
 			t.Fatalf("the command never started")
 		}
 		cancel()
@@ -732,7 +733,7 @@ func TestIntegrationStdioCancel(t *testing.T) {
 			t.Fatalf("the cancelled call did not return")
 		}
 		var left []string
-		if !e2ePoll(5*time.Second, 200*time.Millisecond, func() bool { left = e2eProcesses(t, s, "sleep"); return len(left) == 0 }) {
+		if !testwait.Poll(5*time.Second, func() bool { left = e2eProcesses(t, s, "sleep"); return len(left) == 0 }) {
 			t.Errorf("processes survived cancellation: %q", left)
 		}
 		if got := s.Exists(t, "CANCELLED"); got != "does not exist" {
@@ -790,7 +791,7 @@ func TestIntegrationStdioCancelRaw(t *testing.T) {
 	}
 	if cancelled == nil {
 		// Give the response a moment to follow: the process is being killed.
-		_ = e2ePoll(3*time.Second, 50*time.Millisecond, func() bool {
+		_ = testwait.Poll(3*time.Second, func() bool {
 			select {
 			case m := <-r.msgs:
 				got, _ := json.Marshal(m["id"])
@@ -1055,7 +1056,7 @@ func TestIntegrationStdioCancelCreate(t *testing.T) {
 			// creation has cleaned up.
 			instance := c.Config.Labels["enclave-mcp.instance"]
 			var all []string
-			if !e2ePoll(10*time.Second, 100*time.Millisecond, func() bool {
+			if !testwait.Poll(10*time.Second, func() bool {
 				all = e2eInstanceContainers(t, instance)
 				return len(all) == 1
 			}) {
@@ -1118,7 +1119,7 @@ func TestIntegrationStdioEndDuringCall(t *testing.T) {
 			// This server's containers: owned by a stdio session, or agent-volume helpers
 			// (which carry no owner), created while it ran.
 			var left []*e2eContainer
-			if !e2ePoll(e2eGoneTimeout, 100*time.Millisecond, func() bool {
+			if !testwait.Poll(e2eGoneTimeout, func() bool {
 				left = nil
 				for _, id := range e2eManagedContainers(t) {
 					if slices.Contains(before, id) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 )
 
@@ -32,24 +33,7 @@ type hostileAgent struct {
 	conn *agentConn
 	out  *io.PipeWriter // the agent's stdout: what the conn reads
 	reqs chan wire.Request
-	logs *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Len() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Len()
+	logs *syncbuf.Buffer
 }
 
 // newHostileAgent connects an agentConn to a scripted agent that has greeted it.
@@ -57,7 +41,7 @@ func newHostileAgent(t *testing.T) *hostileAgent {
 	t.Helper()
 	reqR, reqW := io.Pipe()
 	outR, outW := io.Pipe()
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	abort := func() {
 		reqW.CloseWithError(ErrClosed)
 		outR.CloseWithError(ErrClosed)

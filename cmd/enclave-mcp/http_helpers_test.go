@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
+	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/session"
@@ -30,24 +29,6 @@ import (
 // and talk to it with real clients: net/http, raw TCP and mcp-go's MCP clients.
 
 const httpTestToken = "hardening-test-token-5b1e0c"
-
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // fixtureOptions shape a test server; zero fields take testLimits' values.
 type fixtureOptions struct {
@@ -71,7 +52,7 @@ func testLimits() httpLimits {
 type httpFixture struct {
 	url     string // http://127.0.0.1:PORT
 	addr    string // 127.0.0.1:PORT
-	logs    *lockedBuffer
+	logs    *syncbuf.Buffer
 	manager *sandbox.Manager
 }
 
@@ -92,7 +73,7 @@ func startHTTP(t *testing.T, o fixtureOptions) *httpFixture {
 	if o.sessionTTL == 0 {
 		o.sessionTTL = time.Minute
 	}
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
 		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {}},

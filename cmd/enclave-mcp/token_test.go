@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 )
 
@@ -160,7 +161,7 @@ func TestIntegrationServeTokenSources(t *testing.T) {
 			args := append([]string{"serve", "--http", "127.0.0.1:0", "--warm", "0", "--log-format", "json"}, tc.args...)
 			cmd := exec.Command(bin, args...)
 			cmd.Env = append(withoutTokenEnv(os.Environ()), append(tc.env, "XDG_RUNTIME_DIR="+runtimeDir)...)
-			stderr := &lockedBuffer{}
+			stderr := &syncbuf.Buffer{}
 			pipe, err := cmd.StderrPipe()
 			if err != nil {
 				t.Fatal(err)
@@ -247,7 +248,7 @@ func TestIntegrationServeTokenSources(t *testing.T) {
 
 // awaitServing waits for the log line naming the listener, and returns the base URL and the
 // token file a line before it named (if any).
-func awaitServing(t *testing.T, lines <-chan map[string]any, stderr *lockedBuffer) (base, tokenFile string) {
+func awaitServing(t *testing.T, lines <-chan map[string]any, stderr *syncbuf.Buffer) (base, tokenFile string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
