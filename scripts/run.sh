@@ -28,4 +28,5 @@ Try it:
 Serving until Ctrl-C (every sandbox is removed on the way out).
 
 TXT
-exec "$bin" serve --http "$addr" --token "$token"
+# The token goes by the environment, not --token: argv is visible to every user in `ps`.
+ENCLAVE_MCP_TOKEN=$token exec "$bin" serve --http "$addr"
