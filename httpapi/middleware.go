@@ -138,7 +138,7 @@ func (a *API) isUpload(r *http.Request) bool {
 	return false
 }
 
-// archiveLimit is the upload limit client.Local applies (its default when Limits names none).
+// archiveLimit is the upload limit the session core applies (its default when Limits names none).
 func (a *API) archiveLimit() int64 {
 	if n := a.cfg.Limits.MaxArchiveBytes; n > 0 {
 		return n
@@ -146,7 +146,7 @@ func (a *API) archiveLimit() int64 {
 	return defaultArchiveBytes
 }
 
-// defaultArchiveBytes is client.Limits' default MaxArchiveBytes.
+// defaultArchiveBytes is session.Limits' default MaxArchiveBytes.
 const defaultArchiveBytes = 64 << 20
 
 // match finds the credential r presents. Tokens are compared as SHA-256 sums in constant
