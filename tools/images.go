@@ -24,8 +24,10 @@ const (
 	maxImageSize = 1 << 20
 	// maxImagesSize caps all images of one result.
 	maxImagesSize = 3 << 20
-	// maxDecodePixels refuses images too large to decode safely (a decompression bomb).
-	maxDecodePixels = 50_000_000
+	// maxDecodePixels refuses images too large to decode safely: a PNG of a few KB may claim
+	// any size (a decompression bomb), and a decoded pixel takes up to 8 bytes (16-bit
+	// RGBA), so this bounds one decode at 64 MB. A 300-dpi 10x8-inch figure is 7.2 M.
+	maxDecodePixels = 8_000_000
 	// fitAttempts bounds the shrink-and-re-encode rounds for one image.
 	fitAttempts = 5
 )

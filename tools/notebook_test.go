@@ -3,9 +3,11 @@ package tools
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
@@ -205,6 +207,7 @@ func TestFitImages(t *testing.T) {
 		{"too heavy is downscaled", []notebook.Image{{MIMEType: "image/png", Data: pngOf(t, 800, 800, true)}}, 1, "downscaled from 800x800", 800},
 		{"unknown small data passes", []notebook.Image{{MIMEType: "image/webp", Data: []byte("RIFF....WEBP")}}, 1, "", 0},
 		{"unknown large data is refused", []notebook.Image{{MIMEType: "image/webp", Data: make([]byte, maxImageSize+1)}}, 0, "cannot be resized", 0},
+		{"a decompression bomb is refused undecoded", []notebook.Image{{MIMEType: "image/png", Data: pngHeaderOnly(7000, 7000)}}, 0, "7000x7000 pixels is too large to resize", 0},
 		{"too many bytes in all", slices.Repeat([]notebook.Image{{MIMEType: "image/png", Data: pngOf(t, 500, 500, true)}}, 6), 4, "image 5 and after: left out", 500},
 	}
 	for _, tc := range tests {
@@ -234,6 +237,20 @@ func TestFitImages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pngHeaderOnly is the start of a PNG that claims width x height pixels: signature and IHDR,
+// a few dozen bytes, which image.DecodeConfig reads and image.Decode would try to fill.
+func pngHeaderOnly(width, height uint32) []byte {
+	ihdr := make([]byte, 0, 13)
+	ihdr = binary.BigEndian.AppendUint32(ihdr, width)
+	ihdr = binary.BigEndian.AppendUint32(ihdr, height)
+	ihdr = append(ihdr, 16, 6, 0, 0, 0) // 16-bit RGBA: 8 bytes a pixel once decoded
+	chunk := append([]byte("IHDR"), ihdr...)
+	out := []byte("\x89PNG\r\n\x1a\n")
+	out = binary.BigEndian.AppendUint32(out, uint32(len(ihdr)))
+	out = append(out, chunk...)
+	return binary.BigEndian.AppendUint32(out, crc32.ChecksumIEEE(chunk))
 }
 
 func TestDownscaleAverages(t *testing.T) {
