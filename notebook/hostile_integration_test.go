@@ -1,15 +1,10 @@
 package notebook_test
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -64,7 +59,7 @@ func TestIntegrationHostileJupyterOutput(t *testing.T) {
 		t.Fatalf("a plain cell: %q, %v", r.Output, err)
 	}
 
-	idle := idleRSS(t)
+	idle := testenv.SettleRSS(t)
 	probe := probeSandbox(t, bystander)
 
 	tests := []struct {
@@ -99,50 +94,16 @@ func TestIntegrationHostileJupyterOutput(t *testing.T) {
 		})
 	}
 
-	peak := readStatusKiB(t, "VmHWM")
+	peak := testenv.PeakRSS(t)
 	calls, slowest := probe()
 	t.Logf("race detector %v; RSS idle %d MiB, peak %d MiB (+%d MiB); the other sandbox answered %d calls meanwhile, the slowest in %s",
-		raceEnabled, idle>>10, peak>>10, (peak-idle)>>10, calls, slowest.Round(time.Millisecond))
-	if peak-idle > 200<<10 {
-		t.Errorf("peak RSS grew by %d MiB over idle, want under 200 MiB", (peak-idle)>>10)
+		raceEnabled, idle>>20, peak>>20, (peak-idle)>>20, calls, slowest.Round(time.Millisecond))
+	if peak-idle > 200<<20 {
+		t.Errorf("peak RSS grew by %d MiB over idle, want under 200 MiB", (peak-idle)>>20)
 	}
 	if calls < 3 || slowest > 5*time.Second {
 		t.Errorf("the other sandbox answered %d calls, the slowest in %s; want it to keep answering within 5 s", calls, slowest)
 	}
-}
-
-// idleRSS settles the process's memory and resets its peak RSS (VmHWM), returning the
-// resident size now, in KiB.
-func idleRSS(t *testing.T) int64 {
-	t.Helper()
-	runtime.GC()
-	debug.FreeOSMemory()
-	// Writing 5 to clear_refs resets the peak resident size to the current one (Linux 4.0+).
-	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
-		t.Skipf("cannot reset the peak RSS to measure it: %v", err)
-	}
-	return readStatusKiB(t, "VmRSS")
-}
-
-// readStatusKiB reads a field of /proc/self/status given in kB.
-func readStatusKiB(t *testing.T, field string) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
-			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kib
-		}
-	}
-	t.Fatalf("no %s in /proc/self/status", field)
-	return 0
 }
 
 // probeSandbox runs a short command in sb over and over until the returned function is

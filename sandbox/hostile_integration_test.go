@@ -1,20 +1,15 @@
 package sandbox_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,57 +139,6 @@ func agentFD(t *testing.T, e *sandbox.Engine, sb *sandbox.DockerSandbox, fd int)
 	return f
 }
 
-// rssSampler samples this process's resident set size until stopped.
-type rssSampler struct {
-	peak atomic.Int64
-	stop chan struct{}
-	done chan struct{}
-}
-
-func vmRSS(t *testing.T) int64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmRSS in /proc/self/status")
-	return 0
-}
-
-func sampleRSS(t *testing.T) *rssSampler {
-	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			s.peak.Store(max(s.peak.Load(), vmRSS(t)))
-			select {
-			case <-s.stop:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	return s
-}
-
-func (s *rssSampler) finish() int64 {
-	close(s.stop)
-	<-s.done
-	return s.peak.Load()
-}
-
 const gib = 1 << 30
 
 // TestIntegrationHostileFloodKeepsServerBounded covers findings 1 and 2 under load: one
@@ -208,10 +152,7 @@ func TestIntegrationHostileFloodKeepsServerBounded(t *testing.T) {
 	bystander := testenv.Sandbox(t, e, sandbox.Config{})
 	agentStderr := agentFD(t, e, victim, 2)
 
-	runtime.GC()
-	debug.FreeOSMemory()
-	idle := vmRSS(t)
-	rss := sampleRSS(t)
+	idle := testenv.SettleRSS(t)
 	start := time.Now()
 
 	var wg sync.WaitGroup
@@ -267,7 +208,7 @@ func TestIntegrationHostileFloodKeepsServerBounded(t *testing.T) {
 		}
 	}
 	took := time.Since(start)
-	peak := rss.finish()
+	peak := testenv.PeakRSS(t)
 
 	if floodErr != nil || !flood.Truncated || !strings.HasSuffix(flood.Stdout, "done\n") {
 		t.Fatalf("the flooding command: %v, truncated %v, stdout tail %q", floodErr, flood.Truncated, flood.Stdout[max(0, len(flood.Stdout)-20):])

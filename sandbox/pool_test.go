@@ -240,13 +240,7 @@ func TestPoolResetsBetweenBorrowers(t *testing.T) {
 	m, _ := newPoolTest(t)
 	p := NewPool(m, "rest", TypeDocker)
 	ctx := t.Context()
-	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
-		t.Fatal(err)
-	}
-	sb, err := p.Borrow(ctx, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := growOneAndBorrow(t, p)
 	if got := sb.Info().Status; got != StatusRunning {
 		t.Errorf("borrowed sandbox is %s, want running", got)
 	}
@@ -287,13 +281,7 @@ func TestPoolRestartsTheBackendsServices(t *testing.T) {
 	c.system = true
 	p := NewPool(m, "rest", TypeDocker)
 	ctx := t.Context()
-	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
-		t.Fatal(err)
-	}
-	sb, err := p.Borrow(ctx, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := growOneAndBorrow(t, p)
 	for _, f := range []string{"/tmp/mine", "/sandbox/mine", "/tmp/server-state/startup.py"} {
 		if _, err := sb.File(ctx, FileRequest{Action: FileWrite, Path: f}); err != nil {
 			t.Fatal(err)
@@ -337,13 +325,7 @@ func TestPoolReplacesWritableRootfsSandboxes(t *testing.T) {
 	c.writable = true
 	p := NewPool(m, "rest", TypeDocker)
 	ctx := t.Context()
-	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
-		t.Fatal(err)
-	}
-	sb, err := p.Borrow(ctx, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := growOneAndBorrow(t, p)
 	p.Return(sb)
 	waitFree(t, p, 1)
 	next, err := p.Borrow(ctx, time.Second)
@@ -366,13 +348,7 @@ func TestPoolWaitsTimesOutAndReportsEmpty(t *testing.T) {
 	if _, err := p.Borrow(ctx, 10*time.Millisecond); !errors.Is(err, ErrPoolEmpty) {
 		t.Fatalf("empty pool: %v, want ErrPoolEmpty", err)
 	}
-	if _, err := p.Grow(ctx, 1, Config{}); err != nil {
-		t.Fatal(err)
-	}
-	sb, err := p.Borrow(ctx, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sb := growOneAndBorrow(t, p)
 	start := time.Now()
 	if _, err := p.Borrow(ctx, 50*time.Millisecond); !errors.Is(err, ErrPoolTimeout) {
 		t.Fatalf("all busy: %v, want ErrPoolTimeout", err)
@@ -528,4 +504,17 @@ func slicesContain(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// growOneAndBorrow grows p by one sandbox and borrows it.
+func growOneAndBorrow(t *testing.T, p *Pool) Sandbox {
+	t.Helper()
+	if _, err := p.Grow(t.Context(), 1, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := p.Borrow(t.Context(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sb
 }
