@@ -138,16 +138,8 @@ func (a *API) isUpload(r *http.Request) bool {
 	return false
 }
 
-// archiveLimit is the upload limit the session core applies (its default when Limits names none).
-func (a *API) archiveLimit() int64 {
-	if n := a.cfg.Limits.MaxArchiveBytes; n > 0 {
-		return n
-	}
-	return defaultArchiveBytes
-}
-
-// defaultArchiveBytes is session.Limits' default MaxArchiveBytes.
-const defaultArchiveBytes = 64 << 20
+// archiveLimit is the upload limit the session core applies to a tar stream.
+func (a *API) archiveLimit() int64 { return a.core.Limits().MaxArchiveBytes }
 
 // match finds the credential r presents. Tokens are compared as SHA-256 sums in constant
 // time, and every credential is compared, so timing tells neither a token's length nor which
