@@ -1,9 +1,11 @@
 // Package schema turns a tool's Go parameter struct into the JSON Schemas
 // that clients see. That is its one job: it reflects the struct with
-// invopop/jsonschema into one canonical schema and exports it as an MCP tool
-// inputSchema, as an OpenAI function-calling definition, or as an OpenAI
-// strict function-calling definition. It also offers validators that check
-// an exported schema against the rules of each format.
+// invopop/jsonschema (or takes a prebuilt object schema, for tools whose
+// parameters are only known at run time) into one canonical schema and
+// exports it as an MCP tool inputSchema, as an OpenAI function-calling
+// definition, or as an OpenAI strict function-calling definition. It also
+// offers validators that check an exported schema against the rules of each
+// format.
 //
 // The package knows nothing about MCP libraries or about particular tools;
 // it imports only the standard library and invopop/jsonschema. Every
@@ -25,6 +27,7 @@
 package schema
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -41,7 +44,9 @@ type Tool struct {
 	// Description tells a model what the tool does.
 	Description string
 	// Params is a pointer to the zero value of the tool's parameter struct
-	// (a struct value works too).
+	// (a struct value works too), or a prebuilt *jsonschema.Schema of type
+	// object with additionalProperties false, for parameters that are not a
+	// Go type (a tool declared in a config file).
 	Params any
 }
 
@@ -53,10 +58,15 @@ type customSchema interface {
 
 // Reflect returns the canonical JSON Schema of params: an inline object
 // with additionalProperties false and no $schema, $id, $defs or $ref.
-// params must be a struct or a pointer to one; anything else, a recursive
-// type or a field type that cannot be reflected is reported as an error.
-// Each call returns a new schema that the caller may modify.
+// params must be a struct or a pointer to one, or a prebuilt
+// *jsonschema.Schema (see Tool.Params), which is checked and copied;
+// anything else, a recursive type or a field type that cannot be reflected
+// is reported as an error. Each call returns a new schema that the caller
+// may modify.
 func Reflect(params any) (*jsonschema.Schema, error) {
+	if s, ok := params.(*jsonschema.Schema); ok {
+		return prebuilt(s)
+	}
 	t, err := structType(params)
 	if err != nil {
 		return nil, err
@@ -72,6 +82,33 @@ func Reflect(params any) (*jsonschema.Schema, error) {
 		return nil, fmt.Errorf("reflecting %s: schema has type %q, want \"object\"", t, s.Type)
 	}
 	return s, nil
+}
+
+// prebuilt checks that s can stand for a parameter struct (an inline object
+// that refuses unknown keys, as a reflected struct does) and returns a deep
+// copy of it.
+func prebuilt(s *jsonschema.Schema) (*jsonschema.Schema, error) {
+	if s == nil {
+		return nil, errors.New("reading prebuilt parameter schema: got nil")
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("encoding prebuilt parameter schema: %w", err)
+	}
+	if err := ValidateMCP(b); err != nil {
+		return nil, fmt.Errorf("checking prebuilt parameter schema: %w", err)
+	}
+	if !isFalse(s.AdditionalProperties) {
+		return nil, errors.New("checking prebuilt parameter schema: additionalProperties must be false, as for a parameter struct")
+	}
+	out := new(jsonschema.Schema)
+	if err := json.Unmarshal(b, out); err != nil {
+		return nil, fmt.Errorf("copying prebuilt parameter schema: %w", err)
+	}
+	if out.Properties == nil {
+		out.Properties = jsonschema.NewProperties()
+	}
+	return out, nil
 }
 
 // Properties returns the top-level property names of params in

@@ -130,9 +130,16 @@ func runShell(ctx context.Context, call Call, p ShellParams) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	return runArgv(ctx, call, argv, timeout)
+}
+
+// runArgv runs argv, with no shell and no stdin, in the call's sandbox. A program that does
+// not exist is a result saying so, not a Go error: the model (or the operator, for a declared
+// tool) has to fix the command.
+func runArgv(ctx context.Context, call Call, argv []string, timeout float64) (Result, error) {
 	res, err := runProcess(ctx, call, argv, nil, timeout)
 	if errors.Is(err, sandbox.ErrNotFound) {
-		return fromSandboxError(err) // a missing program is the model's to fix
+		return fromSandboxError(err)
 	}
 	return res, err
 }

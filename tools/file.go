@@ -111,6 +111,10 @@ func runFile(ctx context.Context, call Call, p FileParams) (Result, error) {
 		}
 		res.Output = b.String()
 		res.Metadata["entries"] = r.Entries
+		if r.Truncated {
+			res.Truncated = true
+			res.Error = fmt.Sprintf("[listing stopped after %d entries; list a subdirectory, or use shell_executor with find or ls]", len(r.Entries))
+		}
 	case "exists":
 		res.Output = "does not exist"
 		if r.Exists {

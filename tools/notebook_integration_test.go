@@ -79,7 +79,7 @@ func TestIntegrationNotebookTools(t *testing.T) {
 	})
 
 	t.Run("a docker sandbox is not a notebook", func(t *testing.T) {
-		res := invoke(t, sb.DockerSandbox, nil, "notebook_executor", `{"code":"1"}`)
+		res := invoke(t, sb.AgentSandbox, nil, "notebook_executor", `{"code":"1"}`)
 		if res.Status != tools.StatusError || !strings.Contains(res.Error, "needs a docker_notebook sandbox") {
 			t.Errorf("got %+v", res)
 		}

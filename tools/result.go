@@ -99,10 +99,12 @@ func fromSandboxError(err error) (Result, error) {
 	return Result{}, err
 }
 
+// maxTimeout is the most seconds any call may run.
+const maxTimeout = 3600
+
 // timeoutOf validates a call's timeout (seconds, fractions allowed) against the default and a
 // hard upper bound.
 func timeoutOf(tool string, asked, def float64) (float64, error) {
-	const maxTimeout = 3600
 	switch {
 	case asked == 0:
 		if def <= 0 {

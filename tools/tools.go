@@ -1,6 +1,24 @@
 // Package tools defines what enclave-mcp offers an agent: each tool is a Go parameter struct,
 // a handler that runs it in a sandbox, and the metadata every export (MCP, OpenAI, REST) is
 // generated from. All lists the tools in one order; nothing here knows about transports.
+//
+// # Tools of your own
+//
+// A Go program that embeds the server adds a tool with New: a parameter struct (its fields'
+// json and jsonschema_description tags are the schema) and a handler that gets the decoded
+// struct and a Call carrying the caller's sandbox. Append the Def to All and pass the list to
+// session.New as session.Config.Tools: MCP's tools/list, the REST API's GET /v1/tools, the
+// OpenAI and OpenAI strict exports, strict argument checking and tools_config all take their
+// tools from that list, so there is nothing else to register and no package to edit.
+//
+// # Declared tools
+//
+// An operator who does not write Go declares a tool in the config file instead: a
+// CommandTool is a name, a description, typed parameters and an argv template, run in the
+// caller's sandbox with no shell. AddCommands checks declarations and appends them to the
+// list. Such a tool's parameter schema is built from the declaration rather than reflected
+// from a struct (schema.Tool.Params takes either), and its arguments are checked as strictly,
+// with messages of the same shape.
 package tools
 
 import (
@@ -27,7 +45,8 @@ type Def struct {
 	// Annotations, set explicitly on every tool: clients use them to decide what to confirm.
 	ReadOnly    bool
 	Destructive bool
-	// Params is a pointer to the tool's zero parameter struct; its schema is reflected from it.
+	// Params is a pointer to the tool's zero parameter struct, whose schema is reflected from
+	// it (New sets it), or for a declared tool its prebuilt *jsonschema.Schema.
 	Params any
 
 	bind func(raw json.RawMessage) (Run, error)
@@ -57,6 +76,9 @@ func (d Def) Schema() schema.Tool {
 // back as an *ArgError naming the problem and what would be valid, before any sandbox is
 // needed: a typo costs no container.
 func (d Def) Bind(raw json.RawMessage) (Run, error) {
+	if d.bind == nil {
+		return nil, fmt.Errorf("binding tool %s: it has no handler; build the Def with tools.New", d.Name)
+	}
 	run, err := d.bind(raw)
 	if err != nil {
 		return nil, err
@@ -88,7 +110,9 @@ func (d Def) Invoke(ctx context.Context, call Call, raw json.RawMessage) (Result
 	return run(ctx, call)
 }
 
-// New builds a Def whose handler takes the decoded parameter struct P.
+// New builds a Def whose handler takes the decoded parameter struct P. It is how every
+// built-in tool is made, and how a program embedding the server makes its own (see the
+// package doc): d gives the name, description, sandbox type and annotations, P the schema.
 func New[P any](d Def, handle func(context.Context, Call, P) (Result, error)) Def {
 	d.Params = new(P)
 	d.bind = func(raw json.RawMessage) (Run, error) {
@@ -121,31 +145,9 @@ func argErrorf(tool, format string, a ...any) error {
 // the valid ones, so a model corrects itself instead of having its argument silently
 // ignored. Numbers sent as strings are refused for the same reason.
 func decodeArgs(tool string, raw json.RawMessage, into any) error {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		raw = []byte("{}")
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return argErrorf(tool, "arguments must be a JSON object, got %s", describeJSON(raw))
-	}
-	props, err := schema.Properties(into)
+	raw, _, err := checkObject(tool, raw, into)
 	if err != nil {
-		return fmt.Errorf("reading %s's parameters: %w", tool, err)
-	}
-	required, err := schema.Required(into)
-	if err != nil {
-		return fmt.Errorf("reading %s's parameters: %w", tool, err)
-	}
-	for name := range fields {
-		if !slices.Contains(props, name) {
-			return argErrorf(tool, "unknown parameter %q; valid parameters: %s", name, strings.Join(props, ", "))
-		}
-	}
-	for _, name := range required {
-		if v, ok := fields[name]; !ok || string(v) == "null" {
-			return argErrorf(tool, "missing required parameter %q", name)
-		}
+		return err
 	}
 	if err := json.Unmarshal(raw, into); err != nil {
 		var te *json.UnmarshalTypeError
@@ -155,6 +157,39 @@ func decodeArgs(tool string, raw json.RawMessage, into any) error {
 		return argErrorf(tool, "%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return nil
+}
+
+// checkObject checks what every tool's arguments must be, whatever their schema: a JSON
+// object (null or nothing counts as {}) naming only parameters of params, with every
+// required one present and not null. It returns the arguments and their fields.
+func checkObject(tool string, raw json.RawMessage, params any) (json.RawMessage, map[string]json.RawMessage, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		raw = []byte("{}")
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, nil, argErrorf(tool, "arguments must be a JSON object, got %s", describeJSON(raw))
+	}
+	props, err := schema.Properties(params)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s's parameters: %w", tool, err)
+	}
+	required, err := schema.Required(params)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s's parameters: %w", tool, err)
+	}
+	for name := range fields {
+		if !slices.Contains(props, name) {
+			return nil, nil, argErrorf(tool, "unknown parameter %q; valid parameters: %s", name, strings.Join(props, ", "))
+		}
+	}
+	for _, name := range required {
+		if v, ok := fields[name]; !ok || string(v) == "null" {
+			return nil, nil, argErrorf(tool, "missing required parameter %q", name)
+		}
+	}
+	return raw, fields, nil
 }
 
 func describeJSON(raw []byte) string {

@@ -20,7 +20,6 @@ import (
 // written locally and fails under CI, so a new tool cannot land without one.
 func TestSchemaSnapshots(t *testing.T) {
 	t.Parallel()
-	update := os.Getenv("UPDATE_SNAPSHOTS") != ""
 	for _, def := range All() {
 		for _, format := range schema.Formats() {
 			t.Run(def.Name+"/"+string(format), func(t *testing.T) {
@@ -29,30 +28,36 @@ func TestSchemaSnapshots(t *testing.T) {
 				if err != nil {
 					t.Fatalf("exporting: %v", err)
 				}
-				var pretty bytes.Buffer
-				if err := json.Indent(&pretty, raw, "", "  "); err != nil {
-					t.Fatal(err)
-				}
-				pretty.WriteByte('\n')
-				path := filepath.Join("testdata", "schemas", def.Name+"."+string(format)+".json")
-				want, err := os.ReadFile(path)
-				switch {
-				case update || (errors.Is(err, os.ErrNotExist) && os.Getenv("CI") == ""):
-					if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.WriteFile(path, pretty.Bytes(), 0o644); err != nil {
-						t.Fatal(err)
-					}
-					return
-				case err != nil:
-					t.Fatalf("snapshot %s missing (run make snapshots and commit it): %v", path, err)
-				}
-				if !bytes.Equal(want, pretty.Bytes()) {
-					t.Errorf("schema of %s (%s) changed; if intended, run make snapshots.\n--- snapshot\n%s\n--- now\n%s", def.Name, format, want, pretty.Bytes())
-				}
+				checkSnapshot(t, filepath.Join("testdata", "schemas", def.Name+"."+string(format)+".json"), raw)
 			})
 		}
+	}
+}
+
+// checkSnapshot compares raw, indented, with the snapshot at path; UPDATE_SNAPSHOTS=1
+// rewrites it, and a missing one is written unless CI is set.
+func checkSnapshot(t *testing.T, path string, raw json.RawMessage) {
+	t.Helper()
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, raw, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	pretty.WriteByte('\n')
+	want, err := os.ReadFile(path)
+	switch {
+	case os.Getenv("UPDATE_SNAPSHOTS") != "" || (errors.Is(err, os.ErrNotExist) && os.Getenv("CI") == ""):
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, pretty.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	case err != nil:
+		t.Fatalf("snapshot %s missing (run make snapshots and commit it): %v", path, err)
+	}
+	if !bytes.Equal(want, pretty.Bytes()) {
+		t.Errorf("%s changed; if intended, run make snapshots.\n--- snapshot\n%s\n--- now\n%s", path, want, pretty.Bytes())
 	}
 }
 
