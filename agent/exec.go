@@ -314,16 +314,49 @@ func (c *command) readInto(dst *stream, src *os.File) {
 }
 
 // closeOutput waits up to grace for the output pipes to reach EOF, then closes them,
-// which ends the readers however things stand.
+// which ends the readers however things stand. Past grace, what the dead tree wrote is
+// still read while the pipes hold any (a reader starved of CPU may lag behind), up to
+// drainCatchUp more: only a process that escaped the tree can keep a pipe full that long.
 func (c *command) closeOutput(grace time.Duration) {
 	drained := make(chan struct{})
 	go func() { c.readers.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(grace):
+	wait := time.NewTimer(grace)
+	defer wait.Stop()
+	catchUp := time.Now().Add(grace + drainCatchUp)
+	for done := false; !done; {
+		select {
+		case <-drained:
+			done = true
+		case <-wait.C:
+			if !c.pipesHoldData() || time.Now().After(catchUp) {
+				done = true
+			} else {
+				wait.Reset(5 * time.Millisecond)
+			}
+		}
 	}
 	c.closePipes()
 	<-drained
+}
+
+// drainCatchUp bounds how long past drainGrace output still in the pipes is read.
+const drainCatchUp = 2 * time.Second
+
+// pipesHoldData reports whether an output pipe has bytes its reader has not taken yet
+// (TIOCINQ is FIONREAD on Linux).
+func (c *command) pipesHoldData() bool {
+	for _, f := range c.pipes {
+		raw, err := f.SyscallConn()
+		if err != nil {
+			continue
+		}
+		n := 0
+		_ = raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *command) closePipes() {

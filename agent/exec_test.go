@@ -477,3 +477,31 @@ func TestBackgroundJobTimeout(t *testing.T) {
 		t.Errorf("processes left: %v", left)
 	}
 }
+
+// TestPipesHoldData: closeOutput keeps reading past its grace while a pipe still holds
+// what the dead tree wrote; that check must see bytes in a pipe, and none once read.
+func TestPipesHoldData(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	c := &command{pipes: []*os.File{r}}
+	if c.pipesHoldData() {
+		t.Fatal("an empty pipe reported data")
+	}
+	if _, err := w.Write([]byte("left behind")); err != nil {
+		t.Fatal(err)
+	}
+	if !c.pipesHoldData() {
+		t.Fatal("a pipe holding 11 bytes reported none")
+	}
+	buf := make([]byte, 64)
+	if _, err := r.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if c.pipesHoldData() {
+		t.Fatal("a pipe read empty still reported data")
+	}
+}

@@ -45,7 +45,7 @@ func (s *server) file(req *wire.File) (*wire.FileResult, error) {
 	case wire.FileDelete:
 		err = deletePath(path, req.Recursive)
 	case wire.FileList:
-		res.Entries, err = listDir(path)
+		res.Entries, res.Truncated, err = listDir(path)
 	case wire.FileExists:
 		res.Exists, err = exists(path)
 	case wire.FileMkdir:
@@ -148,23 +148,31 @@ func deletePath(path string, recursive bool) error {
 	return nil
 }
 
-func listDir(path string) ([]wire.FileInfo, error) {
+// listDir lists a directory in name order, up to wire.MaxListEntries entries and
+// wire.MaxListBytes of names and link targets; truncated says it stopped there.
+func listDir(path string) (list []wire.FileInfo, truncated bool, err error) {
 	entries, err := os.ReadDir(path) // sorted by name
 	if err != nil {
-		return nil, fileError("listing", path, err)
+		return nil, false, fileError("listing", path, err)
 	}
-	list := make([]wire.FileInfo, 0, len(entries))
+	list = make([]wire.FileInfo, 0, min(len(entries), wire.MaxListEntries))
+	size := 0
 	for _, entry := range entries {
 		info, err := entry.Info()
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted since the directory was read
 		}
 		if err != nil {
-			return nil, fileError("listing", filepath.Join(path, entry.Name()), err)
+			return nil, false, fileError("listing", filepath.Join(path, entry.Name()), err)
 		}
-		list = append(list, describe(info, filepath.Join(path, entry.Name())))
+		fi := describe(info, filepath.Join(path, entry.Name()))
+		size += len(fi.Name) + len(fi.Link)
+		if len(list) == wire.MaxListEntries || size > wire.MaxListBytes {
+			return list, true, nil
+		}
+		list = append(list, fi)
 	}
-	return list, nil
+	return list, false, nil
 }
 
 // exists reports whether there is an entry at path; a dangling symlink is one.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -396,5 +397,31 @@ func TestLsMode(t *testing.T) {
 		if got := lsMode(tc.mode); got != tc.want {
 			t.Errorf("lsMode(%v) = %q, want %q", tc.mode, got, tc.want)
 		}
+	}
+}
+
+// TestListDirStopsAtItsCaps: a directory with more entries than a listing carries is
+// listed up to the cap, in name order, with Truncated set.
+func TestListDirStopsAtItsCaps(t *testing.T) {
+	dir := t.TempDir()
+	for i := range wire.MaxListEntries + 5 {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%06d", i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, truncated, err := listDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !truncated || len(list) != wire.MaxListEntries || list[0].Name != "f000000" {
+		t.Fatalf("listed %d (truncated %v); want the first %d in name order, truncated", len(list), truncated, wire.MaxListEntries)
+	}
+	for i := range 6 {
+		if err := os.Remove(filepath.Join(dir, fmt.Sprintf("f%06d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if list, truncated, err = listDir(dir); err != nil || truncated || len(list) != wire.MaxListEntries-1 {
+		t.Fatalf("a listing under the cap: %d entries, truncated %v, %v", len(list), truncated, err)
 	}
 }

@@ -303,7 +303,7 @@ func TestIntegrationManagerBehaviours(t *testing.T) {
 	e := testenv.Engine(t)
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
-			m := newManager(t, e.Creator(sandbox.TypeDocker))
+			m := newManager(t, sandbox.NewCreator(e, sandbox.TypeDocker))
 			s := &state{c: im.open(t, m), m: m}
 			for _, b := range behaviours() {
 				if !t.Run(b.name, func(t *testing.T) { b.run(t, t.Context(), s) }) {
@@ -319,7 +319,7 @@ func TestIntegrationOwnersAreSeparate(t *testing.T) {
 	e := testenv.Engine(t)
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
-			m := newManager(t, e.Creator(sandbox.TypeDocker))
+			m := newManager(t, sandbox.NewCreator(e, sandbox.TypeDocker))
 			c := im.open(t, m)
 			theirs, err := m.Create(t.Context(), "mcp-session", sandbox.TypeDocker, sandbox.Config{})
 			if err != nil {

@@ -211,7 +211,7 @@ func TestDownloadForgedListingCannotEscape(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			creator := func(ctx context.Context, owner string, cfg sandbox.Resolved) (sandbox.Sandbox, error) {
-				sb, err := e.Creator(sandbox.TypeDocker)(ctx, owner, cfg)
+				sb, err := sandbox.NewCreator(e, sandbox.TypeDocker)(ctx, owner, cfg)
 				if err != nil {
 					return nil, err
 				}
@@ -248,7 +248,7 @@ func TestDownloadForgedListingCannotEscape(t *testing.T) {
 	t.Run("sizes that lie", func(t *testing.T) {
 		t.Parallel()
 		creator := func(ctx context.Context, owner string, cfg sandbox.Resolved) (sandbox.Sandbox, error) {
-			sb, err := e.Creator(sandbox.TypeDocker)(ctx, owner, cfg)
+			sb, err := sandbox.NewCreator(e, sandbox.TypeDocker)(ctx, owner, cfg)
 			if err != nil {
 				return nil, err
 			}

@@ -69,7 +69,7 @@ func newServerFor(t *testing.T, api *httpapi.API, m *sandbox.Manager) *server {
 func newEngineServer(t *testing.T, tweak func(*httpapi.Config)) *server {
 	t.Helper()
 	e := testenv.Engine(t)
-	return newServer(t, e.Creator(sandbox.TypeDocker), tweak)
+	return newServer(t, sandbox.NewCreator(e, sandbox.TypeDocker), tweak)
 }
 
 // refusingCreator stands in for the engine in tests that must never reach it.

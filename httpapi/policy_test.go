@@ -99,7 +99,7 @@ func TestPolicyRESTClampsLimits(t *testing.T) {
 	t.Parallel()
 	e := testenv.Engine(t)
 	policy := sandbox.Policy{MaxPids: 64, MaxMemory: 256 << 20, MaxCPU: 0.5, MaxOutputBytes: 64 << 10, MaxTimeout: 2}
-	s := newPolicyServer(t, e.Creator(sandbox.TypeDocker), sandbox.Config{}, policy)
+	s := newPolicyServer(t, sandbox.NewCreator(e, sandbox.TypeDocker), sandbox.Config{}, policy)
 
 	id := s.create(map[string]any{
 		"pids_limit": 1 << 40, "memory_limit": "64g", "cpu_limit": 16, "timeout": 1e9, "user": "1000",
@@ -116,7 +116,7 @@ func TestPolicyRESTClampsLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds, ok := sb.(*sandbox.DockerSandbox)
+	ds, ok := sb.(*sandbox.AgentSandbox)
 	if !ok {
 		t.Fatalf("sandbox is a %T", sb)
 	}

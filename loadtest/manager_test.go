@@ -27,7 +27,7 @@ func TestIntegrationManagerCloseLeaksNothing(t *testing.T) {
 	before := settledGoroutines()
 
 	m := sandbox.NewManager(sandbox.ManagerOptions{
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: engine.Creator(sandbox.TypeDocker)},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(engine, sandbox.TypeDocker)},
 		// A janitor that ticks: it has a goroutine of its own to stop.
 		IdleTTL: time.Hour,
 	})

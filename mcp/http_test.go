@@ -27,7 +27,7 @@ const httpTestToken = "http-test-token"
 // notebook sandboxes, behind the production token check.
 type httpFixture struct {
 	url     string
-	engine  *sandbox.Engine
+	engine  *sandbox.Docker
 	manager *sandbox.Manager
 }
 

@@ -23,14 +23,14 @@ import (
 
 // notebookServer is an MCP server with docker and notebook sandboxes on a real engine, wired
 // as serve wires it (notebook sandboxes take the notebook image).
-func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Engine, *sandbox.Manager) {
+func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Docker, *sandbox.Manager) {
 	t.Helper()
 	engine := testenv.Engine(t)
 	testenv.RequireImage(t, engine, sandbox.DefaultNotebookImage)
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
 		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeNotebook: {Image: sandbox.DefaultNotebookImage}},
 		Creators: map[sandbox.Type]sandbox.Creator{
-			sandbox.TypeDocker:   engine.Creator(sandbox.TypeDocker),
+			sandbox.TypeDocker:   sandbox.NewCreator(engine, sandbox.TypeDocker),
 			sandbox.TypeNotebook: notebook.Creator(engine, notebook.Options{}),
 		},
 	})
@@ -230,7 +230,7 @@ func TestIntegrationNotebookSessionsIsolated(t *testing.T) {
 	}
 }
 
-func countContainers(t *testing.T, e *sandbox.Engine) int {
+func countContainers(t *testing.T, e *sandbox.Docker) int {
 	t.Helper()
 	list, err := e.ListManaged(context.Background(), e.Instance())
 	if err != nil {

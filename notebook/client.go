@@ -5,7 +5,7 @@
 // message protocol (5.3, over the channels websocket) through any dial function, so they
 // know nothing about Docker. Sandbox puts them in a notebook sandbox: a hardened container
 // with no network whose Jupyter server listens on the container's own loopback, reached
-// through the sandbox agent's tunnel (sandbox.DockerSandbox.DialContext).
+// through the sandbox agent's tunnel (sandbox.AgentSandbox.DialContext).
 //
 // Everything the server and the kernel send is hostile input (they run the model's code):
 // every read is bounded, REST answers here and kernel messages in jsonstream.go.
@@ -30,7 +30,7 @@ import (
 	"unicode"
 )
 
-// DialFunc opens a connection to the Jupyter server; sandbox.DockerSandbox.DialContext is one.
+// DialFunc opens a connection to the Jupyter server; sandbox.AgentSandbox.DialContext is one.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // Sentinel errors callers branch on with errors.Is.

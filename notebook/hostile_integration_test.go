@@ -108,7 +108,7 @@ func TestIntegrationHostileJupyterOutput(t *testing.T) {
 
 // probeSandbox runs a short command in sb over and over until the returned function is
 // called, which reports how many answered and the slowest answer. A failed call fails t.
-func probeSandbox(t *testing.T, sb *sandbox.DockerSandbox) func() (int, time.Duration) {
+func probeSandbox(t *testing.T, sb *sandbox.AgentSandbox) func() (int, time.Duration) {
 	t.Helper()
 	var (
 		mu    sync.Mutex

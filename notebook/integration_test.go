@@ -22,7 +22,7 @@ import (
 )
 
 // startNotebook starts a notebook sandbox for the test and removes it when the test ends.
-func startNotebook(t *testing.T, e *sandbox.Engine, owner string, cfg sandbox.Config) *notebook.Sandbox {
+func startNotebook(t *testing.T, e *sandbox.Docker, owner string, cfg sandbox.Config) *notebook.Sandbox {
 	t.Helper()
 	testenv.RequireImage(t, e, sandbox.DefaultNotebookImage)
 	cfg.Image = sandbox.DefaultNotebookImage

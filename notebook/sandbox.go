@@ -98,11 +98,11 @@ type Startup struct {
 	Total     time.Duration // start to ready: a cell can run
 }
 
-// Sandbox is a notebook sandbox: a hardened container (a sandbox.DockerSandbox, so every
+// Sandbox is a notebook sandbox: a hardened container (a sandbox.AgentSandbox, so every
 // other tool works in it too) running a Jupyter server on its own loopback, with one kernel
 // whose state persists between cells.
 type Sandbox struct {
-	*sandbox.DockerSandbox
+	*sandbox.AgentSandbox
 	opts       Options
 	serverGone atomic.Bool
 
@@ -122,9 +122,9 @@ func (s *Sandbox) current() (*Client, *Kernel) {
 }
 
 // Creator returns a sandbox.Creator for sandbox.TypeNotebook.
-func Creator(engine *sandbox.Engine, opts Options) sandbox.Creator {
+func Creator(b sandbox.Backend, opts Options) sandbox.Creator {
 	return func(ctx context.Context, owner string, cfg sandbox.Resolved) (sandbox.Sandbox, error) {
-		sb, err := Start(ctx, engine, owner, cfg, opts)
+		sb, err := Start(ctx, b, owner, cfg, opts)
 		if err != nil {
 			return nil, err // not a typed nil in an interface
 		}
@@ -134,16 +134,16 @@ func Creator(engine *sandbox.Engine, opts Options) sandbox.Creator {
 
 // Start creates a notebook sandbox and returns once its kernel answers. On any failure the
 // container is removed before the error returns.
-func Start(ctx context.Context, engine *sandbox.Engine, owner string, cfg sandbox.Resolved, opts Options) (*Sandbox, error) {
+func Start(ctx context.Context, b sandbox.Backend, owner string, cfg sandbox.Resolved, opts Options) (*Sandbox, error) {
 	opts = opts.withDefaults()
 	begin := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
-	sb, err := engine.Create(ctx, sandbox.CreateOptions{Config: cfg, Owner: owner, Type: sandbox.TypeNotebook})
+	sb, err := sandbox.Create(ctx, b, sandbox.CreateOptions{Config: cfg, Owner: owner, Type: sandbox.TypeNotebook})
 	if err != nil {
 		return nil, fmt.Errorf("starting notebook sandbox: %w", err)
 	}
-	s := &Sandbox{DockerSandbox: sb, opts: opts}
+	s := &Sandbox{AgentSandbox: sb, opts: opts}
 	container := time.Since(begin)
 	if err := s.launch(ctx); err != nil {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -358,7 +358,7 @@ func (s *Sandbox) checkServer(ctx context.Context, err error) error {
 	if err == nil {
 		return nil
 	}
-	if !s.DockerSandbox.Alive() {
+	if !s.AgentSandbox.Alive() {
 		s.serverGone.Store(true)
 		return fmt.Errorf("%w: %w", ErrServerGone, err)
 	}
@@ -374,7 +374,7 @@ func (s *Sandbox) checkServer(ctx context.Context, err error) error {
 
 // Alive reports whether the container and its notebook server are up; the manager replaces
 // a sandbox that is not.
-func (s *Sandbox) Alive() bool { return s.DockerSandbox.Alive() && !s.serverGone.Load() }
+func (s *Sandbox) Alive() bool { return s.AgentSandbox.Alive() && !s.serverGone.Load() }
 
 // Startup is how long the sandbox took to start, by stage; after a Reset, Server and Kernel
 // are the restarted ones'.
@@ -393,7 +393,7 @@ func (s *Sandbox) LastReset() time.Duration {
 
 // Info describes the sandbox, with the kernel and its start times; never the token.
 func (s *Sandbox) Info() sandbox.Info {
-	info := s.DockerSandbox.Info()
+	info := s.AgentSandbox.Info()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	meta := map[string]any{
@@ -417,5 +417,5 @@ func (s *Sandbox) Close(ctx context.Context) error {
 	client, kernel := s.current()
 	kernel.Close()
 	client.Close()
-	return s.DockerSandbox.Close(ctx)
+	return s.AgentSandbox.Close(ctx)
 }

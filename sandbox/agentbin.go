@@ -60,7 +60,7 @@ func (a *agentBinary) tarball() io.Reader {
 }
 
 // forgetAgentVolume makes the next create check the agent volume again.
-func (e *Engine) forgetAgentVolume() {
+func (e *Docker) forgetAgentVolume() {
 	e.agentMu.Lock()
 	defer e.agentMu.Unlock()
 	e.agentReady = false
@@ -70,7 +70,7 @@ func (e *Engine) forgetAgentVolume() {
 // the volume into a throwaway container that never starts (any image will do; the sandbox's
 // own is at hand) and copies the binary in through the archive API, which also works against
 // a remote engine where bind mounts from this host would not.
-func (e *Engine) ensureAgentVolume(ctx context.Context, image string) (string, error) {
+func (e *Docker) ensureAgentVolume(ctx context.Context, image string) (string, error) {
 	e.agentMu.Lock()
 	defer e.agentMu.Unlock()
 	name := e.agent.volumeName()

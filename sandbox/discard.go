@@ -19,7 +19,7 @@ const (
 // create that errored may still have made its container). When the engine cannot do it now,
 // it keeps trying in the background, so the container does not linger once the engine is
 // back. Closing the engine abandons the retries.
-func (e *Engine) discard(ref string) {
+func (e *Docker) discard(ref string) {
 	if e.tryRemove(ref) {
 		return
 	}
@@ -42,7 +42,7 @@ func (e *Engine) discard(ref string) {
 }
 
 // tryRemove force-removes ref; gone already, or being removed, counts as done.
-func (e *Engine) tryRemove(ref string) bool {
+func (e *Docker) tryRemove(ref string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := e.cli.ContainerRemove(ctx, ref, container.RemoveOptions{Force: true, RemoveVolumes: true})

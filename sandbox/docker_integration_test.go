@@ -40,7 +40,7 @@ func TestIntegrationReapOrphans(t *testing.T) {
 
 	// Make the first server look dead: rewrite nothing, but run the reaper as a server on the
 	// same host whose liveness check finds the orphan's owner gone.
-	n, err := live.ReapOrphansWith(t.Context(), func(pid int, start string) bool { return false }, dead.Instance())
+	n, err := sandbox.ReapOrphansWith(t.Context(), live, func(pid int, start string) bool { return false }, dead.Instance())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestIntegrationAgentVolumeRemovedBehindOurBack(t *testing.T) {
 	if err := os.WriteFile(bin, append(data, []byte("\x00"+t.Name())...), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e, err := sandbox.NewEngine(t.Context(), sandbox.EngineOptions{AgentBinary: bin})
+	e, err := sandbox.NewDocker(t.Context(), sandbox.DockerOptions{AgentBinary: bin})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ type ImageStatus struct {
 }
 
 // Doctor inspects the engine: its version, runtimes and the default images.
-func (e *Engine) Doctor(ctx context.Context) (DoctorReport, error) {
+func (e *Docker) Doctor(ctx context.Context) (DoctorReport, error) {
 	v, err := e.cli.ServerVersion(ctx)
 	if err != nil {
 		return DoctorReport{}, fmt.Errorf("%w: reading engine version: %w", ErrEngine, err)

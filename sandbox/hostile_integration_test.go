@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -124,7 +122,7 @@ func toolDef(t *testing.T, name string) tools.Def {
 // agentFD opens descriptor fd of sb's agent for writing from the engine's host, as code in
 // the sandbox could before the agent was sealed. It skips the test when the agent's process
 // is not visible here (a remote engine).
-func agentFD(t *testing.T, e *sandbox.Engine, sb *sandbox.DockerSandbox, fd int) *os.File {
+func agentFD(t *testing.T, e *sandbox.Docker, sb *sandbox.AgentSandbox, fd int) *os.File {
 	t.Helper()
 	insp, err := e.Client().ContainerInspect(t.Context(), sb.ContainerID())
 	if err != nil {
@@ -187,7 +185,7 @@ func TestIntegrationHostileFloodKeepsServerBounded(t *testing.T) {
 			running = false
 		default:
 		}
-		for _, sb := range []*sandbox.DockerSandbox{bystander, victim} {
+		for _, sb := range []*sandbox.AgentSandbox{bystander, victim} {
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"echo", "ok"}}, nil)
 			cancel()
@@ -246,7 +244,7 @@ func TestIntegrationHostileStderrLongLineKeepsDraining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := e.Create(t.Context(), sandbox.CreateOptions{Config: resolved, Owner: t.Name()})
+	sb, err := sandbox.Create(t.Context(), e, sandbox.CreateOptions{Config: resolved, Owner: t.Name()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +301,7 @@ func TestIntegrationHostileProtocolViolationReplacesSandbox(t *testing.T) {
 	m := sandbox.NewManager(sandbox.ManagerOptions{
 		// Kept on exit, so that only the manager's removal can make the container go.
 		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {RemoveOnExit: ptrFalse()}},
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: e.Creator(sandbox.TypeDocker)},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(e, sandbox.TypeDocker)},
 	})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	bystander, err := m.Acquire(t.Context(), "bystander", sandbox.TypeDocker)
@@ -313,16 +311,16 @@ func TestIntegrationHostileProtocolViolationReplacesSandbox(t *testing.T) {
 
 	tests := []struct {
 		name     string
-		attack   func(t *testing.T, sb *sandbox.DockerSandbox)
+		attack   func(t *testing.T, sb *sandbox.AgentSandbox)
 		protocol bool // the error is ErrProtocol, not only ErrClosed
 	}{
-		{"forged result for a request never sent", func(t *testing.T, sb *sandbox.DockerSandbox) {
+		{"forged result for a request never sent", func(t *testing.T, sb *sandbox.AgentSandbox) {
 			_, _ = agentFD(t, e, sb, 1).WriteString(`{"id":999999,"kind":"result","exec":{"stdout":"FORGED-RESULT"}}` + "\n")
 		}, true},
-		{"malformed frame", func(t *testing.T, sb *sandbox.DockerSandbox) {
+		{"malformed frame", func(t *testing.T, sb *sandbox.AgentSandbox) {
 			_, _ = agentFD(t, e, sb, 1).WriteString("\x00garbage{\n")
 		}, true},
-		{"unterminated 1 GiB frame", func(t *testing.T, sb *sandbox.DockerSandbox) {
+		{"unterminated 1 GiB frame", func(t *testing.T, sb *sandbox.AgentSandbox) {
 			out := agentFD(t, e, sb, 1)
 			_, _ = out.WriteString(`{"id":0,"kind":"error","error":"`)
 			chunk := bytes.Repeat([]byte("x"), 1<<20)
@@ -335,7 +333,7 @@ func TestIntegrationHostileProtocolViolationReplacesSandbox(t *testing.T) {
 				}
 			}
 		}, true},
-		{"agent killed", func(t *testing.T, sb *sandbox.DockerSandbox) {
+		{"agent killed", func(t *testing.T, sb *sandbox.AgentSandbox) {
 			if err := e.Client().ContainerKill(t.Context(), sb.ContainerID(), "KILL"); err != nil {
 				t.Fatal(err)
 			}
@@ -348,7 +346,7 @@ func TestIntegrationHostileProtocolViolationReplacesSandbox(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			old := got.(*sandbox.DockerSandbox)
+			old := got.(*sandbox.AgentSandbox)
 
 			start := time.Now()
 			go tc.attack(t, old)
@@ -372,7 +370,7 @@ func TestIntegrationHostileProtocolViolationReplacesSandbox(t *testing.T) {
 			}
 			testwait.Until(t, 20*time.Second, "the broken container removed", func() bool {
 				list, err := e.ListManaged(t.Context(), e.Instance())
-				return err == nil && !slices.ContainsFunc(list, func(c container.Summary) bool { return c.ID == old.ContainerID() })
+				return err == nil && !slices.ContainsFunc(list, func(c sandbox.Listed) bool { return c.Ref == old.ContainerID() })
 			})
 			res, err = bystander.Exec(t.Context(), sandbox.ExecRequest{Argv: []string{"echo", "bystander"}}, nil)
 			if err != nil || res.Stdout != "bystander\n" {

@@ -70,7 +70,7 @@ func DefaultImageSpecs(mirror string) []ImageSpec {
 const notebookPackages = "python3-jupyter-server python3-ipykernel python3-matplotlib python3-munkres python3-numpy"
 
 // ImagePresent reports whether the engine has tag.
-func (e *Engine) ImagePresent(ctx context.Context, tag string) (bool, error) {
+func (e *Docker) ImagePresent(ctx context.Context, tag string) (bool, error) {
 	_, err := e.cli.ImageInspect(ctx, tag)
 	if err == nil {
 		return true, nil
@@ -83,7 +83,7 @@ func (e *Engine) ImagePresent(ctx context.Context, tag string) (bool, error) {
 
 // BuildImage builds spec and tags it, writing progress to out. It needs root (debootstrap
 // does) and the debootstrap command.
-func (e *Engine) BuildImage(ctx context.Context, spec ImageSpec, out io.Writer) error {
+func (e *Docker) BuildImage(ctx context.Context, spec ImageSpec, out io.Writer) error {
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		return errors.New("building images needs debootstrap: apt-get install debootstrap")
 	}

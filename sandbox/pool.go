@@ -34,15 +34,23 @@ type Resetter interface {
 // ErrNotPoolable: the sandbox cannot be returned to a clean state between borrowers.
 var ErrNotPoolable = errors.New("sandbox cannot be pooled")
 
-// agentResetter is implemented by every sandbox whose agent serves wire.OpReset: DockerSandbox
-// and the backends built on it.
+// agentResetter is implemented by every sandbox whose agent serves wire.OpReset:
+// AgentSandbox and the sandboxes built on it.
 type agentResetter interface {
-	resetAgent(ctx context.Context, req wire.Reset) (wire.ResetResult, error)
+	resettable() bool
+	resetAgent(ctx context.Context) (wire.ResetResult, error)
 }
 
-// resetAgent asks the sandbox's agent to return it to the state it started in.
-func (s *DockerSandbox) resetAgent(ctx context.Context, req wire.Reset) (wire.ResetResult, error) {
-	resp, err := s.request(ctx, wire.Request{Op: wire.OpReset, Reset: &req})
+// resettable reports whether the sandbox's backend said how to return it to its start.
+func (s *AgentSandbox) resettable() bool { return s.reset != nil }
+
+// resetAgent asks the sandbox's agent to return it to the state it started in: its
+// backend's reset (Launched.Reset), with the workspace where the agent has it.
+func (s *AgentSandbox) resetAgent(ctx context.Context) (wire.ResetResult, error) {
+	if s.reset == nil {
+		return wire.ResetResult{}, fmt.Errorf("%w: sandbox %s cannot be returned to its start on the %s backend", ErrNotPoolable, s.id, s.backend.Name())
+	}
+	resp, err := s.request(ctx, wire.Request{Op: wire.OpReset, Reset: s.reset})
 	if err != nil {
 		return wire.ResetResult{}, err
 	}
@@ -246,8 +254,8 @@ func (p *Pool) Return(sb Sandbox) {
 	p.mu.Unlock()
 	go func() {
 		defer p.work.Done()
-		if writableRootfs(sb) {
-			p.log.Debug("replacing a pooled sandbox with a writable root file system", "sandbox", sb.ID())
+		if ar, ok := sb.(agentResetter); !ok || !ar.resettable() {
+			p.log.Debug("replacing a pooled sandbox that cannot be reset (a writable root file system, or a backend without one)", "sandbox", sb.ID())
 			p.discard(sb)
 			return
 		}
@@ -354,7 +362,7 @@ func (p *Pool) reset(ctx context.Context, sb Sandbox) error {
 	if !ok {
 		return fmt.Errorf("%w: %s has no agent that can reset it", ErrNotPoolable, sb.ID())
 	}
-	res, err := ar.resetAgent(ctx, wire.Reset{Dirs: cleanDirs(sb), SysVIPC: true})
+	res, err := ar.resetAgent(ctx)
 	if err != nil {
 		return fmt.Errorf("resetting the sandbox's processes and files: %w", err)
 	}
@@ -368,31 +376,6 @@ func (p *Pool) reset(ctx context.Context, sb Sandbox) error {
 		"removed", res.Removed, "removed_paths", res.RemovedPaths, "kept_mounts", res.KeptMounts,
 		"ipc", res.IPCRemoved, "jobs", res.JobsForgotten, "agent", agentDone, "total", time.Since(start))
 	return nil
-}
-
-// cleanDirs are the writable places a borrower can leave files in, besides operator volumes
-// and a writable root file system (see writableRootfs).
-func cleanDirs(sb Sandbox) []string {
-	return []string{workingDirOf(sb), "/tmp", "/dev/shm", "/dev/mqueue"}
-}
-
-// writableRootfs reports whether sb's root file system is writable: a borrower could then
-// leave code anywhere in the image (site-packages, /etc/profile.d), and only a fresh
-// container is clean.
-func writableRootfs(sb Sandbox) bool {
-	c, ok := sb.(interface{ Config() Resolved })
-	return ok && c.Config().ReadOnlyRootfs != nil && !*c.Config().ReadOnlyRootfs
-}
-
-// workingDirOf is sb's workspace.
-func workingDirOf(sb Sandbox) string {
-	if c, ok := sb.(interface{ Config() Resolved }); ok && c.Config().WorkingDir != "" {
-		return c.Config().WorkingDir
-	}
-	if wd, ok := sb.Info().Metadata["working_dir"].(string); ok && wd != "" {
-		return wd
-	}
-	return DefaultWorkingDir
 }
 
 // idler is implemented by every backend that embeds lifecycle.

@@ -176,7 +176,7 @@ func TestIntegrationPoolResetKeepsBorrowersApart(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := sandbox.NewManager(sandbox.ManagerOptions{
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: e.Creator(sandbox.TypeDocker)},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(e, sandbox.TypeDocker)},
 		Policy:   sandbox.Policy{AllowHostMounts: true, AllowedHostPaths: []string{shared}},
 	})
 	t.Cleanup(func() {

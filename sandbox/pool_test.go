@@ -31,9 +31,13 @@ type poolFake struct {
 	resetq []wire.Reset // the agent resets asked for
 }
 
-// resetAgent plays the agent's OpReset: every job ends and is forgotten, and the files
-// under the directories named go.
-func (f *poolFake) resetAgent(_ context.Context, req wire.Reset) (wire.ResetResult, error) {
+// resettable: as on Docker, a writable root file system cannot be reset.
+func (f *poolFake) resettable() bool { return !f.writable }
+
+// resetAgent plays the agent's OpReset with Docker's reset: every job ends and is
+// forgotten, and the files under the directories named go.
+func (f *poolFake) resetAgent(context.Context) (wire.ResetResult, error) {
+	req := wire.Reset{Dirs: []string{DefaultWorkingDir, "/tmp", "/dev/shm", "/dev/mqueue"}, SysVIPC: true}
 	if f.failReset.Load() {
 		return wire.ResetResult{}, errors.New("agent gone")
 	}

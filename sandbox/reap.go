@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/volume"
 )
@@ -105,17 +103,26 @@ func processAlive(pid int, start string) bool {
 	return got != "" && (start == "" || got == start)
 }
 
-// ReapOrphans removes the containers and volumes that dead enclave-mcp servers left behind,
-// and only those: never this server's, never a live server's, never unlabelled ones. It
-// returns how many containers it removed.
-func (e *Engine) ReapOrphans(ctx context.Context) (int, error) {
-	return e.reap(ctx, "", processAlive)
+// ReapOrphans removes the sandboxes that dead enclave-mcp servers left on b, and only those:
+// never this server's, never a live server's, never unlabelled ones. It returns how many
+// it removed. A backend with leftovers of its own besides sandboxes (Docker's agent
+// volumes) clears those too.
+func ReapOrphans(ctx context.Context, b Backend) (int, error) {
+	n, err := reap(ctx, b, "", processAlive)
+	if extra, ok := b.(interface{ reapExtras(context.Context) }); ok {
+		extra.reapExtras(ctx)
+	}
+	return n, err
 }
 
 // reap removes orphans, of one instance only when instance is set (tests must not touch
 // what other tests, running beside them on the same engine, own).
-func (e *Engine) reap(ctx context.Context, instance string, alive func(int, string) bool) (int, error) {
-	list, err := e.ListManaged(ctx, instance)
+func reap(ctx context.Context, b Backend, instance string, alive func(int, string) bool) (int, error) {
+	labels := map[string]string{LabelManaged: "true"}
+	if instance != "" {
+		labels[LabelInstance] = instance
+	}
+	list, err := b.List(ctx, labels)
 	if err != nil {
 		return 0, err
 	}
@@ -123,30 +130,29 @@ func (e *Engine) reap(ctx context.Context, instance string, alive func(int, stri
 	removed := 0
 	var errs []error
 	for _, c := range list {
-		if !isOrphan(c.Labels, c.State, time.Unix(c.Created, 0), e.identity, now, alive) {
+		if !isOrphan(c.Labels, c.State, c.Created, b.Identity(), now, alive) {
 			continue
 		}
-		err := e.cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if err != nil && !errdefs.IsNotFound(err) && !errdefs.IsConflict(err) {
-			errs = append(errs, fmt.Errorf("removing orphan %s: %w", c.ID[:12], err))
+		if err := b.Remove(ctx, c.Ref); err != nil {
+			errs = append(errs, fmt.Errorf("removing orphan %.12s: %w", c.Ref, err))
 			continue
 		}
 		removed++
-		e.log.Info("reaped a dead server's sandbox", "container", c.ID[:12], "instance", c.Labels[LabelInstance], "state", c.State)
-	}
-	if instance == "" {
-		e.reapAgentVolumes(ctx)
+		backendLog(b).Info("reaped a dead server's sandbox", "backend", b.Name(), "ref", shortRef(c.Ref), "instance", c.Labels[LabelInstance], "state", c.State)
 	}
 	return removed, errors.Join(errs...)
 }
+
+// shortRef is a backend's reference cut for a log line.
+func shortRef(ref string) string { return ref[:min(len(ref), 12)] }
 
 // agentVolumeMaxAge: an agent volume of another build is removed only once this old, since
 // a live server of that build may be between sandboxes (its volume unused, but not done).
 const agentVolumeMaxAge = 24 * time.Hour
 
-// reapAgentVolumes removes old agent volumes of other builds; the engine refuses to remove
+// reapExtras removes old agent volumes of other builds; the engine refuses to remove
 // one a container still uses, which is the other half of the protection.
-func (e *Engine) reapAgentVolumes(ctx context.Context) {
+func (e *Docker) reapExtras(ctx context.Context) {
 	vols, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("label", LabelManaged+"=true"), filters.Arg("label", LabelKind+"=agent"))})
 	if err != nil {

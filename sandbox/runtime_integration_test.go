@@ -236,7 +236,7 @@ func TestIntegrationSeccompPinned(t *testing.T) {
 // controlContainer starts a container with a sandbox's spec (HardenedSpec, PID 1 sleep)
 // changed by loosen, and removes it when the test ends. It runs under the engine's default
 // runtime: a control shows what the host kernel does without one protection.
-func controlContainer(t *testing.T, e *sandbox.Engine, loosen func(*container.HostConfig)) string {
+func controlContainer(t *testing.T, e *sandbox.Docker, loosen func(*container.HostConfig)) string {
 	t.Helper()
 	r, err := sandbox.Resolve(sandbox.Config{}, sandbox.Policy{})
 	if err != nil {

@@ -1,6 +1,12 @@
-// Package sandbox runs untrusted code in hardened containers. A Sandbox is one container with
-// our agent as PID 1; this package creates it on a Docker engine, speaks to the agent over the
-// container's attached stdio, and removes it. It is the only package that talks to Docker.
+// Package sandbox runs untrusted code in sandboxes. A Sandbox is an isolated environment
+// with our agent as its first process; a Backend (backend.go) creates it and hands over the
+// agent's stdio, and AgentSandbox (agentsandbox.go) speaks to the agent over it, the same on
+// every backend. Docker (docker.go: hardened containers) is the default backend and this is
+// the only package that talks to Docker; Process (process.go) runs agents as host processes
+// for development and engine-free tests. Above the backends: configs and the operator's
+// policy (config.go), the Manager that owns every sandbox of a server (manager.go), warm
+// spares (warm.go), ms-enclave's reusable pools (pool.go) and reaping of dead servers'
+// sandboxes (reap.go).
 package sandbox
 
 import (

@@ -32,10 +32,9 @@ const (
 
 // specInput is everything containerSpec needs; it holds no client and reads no environment.
 type specInput struct {
-	ID          string
-	Instance    Identity
-	Owner       string
-	Kind        string
+	ID string
+	// Labels name the sandbox's server, owner and kind (managedLabels).
+	Labels      map[string]string
 	Config      Resolved
 	AgentVolume string
 	// AgentArgs are appended to the agent's command line (e.g. a notebook launcher).
@@ -77,13 +76,7 @@ func containerName(id string) string { return "enclave-" + id }
 // SIGTERM, and exits when the server's attach stream closes (StdinOnce), so a crashed server
 // leaves no running sandbox behind.
 func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
-	labels := in.Instance.labels()
-	labels[LabelManaged] = "true"
-	labels[LabelSandbox] = in.ID
-	labels[LabelKind] = in.Kind
-	if in.Owner != "" {
-		labels[LabelOwner] = in.Owner
-	}
+	labels := maps.Clone(in.Labels)
 	entrypoint := append([]string{agentPath, "agent", "--workspace", in.Config.WorkingDir}, in.AgentArgs...)
 	cfg, host := HardenedSpec(in.Config, entrypoint, labels)
 	if in.Host.AppArmor {

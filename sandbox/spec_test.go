@@ -26,7 +26,7 @@ func mustResolve(t *testing.T, c Config, p Policy) Resolved {
 func TestContainerSpecHardenedDefaults(t *testing.T) {
 	t.Parallel()
 	cfg, host := containerSpec(specInput{
-		ID: "abc", Instance: Identity{ID: "inst", Host: "h", PID: 42, PIDStart: "999"}, Owner: "sess", Kind: "docker",
+		ID: "abc", Labels: managedLabels(Identity{ID: "inst", Host: "h", PID: 42, PIDStart: "999"}, "abc", "sess", "docker"),
 		Config: mustResolve(t, Config{}, Policy{}), AgentVolume: "agentvol",
 	})
 

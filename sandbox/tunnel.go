@@ -35,7 +35,7 @@ var ErrStreamFull = errors.New("tunnel buffer full: the reader fell too far behi
 // "127.0.0.1:8888" is the container's own loopback. network is tcp, tcp4, tcp6 or unix. It
 // fits http.Transport.DialContext and websocket.Dialer.NetDialContext. Nothing listening
 // there is an error wrapping ErrNotFound.
-func (s *DockerSandbox) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+func (s *AgentSandbox) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func (s *DockerSandbox) DialContext(ctx context.Context, network, addr string) (
 // tunnel rather than through those calls (a notebook cell over a websocket), so that idle
 // expiry does not remove it mid-cell. release ends the hold; calling it again does nothing.
 // Hold fails with ErrClosed once the sandbox is stopping or gone.
-func (s *DockerSandbox) Hold() (release func(), err error) {
+func (s *AgentSandbox) Hold() (release func(), err error) {
 	if err := s.enter(); err != nil {
 		return nil, err
 	}

@@ -129,7 +129,7 @@ func TestIntegrationTunnel(t *testing.T) {
 }
 
 // waitForServer polls until something accepts connections at addr inside sb.
-func waitForServer(t *testing.T, sb *sandbox.DockerSandbox, addr string) {
+func waitForServer(t *testing.T, sb *sandbox.AgentSandbox, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

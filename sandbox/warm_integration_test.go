@@ -15,7 +15,7 @@ import (
 func TestIntegrationWarmPool(t *testing.T) {
 	e := testenv.Engine(t)
 	m := sandbox.NewManager(sandbox.ManagerOptions{
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: e.Creator(sandbox.TypeDocker)},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(e, sandbox.TypeDocker)},
 		Warm:     map[sandbox.Type]int{sandbox.TypeDocker: 2},
 	})
 	closed := false

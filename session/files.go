@@ -280,6 +280,9 @@ func (l *Core) walk(ctx context.Context, sb sandbox.Sandbox, root string) ([]tre
 		if err != nil {
 			return err
 		}
+		if list.Truncated {
+			return fmt.Errorf("%w: %s has more entries than one listing returns (%d): download a subdirectory", api.ErrTooLarge, path.Join(root, rel), len(list.Entries))
+		}
 		for _, e := range list.Entries {
 			if e.Name == "" || e.Name == "." || e.Name == ".." || strings.ContainsAny(e.Name, "/\x00") {
 				return fmt.Errorf("the sandbox listed %q in %s, which is not a file name: download refused", e.Name, path.Join(root, rel))

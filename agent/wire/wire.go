@@ -133,6 +133,14 @@ type File struct {
 // DefaultMaxReadBytes is the read cap used when File.MaxBytes is zero.
 const DefaultMaxReadBytes = 8 << 20
 
+// A directory listing stops, with Truncated set, at MaxListEntries entries or once its
+// names and link targets reach MaxListBytes: the answer stays well inside the frame limit
+// the server applies to listings, however many files a sandbox makes.
+const (
+	MaxListEntries = 20000
+	MaxListBytes   = 4 << 20
+)
+
 // Kind tells what a Response carries.
 type Kind string
 

@@ -18,21 +18,21 @@ import (
 // error or an interrupt leaves nothing behind.
 type tracker struct {
 	mu         sync.Mutex
-	sandboxes  map[*sandbox.DockerSandbox]bool
+	sandboxes  map[*sandbox.AgentSandbox]bool
 	containers map[string]bool
 }
 
 func newTracker() *tracker {
-	return &tracker{sandboxes: map[*sandbox.DockerSandbox]bool{}, containers: map[string]bool{}}
+	return &tracker{sandboxes: map[*sandbox.AgentSandbox]bool{}, containers: map[string]bool{}}
 }
 
-func (t *tracker) addSandbox(s *sandbox.DockerSandbox) {
+func (t *tracker) addSandbox(s *sandbox.AgentSandbox) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.sandboxes[s] = true
 }
 
-func (t *tracker) dropSandbox(s *sandbox.DockerSandbox) {
+func (t *tracker) dropSandbox(s *sandbox.AgentSandbox) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.sandboxes, s)
@@ -53,9 +53,9 @@ func (t *tracker) dropContainer(id string) {
 // cleanup removes what is still tracked, then, as a backstop for anything created while an
 // interrupt cut a call short, every container labelled with this run's engine instance or
 // baseline run id. ctx must not be the (possibly cancelled) measurement context.
-func (t *tracker) cleanup(ctx context.Context, cli *client.Client, engine *sandbox.Engine, runID string) error {
+func (t *tracker) cleanup(ctx context.Context, cli *client.Client, engine *sandbox.Docker, runID string) error {
 	t.mu.Lock()
-	sandboxes := make([]*sandbox.DockerSandbox, 0, len(t.sandboxes))
+	sandboxes := make([]*sandbox.AgentSandbox, 0, len(t.sandboxes))
 	for s := range t.sandboxes {
 		sandboxes = append(sandboxes, s)
 	}
@@ -91,7 +91,7 @@ func (t *tracker) cleanup(ctx context.Context, cli *client.Client, engine *sandb
 			errs = append(errs, err)
 		}
 		for _, c := range leftover {
-			remove(c.ID)
+			remove(c.Ref)
 		}
 	}
 	leftover, err := cli.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", benchLabel+"="+runID))})

@@ -106,7 +106,7 @@ func (b *baseline) createStart(ctx context.Context) (string, error) {
 	return created.ID, nil
 }
 
-// remove is `docker rm -f`: SIGKILL and remove, as DockerSandbox.Close does. Gone already
+// remove is `docker rm -f`: SIGKILL and remove, as AgentSandbox.Close does. Gone already
 // (or being removed by the engine's auto-removal) counts as removed, as it does there.
 func (b *baseline) remove(ctx context.Context, id string) error {
 	err := b.cli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})

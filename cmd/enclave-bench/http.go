@@ -38,7 +38,7 @@ const benchHTTPToken = "enclave-bench-http-token"
 func (b *bench) httpLayer(ctx context.Context) (err error) {
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
 		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: b.engine.Creator(sandbox.TypeDocker)},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(b.engine, sandbox.TypeDocker)},
 	})
 	defer func() {
 		// The sessions' sandboxes; the tracker's engine-label sweep is the backstop.

@@ -3,9 +3,9 @@
 // runs) to stdout.
 //
 // Every "ours" figure goes through the same code an MCP or REST tool call does: the session
-// core's one tool-call path (session.Core.RunIn) on a sandbox.DockerSandbox created by sandbox.Engine, whose requests travel as JSON lines over
+// core's one tool-call path (session.Core.RunIn) on a sandbox.AgentSandbox created by sandbox.Docker, whose requests travel as JSON lines over
 // the container's attached stdio to our agent, which runs as the container's PID 1. The
-// create and removal figures call Engine.Create and DockerSandbox.Close directly.
+// create and removal figures call Engine.Create and AgentSandbox.Close directly.
 //
 // Beside each figure is a baseline measured in the same run on the same engine: the same
 // work done the plain way, through the Docker API with no agent. For commands that is one
@@ -105,7 +105,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 	if err != nil {
 		return fmt.Errorf("resolving the sandbox config: %w", err)
 	}
-	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: agentPath})
+	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: agentPath})
 	if err != nil {
 		if errors.Is(err, sandbox.ErrEngine) {
 			return fmt.Errorf("connecting to the engine (scripts/ensure-docker.sh starts one): %w", err)

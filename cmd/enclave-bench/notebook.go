@@ -117,7 +117,7 @@ func (b *bench) startNotebook(ctx context.Context, cfg sandbox.Resolved) (*noteb
 	if err != nil {
 		return nil, err
 	}
-	b.track.addSandbox(sb.DockerSandbox)
+	b.track.addSandbox(sb.AgentSandbox)
 	return sb, nil
 }
 
@@ -126,5 +126,5 @@ func (b *bench) closeNotebook(ctx context.Context, sb *notebook.Sandbox) {
 		fmt.Fprintf(os.Stderr, "enclave-bench: closing notebook sandbox %s: %v\n", sb.ID(), err)
 		return
 	}
-	b.track.dropSandbox(sb.DockerSandbox)
+	b.track.dropSandbox(sb.AgentSandbox)
 }

@@ -31,7 +31,7 @@ const concurrentCreates = 10
 
 type bench struct {
 	core   *session.Core
-	engine *sandbox.Engine
+	engine *sandbox.Docker
 	cli    *client.Client
 	cfg    sandbox.Resolved
 	track  *tracker
@@ -94,8 +94,8 @@ func (b *bench) all(ctx context.Context) error {
 	return b.concurrent(ctx)
 }
 
-func (b *bench) newSandbox(ctx context.Context) (*sandbox.DockerSandbox, error) {
-	sb, err := b.engine.Create(ctx, sandbox.CreateOptions{Config: b.cfg, Owner: "enclave-bench"})
+func (b *bench) newSandbox(ctx context.Context) (*sandbox.AgentSandbox, error) {
+	sb, err := sandbox.Create(ctx, b.engine, sandbox.CreateOptions{Config: b.cfg, Owner: "enclave-bench"})
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (b *bench) newSandbox(ctx context.Context) (*sandbox.DockerSandbox, error) 
 	return sb, nil
 }
 
-func (b *bench) closeSandbox(ctx context.Context, sb *sandbox.DockerSandbox) error {
+func (b *bench) closeSandbox(ctx context.Context, sb *sandbox.AgentSandbox) error {
 	if err := sb.Close(ctx); err != nil {
 		return fmt.Errorf("closing sandbox %s: %w", sb.ID(), err)
 	}
@@ -147,7 +147,7 @@ func (b *bench) createAndRemove(ctx context.Context) error {
 	// each run also records, untimed by the stopwatch, when the container was really gone.
 	var gone []time.Duration
 	var early []bool
-	remove.Ours, err = measure(ctx, "ours: DockerSandbox.Close", runs, func(w *stopwatch) error {
+	remove.Ours, err = measure(ctx, "ours: AgentSandbox.Close", runs, func(w *stopwatch) error {
 		sb, err := b.newSandbox(ctx)
 		if err != nil {
 			return err
@@ -267,7 +267,7 @@ func agentMS(res tools.Result) (time.Duration, bool) {
 }
 
 // perCall measures the tool calls against docker exec of the same command.
-func (b *bench) perCall(ctx context.Context, sb *sandbox.DockerSandbox) error {
+func (b *bench) perCall(ctx context.Context, sb *sandbox.AgentSandbox) error {
 	defs, err := b.toolDefs()
 	if err != nil {
 		return err
@@ -376,9 +376,9 @@ func (b *bench) perCall(ctx context.Context, sb *sandbox.DockerSandbox) error {
 
 // breakdown splits a tool call's time into its parts, to show where it goes: argument
 // decoding in the tool layer, the agent round trip (a trivial process through
-// DockerSandbox.Exec, below the tool layer), and the process's own run time as the agent
+// AgentSandbox.Exec, below the tool layer), and the process's own run time as the agent
 // reports it. docker exec of the same trivial process is the baseline's floor.
-func (b *bench) breakdown(ctx context.Context, sb *sandbox.DockerSandbox) error {
+func (b *bench) breakdown(ctx context.Context, sb *sandbox.AgentSandbox) error {
 	defs, err := b.toolDefs()
 	if err != nil {
 		return err
@@ -394,13 +394,13 @@ func (b *bench) breakdown(ctx context.Context, sb *sandbox.DockerSandbox) error 
 	b.rep.addPart("tool layer: argument decoding (session core, no sandbox)", bind, nil)
 
 	var trueAgent []time.Duration
-	direct, err := measure(ctx, "DockerSandbox.Exec /bin/true", b.n, func(*stopwatch) error {
+	direct, err := measure(ctx, "AgentSandbox.Exec /bin/true", b.n, func(*stopwatch) error {
 		res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"/bin/true"}, TimeoutMS: 30000}, nil)
 		if err != nil {
-			return fmt.Errorf("DockerSandbox.Exec /bin/true: %w", err)
+			return fmt.Errorf("AgentSandbox.Exec /bin/true: %w", err)
 		}
 		if res.ExitCode != 0 {
-			return fmt.Errorf("DockerSandbox.Exec /bin/true: exit %d", res.ExitCode)
+			return fmt.Errorf("AgentSandbox.Exec /bin/true: exit %d", res.ExitCode)
 		}
 		trueAgent = append(trueAgent, time.Duration(res.DurationMS*float64(time.Millisecond)))
 		return nil
@@ -408,16 +408,16 @@ func (b *bench) breakdown(ctx context.Context, sb *sandbox.DockerSandbox) error 
 	if err != nil {
 		return err
 	}
-	b.rep.addPart("agent round trip: DockerSandbox.Exec `/bin/true` (no tool layer)", direct, trueAgent)
+	b.rep.addPart("agent round trip: AgentSandbox.Exec `/bin/true` (no tool layer)", direct, trueAgent)
 
 	var pyAgent []time.Duration
-	pyDirect, err := measure(ctx, "DockerSandbox.Exec python3 -c print(1)", b.n, func(*stopwatch) error {
+	pyDirect, err := measure(ctx, "AgentSandbox.Exec python3 -c print(1)", b.n, func(*stopwatch) error {
 		res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"python3", "-c", "print(1)"}, TimeoutMS: 30000}, nil)
 		if err != nil {
-			return fmt.Errorf("DockerSandbox.Exec python3: %w", err)
+			return fmt.Errorf("AgentSandbox.Exec python3: %w", err)
 		}
 		if res.ExitCode != 0 || res.Stdout != "1\n" {
-			return fmt.Errorf("DockerSandbox.Exec python3: exit %d, stdout %q", res.ExitCode, res.Stdout)
+			return fmt.Errorf("AgentSandbox.Exec python3: exit %d, stdout %q", res.ExitCode, res.Stdout)
 		}
 		pyAgent = append(pyAgent, time.Duration(res.DurationMS*float64(time.Millisecond)))
 		return nil
@@ -425,7 +425,7 @@ func (b *bench) breakdown(ctx context.Context, sb *sandbox.DockerSandbox) error 
 	if err != nil {
 		return err
 	}
-	b.rep.addPart("DockerSandbox.Exec `python3 -c 'print(1)'` (no tool layer)", pyDirect, pyAgent)
+	b.rep.addPart("AgentSandbox.Exec `python3 -c 'print(1)'` (no tool layer)", pyDirect, pyAgent)
 
 	floor, err := measure(ctx, "docker: exec /bin/true", b.n, func(*stopwatch) error {
 		_, _, code, err := dockerExec(ctx, b.cli, sb.ContainerID(), b.cfg.User, []string{"/bin/true"}, nil)
@@ -449,7 +449,7 @@ func (b *bench) concurrent(ctx context.Context) error {
 
 	var err error
 	r.Ours, err = measure(ctx, fmt.Sprintf("ours: %d× Engine.Create", concurrentCreates), rounds, func(w *stopwatch) error {
-		sbs := make([]*sandbox.DockerSandbox, concurrentCreates)
+		sbs := make([]*sandbox.AgentSandbox, concurrentCreates)
 		errs := parallel(concurrentCreates, func(i int) (err error) {
 			sbs[i], err = b.newSandbox(ctx)
 			return err

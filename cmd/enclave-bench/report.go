@@ -92,7 +92,7 @@ func printReport(w io.Writer, r *report) {
 	}
 	t.write(w)
 	fmt.Fprint(w, `
-Notes: medians decide pass/fail. Ours goes through the session core's tool-call path on a DockerSandbox (the MCP and REST path); the
+Notes: medians decide pass/fail. Ours goes through the session core's tool-call path on a AgentSandbox (the MCP and REST path); the
 docker column runs the same command per call through the Docker API, in the same container, as the same user.
 Our create includes waiting for the agent's ready message; the baseline's ends when ContainerStart returns.
 Close is a force remove (SIGKILL, no grace period), so how an image's PID 1 treats SIGTERM cannot slow it; the

@@ -154,7 +154,7 @@ func (b *bench) runtimeRows(ctx context.Context, rt string) error {
 		return err
 	}
 	if err := both("sandbox removal (Close)", func(name string, cfg sandbox.Resolved) (stats, error) {
-		return measure(ctx, name+": DockerSandbox.Close", runs, func(w *stopwatch) error {
+		return measure(ctx, name+": AgentSandbox.Close", runs, func(w *stopwatch) error {
 			sb, err := b.newSandboxWith(ctx, cfg)
 			if err != nil {
 				return err
@@ -202,8 +202,8 @@ func (b *bench) runtimeRows(ctx context.Context, rt string) error {
 }
 
 // newSandboxWith is newSandbox with another config (another runtime).
-func (b *bench) newSandboxWith(ctx context.Context, cfg sandbox.Resolved) (*sandbox.DockerSandbox, error) {
-	sb, err := b.engine.Create(ctx, sandbox.CreateOptions{Config: cfg, Owner: "enclave-bench"})
+func (b *bench) newSandboxWith(ctx context.Context, cfg sandbox.Resolved) (*sandbox.AgentSandbox, error) {
+	sb, err := sandbox.Create(ctx, b.engine, sandbox.CreateOptions{Config: cfg, Owner: "enclave-bench"})
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func (b *bench) warm(ctx context.Context) error {
 	newManager := func(warm int) *sandbox.Manager {
 		return sandbox.NewManager(sandbox.ManagerOptions{
 			Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
-			Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: b.engine.Creator(sandbox.TypeDocker)},
+			Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(b.engine, sandbox.TypeDocker)},
 			Warm:     map[sandbox.Type]int{sandbox.TypeDocker: warm},
 		})
 	}

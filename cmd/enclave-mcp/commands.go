@@ -79,7 +79,7 @@ func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: *agentBinary})
+	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: *agentBinary})
 	if err != nil {
 		fix := "start the engine (make setup, or dockerd &), or point DOCKER_HOST at one"
 		if !errors.Is(err, sandbox.ErrEngine) {
@@ -130,7 +130,7 @@ func imagesCmd(ctx context.Context, args []string) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{})
+	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{})
 	if err != nil {
 		return err
 	}

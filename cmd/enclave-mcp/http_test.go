@@ -513,7 +513,7 @@ func TestIntegrationHTTPLongCallsOutliveTimeouts(t *testing.T) {
 	engine := testenv.Engine(t)
 	limits := testLimits()
 	limits.ReadHeaderTimeout, limits.ReadTimeout, limits.IdleTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-	f := startHTTP(t, fixtureOptions{limits: limits, creator: engine.Creator(sandbox.TypeDocker)})
+	f := startHTTP(t, fixtureOptions{limits: limits, creator: sandbox.NewCreator(engine, sandbox.TypeDocker)})
 	const code = "import time; time.sleep(1.5); print('still here')"
 
 	t.Run("mcp", func(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -136,16 +135,4 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 
 // agentCmd is the in-sandbox side: the same binary, injected into every container as PID 1.
 // It is not meant to be run by hand.
-func agentCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	workspace := fs.String("workspace", "/sandbox", "the sandbox's writable workspace")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	err := agent.Run(ctx, os.Stdin, os.Stdout, agent.Options{Workspace: *workspace, Logger: log})
-	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
-		return nil
-	}
-	return err
-}
+func agentCmd(ctx context.Context, args []string) error { return agent.Main(ctx, args) }

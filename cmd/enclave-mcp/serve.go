@@ -19,12 +19,15 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
-// fileConfig is the optional --config file: the sandbox defaults and the operator's policy.
+// fileConfig is the optional --config file: the sandbox defaults, the operator's policy and
+// the tools the operator declares.
 type fileConfig struct {
 	Sandbox  sandbox.Config `json:"sandbox"`
 	Notebook notebookConfig `json:"notebook"`
 	// Policy is read by sandbox.Policy's UnmarshalJSON: every field it has, unknown ones refused.
 	Policy sandbox.Policy `json:"policy"`
+	// Tools are declared tools (an argv template each), offered after the built-in ones.
+	Tools []tools.CommandTool `json:"tools"`
 }
 
 // serveFlags are serve's flags; each overrides the config file.
@@ -39,6 +42,7 @@ type serveFlags struct {
 	network     bool
 	runtime     string
 	agentBinary string
+	backend     backendFlags
 	httpAddr    string
 	token       string
 	tokenFile   string
@@ -57,6 +61,7 @@ type serveFlags struct {
 	warm         int
 	warmNotebook int
 	notebook     notebookConfig // the config file's notebook section
+	tools        []tools.Def    // the built-in tools, then the config file's declared ones
 }
 
 // defaultWarmHTTP is the docker warm pool's size over HTTP when --warm is not given. An HTTP
@@ -92,7 +97,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		fs.PrintDefaults()
 	}
 	f.register(fs)
-	fs.StringVar(&f.config, "config", "", "JSON file with sandbox defaults {\"sandbox\": {...}, \"policy\": {...}}")
+	fs.StringVar(&f.config, "config", "", "JSON file with sandbox defaults, policy and declared tools {\"sandbox\": {...}, \"policy\": {...}, \"tools\": [...]}")
 	fs.StringVar(&f.image, "image", "", "sandbox image (default "+sandbox.DefaultImage+")")
 	fs.StringVar(&f.memory, "memory", "", "sandbox memory limit, e.g. 512m (default 1g)")
 	fs.Float64Var(&f.cpus, "cpus", 0, "sandbox CPU limit (default 1)")
@@ -101,6 +106,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.BoolVar(&f.network, "network", false, "DANGEROUS: give sandboxes network access")
 	fs.StringVar(&f.runtime, "runtime", "", "OCI runtime for sandboxes, e.g. runsc (default: the engine's)")
 	fs.StringVar(&f.agentBinary, "agent-binary", "", "static enclave-mcp binary injected into sandboxes (default: this executable)")
+	f.backend.register(fs)
 	fs.StringVar(&f.httpAddr, "http", "", "serve MCP and the REST API over HTTP on ADDR (e.g. 127.0.0.1:8000) instead of stdio")
 	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints; visible in ps: prefer --token-file or "+tokenEnv+". Generated when listening on loopback without any")
 	fs.StringVar(&f.tokenFile, "token-file", "", "read the HTTP bearer token from this file (its first line); else "+tokenEnv+", then "+legacyTokenEnv)
@@ -159,17 +165,17 @@ func serveCmd(ctx context.Context, args []string) error {
 		}
 	}
 
-	engine, err := sandbox.NewEngine(ctx, sandbox.EngineOptions{AgentBinary: f.agentBinary, Logger: log})
+	engine, err := f.backend.open(ctx, f.agentBinary, log)
 	if err != nil {
 		return err
 	}
 	defer engine.Close()
-	if n, err := engine.ReapOrphans(ctx); err != nil {
+	if n, err := sandbox.ReapOrphans(ctx, engine); err != nil {
 		log.Warn("reaping sandboxes of dead servers", "error", err)
 	} else if n > 0 {
 		log.Info("reaped sandboxes of dead servers", "count", n)
 	}
-	enabled, err := tools.Enabled(tools.All(), cfg.ToolsConfig)
+	enabled, err := tools.Enabled(f.tools, cfg.ToolsConfig)
 	if err != nil {
 		return err
 	}
@@ -178,7 +184,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: cfg, sandbox.TypeNotebook: notebookCfg},
 		Policy:   policy,
 		Creators: map[sandbox.Type]sandbox.Creator{
-			sandbox.TypeDocker:   engine.Creator(sandbox.TypeDocker),
+			sandbox.TypeDocker:   sandbox.NewCreator(engine, sandbox.TypeDocker),
 			sandbox.TypeNotebook: notebook.Creator(engine, notebookOpts),
 		},
 		Logger: log,
@@ -258,6 +264,12 @@ func (f *serveFlags) sandboxConfig() (sandbox.Config, sandbox.Policy, error) {
 	}
 	cfg := fc.Sandbox
 	f.notebook = fc.Notebook
+	// Checked here, before any engine work: a bad declaration fails at start, saying why.
+	all, err := tools.AddCommands(tools.All(), fc.Tools)
+	if err != nil {
+		return sandbox.Config{}, sandbox.Policy{}, fmt.Errorf("reading config %s: %w", f.config, err)
+	}
+	f.tools = all
 	policy := fc.Policy
 	if f.image != "" {
 		cfg.Image = f.image

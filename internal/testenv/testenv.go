@@ -78,10 +78,10 @@ func RequireDocker(t testing.TB) {
 
 // Engine returns an engine for tests, with a fresh instance label so that leak checks count
 // only this test's containers.
-func Engine(t testing.TB) *sandbox.Engine {
+func Engine(t testing.TB) *sandbox.Docker {
 	t.Helper()
 	RequireDocker(t)
-	e, err := sandbox.NewEngine(t.Context(), sandbox.EngineOptions{AgentBinary: Binary(t)})
+	e, err := sandbox.NewDocker(t.Context(), sandbox.DockerOptions{AgentBinary: Binary(t)})
 	if err != nil {
 		t.Fatalf("connecting to the engine: %v", err)
 	}
@@ -92,13 +92,13 @@ func Engine(t testing.TB) *sandbox.Engine {
 	return e
 }
 
-// AssertNoContainers fails the test when any container of e's instance still exists.
+// AssertNoContainers fails the test when any sandbox of b's instance still exists on b.
 // Removal is asynchronous on the engine's side, so it polls briefly before failing.
-func AssertNoContainers(t testing.TB, e *sandbox.Engine) {
+func AssertNoContainers(t testing.TB, b sandbox.Backend) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		list, err := e.ListManaged(context.Background(), e.Instance())
+		list, err := b.List(context.Background(), map[string]string{sandbox.LabelManaged: "true", sandbox.LabelInstance: b.Identity().ID})
 		if err != nil {
 			t.Errorf("listing containers: %v", err)
 			return
@@ -108,7 +108,7 @@ func AssertNoContainers(t testing.TB, e *sandbox.Engine) {
 		}
 		if time.Now().After(deadline) {
 			for _, c := range list {
-				t.Errorf("leaked container %s (%s, %s)", c.Names, c.ID[:12], c.State)
+				t.Errorf("leaked sandbox %s (%s, %s)", c.Labels[sandbox.LabelSandbox], c.Ref, c.State)
 			}
 			return
 		}
@@ -124,9 +124,9 @@ const RuntimeEnv = "ENCLAVE_TEST_RUNTIME"
 // Runtime is the OCI runtime RuntimeEnv names, "" for the engine's default.
 func Runtime() string { return os.Getenv(RuntimeEnv) }
 
-// Sandbox creates a default sandbox on e, under Runtime() unless cfg names a runtime, and
+// Sandbox creates a default sandbox on b, under Runtime() unless cfg names a runtime, and
 // removes it when the test ends.
-func Sandbox(t testing.TB, e *sandbox.Engine, cfg sandbox.Config) *sandbox.DockerSandbox {
+func Sandbox(t testing.TB, b sandbox.Backend, cfg sandbox.Config) *sandbox.AgentSandbox {
 	t.Helper()
 	if cfg.Runtime == "" {
 		cfg.Runtime = Runtime()
@@ -135,7 +135,7 @@ func Sandbox(t testing.TB, e *sandbox.Engine, cfg sandbox.Config) *sandbox.Docke
 	if err != nil {
 		t.Fatalf("resolving config: %v", err)
 	}
-	sb, err := e.Create(t.Context(), sandbox.CreateOptions{Config: resolved, Owner: t.Name()})
+	sb, err := sandbox.Create(t.Context(), b, sandbox.CreateOptions{Config: resolved, Owner: t.Name()})
 	if err != nil {
 		t.Fatalf("creating sandbox: %v", err)
 	}
@@ -149,7 +149,7 @@ func Sandbox(t testing.TB, e *sandbox.Engine, cfg sandbox.Config) *sandbox.Docke
 
 // RequireImage skips the test (or, under CI, fails it) when e lacks image tag: images are
 // built by `make test`'s set-up (enclave-mcp images build --missing), never pulled.
-func RequireImage(t testing.TB, e *sandbox.Engine, tag string) {
+func RequireImage(t testing.TB, e *sandbox.Docker, tag string) {
 	t.Helper()
 	present, err := e.ImagePresent(t.Context(), tag)
 	if err != nil {
@@ -162,4 +162,45 @@ func RequireImage(t testing.TB, e *sandbox.Engine, tag string) {
 		t.Fatalf("image %s is missing under CI; make test should have built it (enclave-mcp images build --missing)", tag)
 	}
 	t.Skipf("image %s is missing: build it with `enclave-mcp images build --missing` (make test does)", tag)
+}
+
+// Process returns a process backend for tests: its agents are the enclave-mcp binary, its
+// sandboxes live in a directory of their own that the test removes, and it checks at the
+// end that no sandbox of it is left. It needs no engine, so it runs under -short too.
+func Process(t testing.TB) *sandbox.Process {
+	t.Helper()
+	root, err := os.MkdirTemp("", "enclave-process-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Traversable by the uid the agents run as when the tests run as root.
+	if err := os.Chmod(root, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	p, err := sandbox.NewProcess(sandbox.ProcessOptions{AgentBinary: Binary(t), Root: root})
+	if err != nil {
+		t.Fatalf("starting the process backend: %v", err)
+	}
+	t.Cleanup(func() {
+		AssertNoContainers(t, p)
+		_ = p.Close()
+		_ = os.RemoveAll(root)
+	})
+	return p
+}
+
+// Backend is one backend a behaviour table runs on.
+type Backend struct {
+	Name string
+	New  func(t testing.TB) sandbox.Backend
+}
+
+// Backends are the backends a behaviour table runs on: the process backend always, and
+// Docker, which skips under -short (and without an engine outside CI) like every
+// integration test.
+func Backends() []Backend {
+	return []Backend{
+		{Name: "process", New: func(t testing.TB) sandbox.Backend { return Process(t) }},
+		{Name: "docker", New: func(t testing.TB) sandbox.Backend { return Engine(t) }},
+	}
 }

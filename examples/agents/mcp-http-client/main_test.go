@@ -20,7 +20,7 @@ import (
 func TestExampleAgainstRealServer(t *testing.T) {
 	engine := testenv.Engine(t)
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: engine.Creator(sandbox.TypeDocker)},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(engine, sandbox.TypeDocker)},
 	})
 	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager, DefaultTimeout: 30})
 	if err != nil {

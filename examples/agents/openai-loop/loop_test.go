@@ -84,7 +84,7 @@ func TestIntegrationLoopWithScriptedModel(t *testing.T) {
 	e := testenv.Engine(t)
 	m := sandbox.NewManager(sandbox.ManagerOptions{
 		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {}},
-		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: e.Creator(sandbox.TypeDocker)},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(e, sandbox.TypeDocker)},
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
