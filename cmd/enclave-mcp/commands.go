@@ -24,10 +24,20 @@ func schemaCmd(args []string, out io.Writer) error {
 		formats = append(formats, string(f))
 	}
 	format := fs.String("format", "mcp", "schema format: "+strings.Join(formats, ", "))
+	config := fs.String("config", "", "serve's config file: its declared tools are included, and its tools_config picks the tools, as serve offers them")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	list, err := toolSchemas(schema.Format(*format))
+	sf := serveFlags{config: *config}
+	cfg, _, err := sf.sandboxConfig()
+	if err != nil {
+		return err
+	}
+	defs, err := tools.Enabled(sf.tools, cfg.ToolsConfig)
+	if err != nil {
+		return err
+	}
+	list, err := toolSchemas(defs, schema.Format(*format))
 	if err != nil {
 		return err
 	}
@@ -39,11 +49,11 @@ func schemaCmd(args []string, out io.Writer) error {
 	return err
 }
 
-// toolSchemas exports every tool in format. For mcp each entry is a tools/list entry
+// toolSchemas exports defs in format. For mcp each entry is a tools/list entry
 // ({name, description, inputSchema}); the OpenAI formats are the function objects themselves.
-func toolSchemas(format schema.Format) ([]json.RawMessage, error) {
+func toolSchemas(defs []tools.Def, format schema.Format) ([]json.RawMessage, error) {
 	var list []json.RawMessage
-	for _, def := range tools.All() {
+	for _, def := range defs {
 		raw, err := schema.Export(def.Schema(), format)
 		if err != nil {
 			return nil, err

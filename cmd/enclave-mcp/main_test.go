@@ -90,3 +90,40 @@ func TestSchemaCommand(t *testing.T) {
 		t.Errorf("unknown format must list the valid ones, got %v", err)
 	}
 }
+
+// TestSchemaCommandWithConfig: with serve's config file the schema command prints what
+// that server offers: the declared tools too, and only those tools_config names.
+func TestSchemaCommandWithConfig(t *testing.T) {
+	t.Parallel()
+	config := filepath.Join(t.TempDir(), "config.json")
+	err := os.WriteFile(config, []byte(`{
+		"sandbox": {"tools_config": {"shell_executor": {}, "run_tests": {}}},
+		"tools": [{"name": "run_tests", "description": "Run the tests", "argv": ["pytest", "-q", "{path}"],
+		           "parameters": {"path": {"type": "string", "required": true}}}]
+	}`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"mcp", "openai", "openai-strict"} {
+		var out bytes.Buffer
+		if err := schemaCmd([]string{"--format", format, "--config", config}, &out); err != nil {
+			t.Fatalf("%s: %v", format, err)
+		}
+		var list []struct {
+			Name     string `json:"name"`
+			Function struct {
+				Name string `json:"name"`
+			} `json:"function"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &list); err != nil {
+			t.Fatalf("%s: %v", format, err)
+		}
+		var names []string
+		for _, tool := range list {
+			names = append(names, tool.Name+tool.Function.Name)
+		}
+		if strings.Join(names, ",") != "shell_executor,run_tests" {
+			t.Errorf("%s: tools %v, want shell_executor and run_tests", format, names)
+		}
+	}
+}
