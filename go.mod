@@ -12,6 +12,7 @@ require (
 	github.com/moby/profiles/seccomp v0.1.0
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/opencontainers/runtime-spec v1.2.1
+	golang.org/x/net v0.59.0
 	golang.org/x/sys v0.49.0
 )
 

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 )
@@ -35,6 +37,10 @@ type httpLimits struct {
 	MaxBodyBytes int64
 	// MaxSessions and MaxSessionsPerToken cap the live MCP sessions (0: no cap).
 	MaxSessions, MaxSessionsPerToken int
+	// MaxConns caps the open TCP connections (0: no cap). Past it, new connections wait in
+	// the kernel's accept queue until one closes: a flood of idle connections costs the
+	// server at most this many goroutines and buffers.
+	MaxConns int
 }
 
 // Defaults of httpLimits. There is no WriteTimeout: it would cut streams, and a client
@@ -48,6 +54,7 @@ const (
 	// out by the first. Sessions over --max-sandboxes (100) cannot run tools anyway; the
 	// headroom is for clients that open sessions without calling tools.
 	defaultMaxSessions         = 256
+	defaultMaxConns            = 1024
 	defaultMaxSessionsPerToken = 128
 )
 
@@ -93,6 +100,9 @@ func (h *httpServer) handler(ctx context.Context) (http.Handler, mcp.Transports)
 // serveOn serves on ln until ctx ends, then shuts the transports down (their sessions end,
 // and with them the sessions' sandboxes).
 func (h *httpServer) serveOn(ctx context.Context, ln net.Listener) error {
+	if h.limits.MaxConns > 0 {
+		ln = netutil.LimitListener(ln, h.limits.MaxConns)
+	}
 	handler, transports := h.handler(ctx)
 	srv := &http.Server{
 		Handler:           handler,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -556,4 +557,49 @@ func TestIntegrationHTTPLongCallsOutliveTimeouts(t *testing.T) {
 			t.Fatalf("a 1.5 s call behind 200 ms timeouts = %d %s", a.status, a.body)
 		}
 	})
+}
+
+// TestHTTPConnectionCap: past --max-conns, a new connection is not served until an open one
+// closes; then it is.
+func TestHTTPConnectionCap(t *testing.T) {
+	t.Parallel()
+	limits := testLimits()
+	limits.MaxConns = 2
+	f := startHTTP(t, fixtureOptions{limits: limits})
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	// Each held connection is served: a request on it is answered.
+	for _, c := range held {
+		if _, err := io.WriteString(c, "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+			t.Fatalf("a connection under the cap: %q, %v", line, err)
+		}
+	}
+	third, err := net.Dial("tcp", f.addr) // the kernel accepts it; the server does not yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	if _, err := io.WriteString(third, "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(third)
+	_ = third.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if line, err := r.ReadString('\n'); err == nil {
+		t.Fatalf("a connection past the cap was served: %q", line)
+	}
+	held[0].Close()
+	_ = third.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("once a connection closed, the waiting one: %q, %v", line, err)
+	}
 }

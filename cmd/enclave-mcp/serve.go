@@ -55,6 +55,7 @@ type serveFlags struct {
 	maxBody             string
 	maxSessions         int
 	maxSessionsPerToken int
+	maxConns            int
 	allowedOrigins      string
 	allowedHosts        string
 	// warm and warmNotebook are the warm pools' sizes (-1 for warm: decided by the mode).
@@ -112,6 +113,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&f.tokenFile, "token-file", "", "read the HTTP bearer token from this file (its first line); else "+tokenEnv+", then "+legacyTokenEnv)
 	fs.StringVar(&f.maxBody, "max-body", "8m", "HTTP: largest JSON request body (MCP messages, REST JSON); larger is 413. REST tar uploads have their own 64 MiB limit")
 	fs.IntVar(&f.maxSessions, "max-sessions", defaultMaxSessions, "HTTP: most live MCP sessions (streamable-HTTP sessions and SSE streams) in total (0: no cap)")
+	fs.IntVar(&f.maxConns, "max-conns", defaultMaxConns, "HTTP: most open TCP connections; more wait to be accepted until one closes (0: no cap)")
 	fs.IntVar(&f.maxSessionsPerToken, "max-sessions-per-token", defaultMaxSessionsPerToken, "HTTP: most live MCP sessions one token holds (0: no cap)")
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "HTTP: comma-separated browser origins (https://app.example.com) allowed to call the server, with CORS; * allows any. Requests with any other Origin get 403")
 	fs.StringVar(&f.allowedHosts, "allowed-hosts", "", "HTTP: comma-separated host names the server may be addressed as, besides localhost and loopback addresses; on a loopback listener any other Host gets 403 (DNS rebinding)")
@@ -304,14 +306,15 @@ func (f *serveFlags) httpSetup(log *slog.Logger) (httpLimits, *httpapi.Perimeter
 		MaxHeaderBytes:      defaultMaxHeaderBytes,
 		MaxSessions:         f.maxSessions,
 		MaxSessionsPerToken: f.maxSessionsPerToken,
+		MaxConns:            f.maxConns,
 	}
 	n, err := sandbox.ParseSize(f.maxBody)
 	if err != nil || n < 64<<10 {
 		return limits, nil, fmt.Errorf("--max-body %q: want a size of at least 64k, e.g. 8m", f.maxBody)
 	}
 	limits.MaxBodyBytes = n
-	if f.maxSessions < 0 || f.maxSessionsPerToken < 0 {
-		return limits, nil, fmt.Errorf("--max-sessions %d, --max-sessions-per-token %d: want 0 (no cap) or more", f.maxSessions, f.maxSessionsPerToken)
+	if f.maxSessions < 0 || f.maxSessionsPerToken < 0 || f.maxConns < 0 {
+		return limits, nil, fmt.Errorf("--max-sessions %d, --max-sessions-per-token %d, --max-conns %d: want 0 (no cap) or more", f.maxSessions, f.maxSessionsPerToken, f.maxConns)
 	}
 	perimeter, err := httpapi.NewPerimeter(httpapi.PerimeterConfig{
 		AllowedOrigins: splitList(f.allowedOrigins),
