@@ -23,7 +23,7 @@ const DefaultMaxBodyBytes = 8 << 20
 
 // HTTPOptions configures the HTTP transports.
 type HTTPOptions struct {
-	// SessionIdleTTL ends a streamable-HTTP session (and removes its sandboxes) after this long
+	// SessionIdleTTL ends a streamable-HTTP session (and removes its sandbox) after this long
 	// without a request: many clients never send DELETE when they close. 0 means 30 minutes.
 	SessionIdleTTL time.Duration
 	// MaxBodyBytes caps the body of a request to /mcp or /message; a larger one is answered
@@ -169,7 +169,7 @@ func writeRPCError(w http.ResponseWriter, status int, id any, code int, message 
 // live sessions (with open SSE streams) against the session limits. mcp-go's default manager
 // would accept any well-formed id, including one whose session was swept for idleness, and
 // the client would then run without a registered session (so without the hook that removes
-// its sandboxes). Here an ended id is refused, and the client starts a new session.
+// its sandbox). Here an ended id is refused, and the client starts a new session.
 //
 // Counting: a request that may start a session (an initialize, a GET /mcp without a session
 // id, a GET /sse) takes a ticket first, and is refused when the principal or the server is
@@ -399,7 +399,7 @@ func requestID(r *http.Request) any {
 // endWithoutToken lets a DELETE that names a session end it without the token: the id is
 // an unguessable secret only the authenticated client was given, and some clients (mcp-go
 // v1.2.1) send their DELETE without the headers they were configured with. Refused, the
-// DELETE would leave the session, and its sandboxes, to the idle TTL.
+// DELETE would leave the session, and its sandbox, to the idle TTL.
 func endWithoutToken(guarded, end http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodDelete && r.Header.Get(server.HeaderKeySessionID) != "" {
@@ -444,7 +444,7 @@ func (m *sessionIDs) idle(now time.Time, ttl time.Duration) []string {
 
 // sweep ends idle sessions until ctx ends. A session is ended the way a client's DELETE
 // ends it, through the transport, so that mcp-go drops its per-session state and the
-// unregister hook removes the session's sandboxes.
+// unregister hook removes the session's sandbox.
 func (m *sessionIDs) sweep(ctx context.Context, ttl time.Duration, end http.Handler) {
 	tick := time.NewTicker(max(ttl/4, 250*time.Millisecond))
 	defer tick.Stop()

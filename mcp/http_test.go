@@ -23,8 +23,8 @@ import (
 // httpapi.RequireToken as in production.
 const httpTestToken = "http-test-token"
 
-// httpFixture is a real server on a real listener, over a real engine, with docker and
-// notebook sandboxes, behind the production token check.
+// httpFixture is a real server on a real listener, over a real engine, wired as serve wires
+// it (one sandbox per session, for every tool), behind the production token check.
 type httpFixture struct {
 	url     string
 	engine  *sandbox.Docker
@@ -85,7 +85,7 @@ type toolCaller func(ctx context.Context, name string, args map[string]any) (tex
 
 // statefulScenario: Python runs; a file written in one call is read back by code in the
 // next, so the session kept its sandbox; a notebook cell sees the variable the previous
-// cell set. While the session is open it holds exactly its docker and notebook sandboxes.
+// cell set, and the file. While the session is open it holds exactly one sandbox.
 func statefulScenario(t *testing.T, f *httpFixture, call toolCaller) {
 	t.Helper()
 	ctx := t.Context()
@@ -116,8 +116,12 @@ func statefulScenario(t *testing.T, f *httpFixture, call toolCaller) {
 	if err != nil || isErr || strings.TrimSpace(text) != "42" {
 		t.Fatalf("notebook x * 2: err=%v isError=%v text=%q, want 42", err, isErr, text)
 	}
-	if n := len(f.manager.List()); n != 2 {
-		t.Fatalf("the session holds %d sandboxes, want 2 (docker and notebook)", n)
+	text, isErr, err = call(ctx, "notebook_executor", map[string]any{"code": "open('state.txt').read()"})
+	if err != nil || isErr || !strings.Contains(text, "kept across calls") {
+		t.Fatalf("the notebook does not see the session's workspace: err=%v isError=%v text=%q", err, isErr, text)
+	}
+	if n := len(f.manager.List()); n != 1 {
+		t.Fatalf("the session holds %d sandboxes, want 1 for every tool", n)
 	}
 }
 

@@ -18,20 +18,24 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
-// notebookServer is an MCP server with docker and notebook sandboxes on a real engine, wired
-// as serve wires it (notebook sandboxes take the notebook image).
+// notebookServer is an MCP server on a real engine, wired as serve wires it: each session
+// gets one sandbox for every tool, of the notebook image, whose Jupyter starts on the
+// session's first notebook call; the REST types stay beside it.
 func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Docker, *sandbox.Manager) {
 	t.Helper()
 	engine := testenv.Engine(t)
 	testenv.RequireImage(t, engine, sandbox.DefaultNotebookImage)
+	nb := sandbox.Config{Image: sandbox.DefaultNotebookImage, Runtime: testenv.Runtime()}
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
-		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeNotebook: {Image: sandbox.DefaultNotebookImage}},
+		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeNotebook: nb, session.SessionType: nb},
 		Creators: map[sandbox.Type]sandbox.Creator{
 			sandbox.TypeDocker:   sandbox.NewCreator(engine, sandbox.TypeDocker),
 			sandbox.TypeNotebook: notebook.Creator(engine, notebook.Options{}),
+			session.SessionType:  notebook.LazyCreator(engine, session.SessionType, notebook.Options{}),
 		},
 	})
 	t.Cleanup(func() { _ = manager.Close(context.Background()) })
@@ -88,7 +92,7 @@ func textOf(res *mcpgo.CallToolResult) string {
 }
 
 // TestIntegrationNotebookOverMCP drives notebook_executor through an MCP client: state,
-// values, errors, a plot as image content, progress, and the sandboxes' removal with the
+// values, errors, a plot as image content, progress, and the sandbox's removal with the
 // session.
 func TestIntegrationNotebookOverMCP(t *testing.T) {
 	srv, engine, _ := notebookServer(t)
@@ -186,13 +190,13 @@ func TestIntegrationNotebookOverMCP(t *testing.T) {
 		}
 	})
 
-	// A docker tool in the same session gets its own sandbox beside the notebook's; both go
-	// when the session ends.
+	// A docker tool in the same session runs in the notebook's sandbox, the session's only
+	// one, which goes when the session ends.
 	if res := callTool(t, c, "shell_executor", map[string]any{"command": "echo shell"}, nil); textOf(res) != "shell\n" {
 		t.Fatalf("shell_executor: %q", textOf(res))
 	}
-	if n := countContainers(t, engine); n != 2 {
-		t.Fatalf("want the session's docker and notebook sandboxes, found %d containers", n)
+	if n := countContainers(t, engine); n != 1 {
+		t.Fatalf("want the session's one sandbox, found %d containers", n)
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
@@ -212,7 +216,7 @@ func TestIntegrationNotebookSessionsIsolated(t *testing.T) {
 	a, b := connect(t, srv), connect(t, srv)
 	var wg sync.WaitGroup
 	for _, c := range []*client.Client{a, b} {
-		wg.Go(func() { // both sessions start their notebook sandbox at once
+		wg.Go(func() { // both sessions start their sandbox and its notebook at once
 			req := mcpgo.CallToolRequest{}
 			req.Params.Name, req.Params.Arguments = "notebook_executor", map[string]any{"code": "1"}
 			if res, err := c.CallTool(t.Context(), req); err != nil || res.IsError {

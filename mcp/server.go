@@ -1,8 +1,8 @@
 // Package mcp serves enclave-mcp's tools over the Model Context Protocol. It adapts each
 // tools.Def to an MCP tool, runs every call through the session core (package session) as
-// the MCP session's caller, whose sandboxes are created on its first tool call and removed
-// when the session ends, and is the one place where tool outcomes and errors are mapped to
-// MCP results.
+// the MCP session's caller, whose one sandbox (for every tool) is created on its first tool
+// call and removed when the session ends, and is the one place where tool outcomes and
+// errors are mapped to MCP results.
 package mcp
 
 import (
@@ -54,10 +54,12 @@ type Server struct {
 }
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
-	"first tool call and removed when the session ends. Files in the workspace persist between calls; " +
-	"use file_operation to move text in and out, python_executor and shell_executor to run code. " +
-	"notebook_executor runs code in a Jupyter kernel of the session, where variables persist between calls " +
-	"and plots come back as images."
+	"first tool call and removed when the session ends. Every tool of the session runs in that one sandbox and " +
+	"sees the same workspace: files persist between calls and tools, and background jobs started with " +
+	"shell_executor are listed by background_jobs. Use file_operation to move text in and out, python_executor " +
+	"and shell_executor to run code. notebook_executor runs code in a Jupyter kernel inside the same sandbox, " +
+	"started on its first call, with the workspace as its working directory: variables persist between calls, " +
+	"files it writes are seen by the other tools, and plots come back as images."
 
 // New builds the server and registers every tool.
 func New(cfg Config) (*Server, error) {
@@ -127,7 +129,7 @@ func mcpTool(def tools.Def) (mcp.Tool, error) {
 }
 
 // ServeStdio serves one client on in/out until in ends or ctx is done, then removes the
-// session's sandboxes.
+// session's sandbox.
 func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) error {
 	stdio := server.NewStdioServer(s.mcp)
 	stdio.SetErrorLogger(slog.NewLogLogger(s.log.Handler(), slog.LevelWarn))
@@ -151,7 +153,7 @@ func (s *Server) endSession(ctx context.Context, sid string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.core.Caller(sid).End(ctx); err != nil {
-		s.log.Error("removing the session's sandboxes", "session", sid, "error", err)
+		s.log.Error("removing the session's sandbox", "session", sid, "error", err)
 		return
 	}
 	s.log.Debug("session ended", "session", sid)

@@ -2,15 +2,8 @@ package notebook
 
 import (
 	"context"
-	"crypto/rand"
-	_ "embed" // the launcher script
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
-	"path"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,81 +11,24 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
-// launcherSource is written into every notebook sandbox before Jupyter starts: the image's
-// root file system is read-only, so the launcher cannot live in it unless the image brings
-// it, and a user's own Jupyter image does not.
-//
-//go:embed launch.py
-var launcherSource string
-
-// Where Jupyter's files go inside the sandbox: tmpfs, since the root file system is
-// read-only. The workspace is left to the user's own files.
-const (
-	stateDir     = "/tmp/enclave-jupyter"
-	launcherPath = "/tmp/enclave-launch.py"
-	serverLog    = stateDir + "/server.log"
+var (
+	// ErrServerGone marks a notebook sandbox whose Jupyter server stopped with its container,
+	// or, for a sandbox made by Start, at all: the sandbox is dropped, and the next call gets
+	// a fresh one.
+	ErrServerGone = errors.New("the notebook server in the sandbox stopped")
+	// ErrServerStopped marks a sandbox made by Lazy whose Jupyter server stopped while the
+	// sandbox lives on (it was killed, or ran out of memory): the sandbox and its files stay,
+	// and the next kernel call starts a new server.
+	ErrServerStopped = errors.New("the notebook server in the sandbox stopped; the next notebook call starts a " +
+		"new one in the same sandbox (the kernel's variables and imports are lost, workspace files are kept)")
+	// ErrStart marks a sandbox made by Lazy in which Jupyter could not start. The sandbox
+	// stays usable for every other tool, and the next kernel call tries again.
+	ErrStart = errors.New("the notebook server could not start in this sandbox")
 )
-
-// DefaultPort is where Jupyter listens, on the sandbox's loopback.
-const DefaultPort = 8888
-
-// ErrServerGone marks a notebook sandbox whose Jupyter server stopped: the sandbox is
-// dropped, and the next call gets a fresh one.
-var ErrServerGone = errors.New("the notebook server in the sandbox stopped")
-
-// Options configure notebook sandboxes.
-type Options struct {
-	// Command starts the notebook server inside the sandbox. Empty means the bundled
-	// launcher, `python3 /tmp/enclave-launch.py` with jupyter_server flags for Port and the
-	// workspace; it works with jupyter_server 1.x and 2.x. A custom command (for an image of
-	// your own) must serve Jupyter's REST and kernel channels API on 127.0.0.1:Port, take its
-	// token from JUPYTER_TOKEN, and keep running in the foreground.
-	Command []string
-	// Port is the server's port on the sandbox's loopback; zero means DefaultPort.
-	Port int
-	// KernelName is the kernel spec to start; empty means the server's default (python3).
-	KernelName string
-	// StartTimeout bounds the whole start, container to kernel; zero means 60 s.
-	StartTimeout time.Duration
-	Logger       *slog.Logger
-}
-
-func (o Options) withDefaults() Options {
-	if o.Port == 0 {
-		o.Port = DefaultPort
-	}
-	if o.StartTimeout == 0 {
-		o.StartTimeout = 60 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	return o
-}
-
-// command is the server's command line for a sandbox whose workspace is workspace.
-func (o Options) command(workspace string) []string {
-	if len(o.Command) > 0 {
-		return o.Command
-	}
-	return []string{
-		"python3", launcherPath,
-		"--ServerApp.ip=127.0.0.1",
-		"--ServerApp.port=" + strconv.Itoa(o.Port),
-		"--ServerApp.port_retries=0",
-		"--ServerApp.open_browser=False",
-		"--ServerApp.root_dir=" + workspace,
-		"--ServerApp.log_level=WARN",
-		// The server's own output throttle (made to protect browsers) would replace a
-		// large output with a warning; enclave-mcp caps output itself, keeping head and tail.
-		"--ServerApp.iopub_data_rate_limit=0",
-		"--ServerApp.iopub_msg_rate_limit=0",
-	}
-}
 
 // Startup is how long each stage of a notebook sandbox's start took.
 type Startup struct {
-	Container time.Duration // container created and its agent answering
+	Container time.Duration // container created and its agent answering (zero for Lazy)
 	Server    time.Duration // Jupyter started until it answered
 	Kernel    time.Duration // kernel created until it answered kernel_info
 	Total     time.Duration // start to ready: a cell can run
@@ -100,13 +36,27 @@ type Startup struct {
 
 // Sandbox is a notebook sandbox: a hardened container (a sandbox.AgentSandbox, so every
 // other tool works in it too) running a Jupyter server on its own loopback, with one kernel
-// whose state persists between cells.
+// whose state persists between cells and the workspace as its working directory.
+//
+// Start makes one whose server runs from its creation (the REST API's docker_notebook type);
+// Lazy turns a sandbox made for every tool (an MCP session's) into one whose server starts
+// on the first kernel call (Execute, Interrupt, Restart), so that a session that never
+// opens the notebook never pays for Jupyter.
 type Sandbox struct {
 	*sandbox.AgentSandbox
-	opts       Options
+	opts Options
+	// lazy: the server starts on the first kernel call, and one that stops is started
+	// again by the next call; otherwise its end ends the sandbox (serverGone).
+	lazy       bool
 	serverGone atomic.Bool
+	// life ends with Close: a start under way gives up.
+	life    context.Context
+	endLife context.CancelFunc
 
-	mu        sync.RWMutex // guards what Reset replaces
+	startMu sync.Mutex
+	start   *starting // the latest start; nil before the first, and after a lazy server stopped
+
+	mu        sync.RWMutex // guards what a start, a Reset or a stopped server replaces
 	client    *Client
 	kernel    *Kernel
 	serverJob string // the Jupyter server's background job
@@ -114,14 +64,26 @@ type Sandbox struct {
 	lastReset time.Duration
 }
 
-// current is the server connection and kernel in use; Reset replaces them.
+// starting is one start of the server; done closes when it has finished, with err set
+// before. Every kernel call that arrives while it runs waits for the same start.
+type starting struct {
+	done chan struct{}
+	err  error
+}
+
+func newSandbox(sb *sandbox.AgentSandbox, opts Options, lazy bool) *Sandbox {
+	life, end := context.WithCancel(context.Background())
+	return &Sandbox{AgentSandbox: sb, opts: opts.withDefaults(), lazy: lazy, life: life, endLife: end}
+}
+
+// current is the server connection and kernel in use (nil before a lazy start).
 func (s *Sandbox) current() (*Client, *Kernel) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.client, s.kernel
 }
 
-// Creator returns a sandbox.Creator for sandbox.TypeNotebook.
+// Creator returns a sandbox.Creator for sandbox.TypeNotebook: sandboxes made by Start.
 func Creator(b sandbox.Backend, opts Options) sandbox.Creator {
 	return func(ctx context.Context, owner string, cfg sandbox.Resolved) (sandbox.Sandbox, error) {
 		sb, err := Start(ctx, b, owner, cfg, opts)
@@ -130,6 +92,28 @@ func Creator(b sandbox.Backend, opts Options) sandbox.Creator {
 		}
 		return sb, nil
 	}
+}
+
+// LazyCreator returns a sandbox.Creator of sandboxes of type typ on b, each made by Lazy: a
+// plain sandbox at once, Jupyter on its first kernel call.
+func LazyCreator(b sandbox.Backend, typ sandbox.Type, opts Options) sandbox.Creator {
+	return func(ctx context.Context, owner string, cfg sandbox.Resolved) (sandbox.Sandbox, error) {
+		sb, err := sandbox.Create(ctx, b, sandbox.CreateOptions{Config: cfg, Owner: owner, Type: typ})
+		if err != nil {
+			return nil, err
+		}
+		return Lazy(sb, opts), nil
+	}
+}
+
+// Lazy makes sb a notebook sandbox whose Jupyter server and kernel start on the first kernel
+// call, in sb's workspace. Two first calls share one start. A start that fails is an error
+// that wraps ErrStart (ErrClosed when the sandbox went meanwhile), names the image and says
+// what to do; it leaves sb as it was for the other tools, and the next kernel call tries
+// again. A server that stops later is started
+// again by the next kernel call, in the same sandbox (ErrServerStopped).
+func Lazy(sb *sandbox.AgentSandbox, opts Options) *Sandbox {
+	return newSandbox(sb, opts, true)
 }
 
 // Start creates a notebook sandbox and returns once its kernel answers. On any failure the
@@ -143,147 +127,114 @@ func Start(ctx context.Context, b sandbox.Backend, owner string, cfg sandbox.Res
 	if err != nil {
 		return nil, fmt.Errorf("starting notebook sandbox: %w", err)
 	}
-	s := &Sandbox{AgentSandbox: sb, opts: opts}
+	s := newSandbox(sb, opts, false)
 	container := time.Since(begin)
 	if err := s.launch(ctx); err != nil {
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer rcancel()
-		if cerr := sb.Close(rctx); cerr != nil {
+		if cerr := s.Close(rctx); cerr != nil {
 			opts.Logger.Error("removing a notebook sandbox that failed to start", "sandbox", sb.ID(), "error", cerr)
 		}
 		return nil, fmt.Errorf("starting notebook sandbox %s: %w", sb.ID(), err)
 	}
+	done := &starting{done: make(chan struct{})}
+	close(done.done)
+	s.start = done
+	s.mu.Lock()
 	s.startup.Container = container
 	s.startup.Total = time.Since(begin)
-	opts.Logger.Info("notebook sandbox ready", "sandbox", sb.ID(), "container", s.startup.Container,
-		"server", s.startup.Server, "kernel", s.startup.Kernel, "total", s.startup.Total)
+	st := s.startup
+	s.mu.Unlock()
+	opts.Logger.Info("notebook sandbox ready", "sandbox", sb.ID(), "container", st.Container,
+		"server", st.Server, "kernel", st.Kernel, "total", st.Total)
 	return s, nil
 }
 
-// launch starts Jupyter in the sandbox, with a fresh token and empty state directories, and
-// a kernel in it, and makes them the sandbox's current ones. On failure it leaves nothing
-// open on the server side.
-func (s *Sandbox) launch(ctx context.Context) error {
-	opts := s.opts
-	workspace := s.Config().WorkingDir
-	for _, dir := range []string{"home", "runtime", "data", "config", "ipython", "matplotlib"} {
-		if _, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileMkdir, Path: path.Join(stateDir, dir), Mode: 0o700}); err != nil {
-			return fmt.Errorf("preparing Jupyter's directories: %w", err)
+// ready returns the kernel, starting the server first when it has not started (Lazy). The
+// start does not belong to the call: a caller that gives up stops waiting, and the start
+// goes on for the next call.
+func (s *Sandbox) ready(ctx context.Context) (*Kernel, error) {
+	st := s.starting()
+	select {
+	case <-st.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the notebook server to start: %w", ctx.Err())
+	}
+	if st.err != nil {
+		return nil, st.err
+	}
+	if _, k := s.current(); k != nil {
+		return k, nil
+	}
+	// The server stopped, or a Reset cleared it, between the start and here.
+	return nil, fmt.Errorf("%w: the notebook server was stopped while this call waited for it", ErrServerStopped)
+}
+
+// starting returns the start under way or done, or begins one: before the first start, and
+// after a start that failed or a server that stopped.
+func (s *Sandbox) starting() *starting {
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if st := s.start; st != nil {
+		select {
+		case <-st.done:
+			if st.err == nil || !s.lazy {
+				return st
+			}
+		default:
+			return st
 		}
 	}
-	if _, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileWrite, Path: launcherPath, Data: []byte(launcherSource)}); err != nil {
-		return fmt.Errorf("writing the launcher: %w", err)
-	}
-	token, err := newToken()
-	if err != nil {
-		return err
-	}
-	env := []string{
-		"JUPYTER_TOKEN=" + token,
-		"HOME=" + stateDir + "/home",
-		"JUPYTER_RUNTIME_DIR=" + stateDir + "/runtime",
-		"JUPYTER_DATA_DIR=" + stateDir + "/data",
-		"JUPYTER_CONFIG_DIR=" + stateDir + "/config",
-		"IPYTHONDIR=" + stateDir + "/ipython",
-		"MPLCONFIGDIR=" + stateDir + "/matplotlib",
-		"ENCLAVE_JUPYTER_LOG=" + serverLog,
-		// The debugger's start-up check prints a warning to every kernel's stderr.
-		"PYDEVD_DISABLE_FILE_VALIDATION=1",
-	}
-	serverStart := time.Now()
-	job, err := s.Exec(ctx, sandbox.ExecRequest{Argv: opts.command(workspace), Env: env, Dir: workspace, Background: true}, nil)
-	if err != nil {
-		return fmt.Errorf("starting the notebook server (%s): %w", strings.Join(opts.command(workspace), " "), err)
-	}
-	client := NewClient("127.0.0.1:"+strconv.Itoa(opts.Port), token, s.DialContext)
-	if err := s.waitServer(ctx, client, job.JobID); err != nil {
-		client.Close()
-		return err
-	}
-	server := time.Since(serverStart)
+	st := &starting{done: make(chan struct{})}
+	s.start = st
+	go func() {
+		defer close(st.done)
+		st.err = s.startServer()
+	}()
+	return st
+}
 
-	kernelStart := time.Now()
-	kernel, err := StartKernel(ctx, client, opts.KernelName, opts.Logger.With("sandbox", s.ID()))
-	if err != nil {
-		client.Close()
-		return fmt.Errorf("%w%s", err, s.serverLogTail())
+// startServer starts Jupyter and its kernel in a sandbox made by Lazy.
+func (s *Sandbox) startServer() error {
+	ctx, cancel := context.WithTimeout(s.life, s.opts.StartTimeout)
+	defer cancel()
+	begin := time.Now()
+	if err := s.launch(ctx); err != nil {
+		if errors.Is(err, sandbox.ErrClosed) || s.life.Err() != nil {
+			return fmt.Errorf("starting the notebook server: %w", err)
+		}
+		s.opts.Logger.Warn("the notebook server did not start", "sandbox", s.ID(), "image", s.Config().Image, "error", err)
+		// The cause is text, not a wrapped error: the advice must reach the model whole,
+		// and the cause's own kind (a timeout, a lost connection) would be mistaken for the
+		// call's.
+		return fmt.Errorf("%w (image %s): %v. The notebook tools need an image with python3, jupyter_server and "+
+			"ipykernel, such as %s: name one as the sandbox image, or disable the notebook tools in tools_config. "+
+			"The other tools keep working in this sandbox, and the next notebook call tries again",
+			ErrStart, s.Config().Image, err, sandbox.DefaultNotebookImage)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.client, s.kernel, s.serverJob = client, kernel, job.JobID
-	s.startup.Server, s.startup.Kernel = server, time.Since(kernelStart)
+	s.startup.Total = time.Since(begin)
+	st := s.startup
+	s.mu.Unlock()
+	s.opts.Logger.Info("notebook server ready", "sandbox", s.ID(), "server", st.Server, "kernel", st.Kernel, "total", st.Total)
 	return nil
-}
-
-// serverPoll is how often the start polls for the server to listen.
-const serverPoll = 20 * time.Millisecond
-
-// waitServer polls until the server answers with our token, failing early when its job
-// exits.
-func (s *Sandbox) waitServer(ctx context.Context, client *Client, jobID string) error {
-	for i := 0; ; i++ {
-		err := client.Ping(ctx)
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, ErrServer):
-			return fmt.Errorf("the notebook server refused the sandbox's token (does a custom command pass JUPYTER_TOKEN on?): %w", err)
-		case ctx.Err() != nil:
-			return fmt.Errorf("the notebook server did not answer in time: %w%s", ctx.Err(), s.serverLogTail())
-		}
-		if i%10 == 9 { // every ~200 ms: did the server die?
-			jobs, jerr := s.Jobs(ctx)
-			if jerr != nil {
-				return fmt.Errorf("checking on the notebook server: %w", jerr)
-			}
-			for _, j := range jobs {
-				if j.ID == jobID && !j.Running {
-					return fmt.Errorf("the notebook server exited (code %d%s) before answering%s", j.ExitCode, strings.TrimSuffix(" "+j.Signal, " "), s.serverLogTail())
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(serverPoll):
-		}
-	}
-}
-
-// serverLogTail is the end of the server's log, to explain a failed start.
-func (s *Sandbox) serverLogTail() string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	res, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileRead, Path: serverLog, MaxBytes: 1 << 20})
-	if err != nil || len(res.Data) == 0 {
-		return ""
-	}
-	text := strings.TrimSpace(string(res.Data))
-	if len(text) > 2000 {
-		text = "..." + text[len(text)-2000:]
-	}
-	return "; server log:\n" + text
-}
-
-func newToken() (string, error) {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generating the notebook token: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
 }
 
 // Execute runs code as the next cell in the sandbox's kernel (see Kernel.Execute).
 func (s *Sandbox) Execute(ctx context.Context, code string, opts ExecOptions) (Result, error) {
 	// The cell travels over a websocket, not through the agent's calls: hold the sandbox
-	// busy so that idle expiry leaves it alone while the cell runs.
+	// busy so that idle expiry leaves it alone while the cell runs (or the server starts).
 	release, err := s.Hold()
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
-	_, kernel := s.current()
+	kernel, err := s.ready(ctx)
+	if err != nil {
+		return Result{}, err
+	}
 	res, err := kernel.Execute(ctx, code, opts)
-	return res, s.checkServer(ctx, err)
+	return res, s.checkServer(ctx, kernel, err)
 }
 
 // Interrupt stops the running cell, if any; the kernel keeps its state.
@@ -293,8 +244,11 @@ func (s *Sandbox) Interrupt(ctx context.Context) error {
 		return err
 	}
 	defer release()
-	_, kernel := s.current()
-	return s.checkServer(ctx, kernel.Interrupt(ctx))
+	kernel, err := s.ready(ctx)
+	if err != nil {
+		return err
+	}
+	return s.checkServer(ctx, kernel, kernel.Interrupt(ctx))
 }
 
 // Restart restarts the kernel, clearing its state.
@@ -304,8 +258,11 @@ func (s *Sandbox) Restart(ctx context.Context) error {
 		return err
 	}
 	defer release()
-	_, kernel := s.current()
-	return s.checkServer(ctx, kernel.Restart(ctx))
+	kernel, err := s.ready(ctx)
+	if err != nil {
+		return err
+	}
+	return s.checkServer(ctx, kernel, kernel.Restart(ctx))
 }
 
 // Reset implements sandbox.Resetter: a pool that lends this sandbox to one borrower after
@@ -317,8 +274,9 @@ func (s *Sandbox) Restart(ctx context.Context) error {
 // would reach the next borrower's kernel. Reset therefore starts everything afresh in the
 // same container: the old server is stopped (if the pool's clean-up has not already done
 // so), Jupyter's state directory and launcher are deleted, and a new server, with a new
-// token, starts a new kernel. It costs a server and kernel start (about 2 s here); a new
-// container would cost that plus the container's own start and removal.
+// token, starts a new kernel (a sandbox made by Lazy starts it on its next kernel call
+// instead). It costs a server and kernel start (about 2 s here); a new container would cost
+// that plus the container's own start and removal.
 func (s *Sandbox) Reset(ctx context.Context) error {
 	release, err := s.Hold()
 	if err != nil {
@@ -326,22 +284,22 @@ func (s *Sandbox) Reset(ctx context.Context) error {
 	}
 	defer release()
 	start := time.Now()
-	client, kernel := s.current()
-	s.mu.RLock()
-	job := s.serverJob
-	s.mu.RUnlock()
-	kernel.Close()
-	client.Close()
-	if _, err := s.KillJob(ctx, job); err != nil && !errors.Is(err, sandbox.ErrNotFound) {
-		return fmt.Errorf("stopping the notebook server: %w", err)
-	}
-	for _, p := range []string{stateDir, launcherPath} {
-		_, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileDelete, Path: p, Recursive: true})
-		if err != nil && !errors.Is(err, sandbox.ErrNotFound) {
-			return fmt.Errorf("deleting the notebook server's state: %w", err)
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
+	if st := s.start; st != nil {
+		select { // a lazy start under way finishes first, so that nothing of it survives
+		case <-st.done:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the notebook server's start: %w", ctx.Err())
 		}
 	}
-	if err := s.launch(ctx); err != nil {
+	s.dropServer(ctx)
+	if err := s.clearState(ctx); err != nil {
+		return err
+	}
+	if s.lazy {
+		s.start = nil
+	} else if err := s.launch(ctx); err != nil {
 		return fmt.Errorf("restarting the notebook server: %w", err)
 	}
 	s.serverGone.Store(false)
@@ -352,9 +310,25 @@ func (s *Sandbox) Reset(ctx context.Context) error {
 	return nil
 }
 
-// checkServer tells a failure of the notebook server itself, after which the sandbox is
-// useless, from one the next call can recover from.
-func (s *Sandbox) checkServer(ctx context.Context, err error) error {
+// dropServer closes the connection to the server and the kernel and stops the server's job.
+func (s *Sandbox) dropServer(ctx context.Context) {
+	s.mu.Lock()
+	client, kernel, job := s.client, s.kernel, s.serverJob
+	s.client, s.kernel, s.serverJob = nil, nil, ""
+	s.mu.Unlock()
+	if kernel != nil {
+		kernel.Close()
+	}
+	if client != nil {
+		client.Close()
+	}
+	s.stopJob(ctx, job)
+}
+
+// checkServer tells a failure of the notebook server itself from one the next call can
+// recover from. kernel is the one the failed call used. A server that stopped ends a
+// sandbox made by Start; in one made by Lazy it is dropped, and the next call starts another.
+func (s *Sandbox) checkServer(ctx context.Context, kernel *Kernel, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -364,20 +338,38 @@ func (s *Sandbox) checkServer(ctx context.Context, err error) error {
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	client, _ := s.current()
-	if perr := client.Ping(pctx); perr != nil && errors.Is(perr, sandbox.ErrNotFound) {
-		s.serverGone.Store(true) // nothing listens any more
-		return fmt.Errorf("%w: %w%s", ErrServerGone, err, s.serverLogTail())
+	client, current := s.current()
+	if current != kernel || client == nil {
+		return err // another call found the server gone and dropped it already
 	}
-	return err
+	perr := client.Ping(pctx)
+	if perr == nil || !errors.Is(perr, sandbox.ErrNotFound) {
+		return err
+	}
+	// Nothing listens any more.
+	tail := s.serverLogTail()
+	if !s.lazy {
+		s.serverGone.Store(true)
+		return fmt.Errorf("%w: %w%s", ErrServerGone, err, tail)
+	}
+	s.startMu.Lock()
+	if _, k := s.current(); k == kernel {
+		s.dropServer(ctx)
+		s.start = nil
+	}
+	s.startMu.Unlock()
+	s.opts.Logger.Warn("the notebook server stopped; the next notebook call starts another", "sandbox", s.ID(), "error", err)
+	// The cause is text: wrapped, a lost connection would read as one the next call recovers.
+	return fmt.Errorf("%w (%v)%s", ErrServerStopped, err, tail)
 }
 
-// Alive reports whether the container and its notebook server are up; the manager replaces
-// a sandbox that is not.
+// Alive reports whether the container and, for a sandbox made by Start, its notebook
+// server are up; the manager replaces a sandbox that is not. A sandbox made by Lazy lives
+// with its container: its server is started again when needed.
 func (s *Sandbox) Alive() bool { return s.AgentSandbox.Alive() && !s.serverGone.Load() }
 
 // Startup is how long the sandbox took to start, by stage; after a Reset, Server and Kernel
-// are the restarted ones'.
+// are the restarted ones'. It is zero for a sandbox made by Lazy until its server started.
 func (s *Sandbox) Startup() Startup {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -397,13 +389,21 @@ func (s *Sandbox) Info() sandbox.Info {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	meta := map[string]any{
-		"kernel":        s.kernel.Name(),
-		"kernel_id":     s.kernel.ID(),
-		"start_ms":      s.startup.Total.Milliseconds(),
-		"container_ms":  s.startup.Container.Milliseconds(),
-		"server_ms":     s.startup.Server.Milliseconds(),
-		"kernel_ms":     s.startup.Kernel.Milliseconds(),
+		"started":       s.kernel != nil,
 		"server_listen": "127.0.0.1 inside the sandbox, reached through the agent; no port is published",
+	}
+	if s.lazy {
+		meta["starts"] = "on the first notebook call"
+	}
+	if s.kernel != nil {
+		meta["kernel"] = s.kernel.Name()
+		meta["kernel_id"] = s.kernel.ID()
+		meta["start_ms"] = s.startup.Total.Milliseconds()
+		meta["server_ms"] = s.startup.Server.Milliseconds()
+		meta["kernel_ms"] = s.startup.Kernel.Milliseconds()
+		if !s.lazy {
+			meta["container_ms"] = s.startup.Container.Milliseconds()
+		}
 	}
 	if s.lastReset > 0 {
 		meta["last_reset_ms"] = s.lastReset.Milliseconds()
@@ -412,10 +412,27 @@ func (s *Sandbox) Info() sandbox.Info {
 	return info
 }
 
-// Close ends the kernel connection and removes the sandbox.
+// Close ends the kernel connection and removes the sandbox; a start under way gives up.
 func (s *Sandbox) Close(ctx context.Context) error {
-	client, kernel := s.current()
-	kernel.Close()
-	client.Close()
-	return s.AgentSandbox.Close(ctx)
+	s.endLife()
+	// The sandbox goes first: whatever a start under way waits for then fails at once.
+	err := s.AgentSandbox.Close(ctx)
+	s.startMu.Lock()
+	st := s.start
+	s.startMu.Unlock()
+	if st != nil {
+		select {
+		case <-st.done:
+		case <-ctx.Done():
+		}
+	}
+	_, kernel := s.current()
+	if kernel != nil {
+		kernel.Close()
+	}
+	client, _ := s.current()
+	if client != nil {
+		client.Close()
+	}
+	return err
 }

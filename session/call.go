@@ -24,8 +24,9 @@ type Call struct {
 	Progress func(sandbox.Output)
 }
 
-// Run runs call in the caller's own sandbox of the tool's type, started on its first call
-// and kept until End: how an MCP session's calls run.
+// Run runs call in the caller's own sandbox, started on its first call and kept until End:
+// how an MCP session's calls run. Every tool runs in that one sandbox, of the Core's session
+// type (see SessionType), so all of a session's tools see the same files and jobs.
 func (l *Caller) Run(ctx context.Context, call Call) (tools.Result, error) {
 	return l.call(ctx, call, target{
 		tool: func(name string) (tools.Def, error) {
@@ -35,7 +36,7 @@ func (l *Caller) Run(ctx context.Context, call Call) (tools.Result, error) {
 			return tools.Def{}, fmt.Errorf("tool %q: %w", name, sandbox.ErrNotFound)
 		},
 		sandbox: func(ctx context.Context, def tools.Def) (sandbox.Sandbox, func(), error) {
-			sb, err := l.m.Acquire(ctx, l.owner, def.Sandbox)
+			sb, err := l.m.Acquire(ctx, l.owner, l.sessionType)
 			if err != nil {
 				return nil, nil, fmt.Errorf("could not start the sandbox: %w", err)
 			}
@@ -153,8 +154,9 @@ func (l *Core) RunIn(ctx context.Context, sb sandbox.Sandbox, call Call) (tools.
 
 // toolsFor lists the tools sb offers. Tools made for plain docker sandboxes need only
 // processes and files, which every sandbox type has, so they run in any type (a notebook
-// sandbox also runs python_executor, as in ms-enclave); other tools only in their own type.
-// A sandbox whose tools_config names tools offers only those.
+// sandbox also runs python_executor, as in ms-enclave); other tools only in their own type,
+// except that an MCP session's sandbox (SessionType) runs every tool. A sandbox whose
+// tools_config names tools offers only those.
 func (l *Core) toolsFor(sb sandbox.Sandbox, typ sandbox.Type) []tools.Def {
 	var enabled sandbox.ToolsConfig
 	if rc, ok := sb.(configured); ok {
@@ -162,7 +164,7 @@ func (l *Core) toolsFor(sb sandbox.Sandbox, typ sandbox.Type) []tools.Def {
 	}
 	var out []tools.Def
 	for _, def := range l.tools {
-		if def.Sandbox != typ && def.Sandbox != sandbox.TypeDocker {
+		if typ != SessionType && def.Sandbox != typ && def.Sandbox != sandbox.TypeDocker {
 			continue
 		}
 		if _, ok := enabled[def.Name]; len(enabled) > 0 && !ok {

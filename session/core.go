@@ -9,6 +9,7 @@ import (
 	"maps"
 	"reflect"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -22,6 +23,18 @@ import (
 
 // DefaultOwner is the owner a program that embeds the manager for itself acts as.
 const DefaultOwner = "local"
+
+// SessionType is the kind of an MCP session's one sandbox: every tool of the session runs in
+// it, the notebook tools included, so they all see the same workspace and background jobs.
+// It is the Manager's key for those sandboxes' default config, creator and warm pool; serve
+// makes them with notebook.LazyCreator, whose Jupyter starts on the session's first notebook
+// call. It is not one of ms-enclave's types: the REST API neither creates nor pools it. A
+// Manager without a creator for it serves sessions with a plain docker sandbox instead, in
+// which every tool but the notebook's runs.
+const SessionType sandbox.Type = "mcp_session"
+
+// public reports whether typ is one of ms-enclave's sandbox types, which the REST API offers.
+func public(typ sandbox.Type) bool { return typ == sandbox.TypeDocker || typ == sandbox.TypeNotebook }
 
 // Limits bound what one call may cost the server. Zero fields take the defaults.
 type Limits struct {
@@ -102,6 +115,9 @@ type Core struct {
 	check   func(context.Context) error
 	log     *slog.Logger
 	started time.Time
+	// sessionType is the kind of sandbox an MCP session's calls run in: SessionType when
+	// the manager can create it, else docker.
+	sessionType sandbox.Type
 
 	mu    sync.Mutex
 	pools map[poolKey]*sandbox.Pool
@@ -129,7 +145,10 @@ func New(cfg Config) (*Core, error) {
 	s := &Core{
 		m: cfg.Manager, tools: cfg.Tools, byName: map[string]tools.Def{}, schemas: map[string]json.RawMessage{},
 		options: cfg.ToolOptions, timeout: cfg.DefaultTimeout, limits: cfg.Limits.withDefaults(), version: cfg.Version, check: cfg.Check,
-		log: cfg.Logger, started: time.Now(), pools: map[poolKey]*sandbox.Pool{},
+		log: cfg.Logger, started: time.Now(), pools: map[poolKey]*sandbox.Pool{}, sessionType: sandbox.TypeDocker,
+	}
+	if slices.Contains(cfg.Manager.Types(), SessionType) {
+		s.sessionType = SessionType
 	}
 	for _, def := range cfg.Tools {
 		raw, err := schema.OpenAI(def.Schema())
@@ -179,10 +198,21 @@ func (l *Core) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// types lists the sandbox types the REST API can create: ms-enclave's, those the manager has.
+func (l *Core) types() []sandbox.Type {
+	var out []sandbox.Type
+	for _, t := range l.m.Types() {
+		if public(t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
 // Health implements api.Manager; it is the same for every caller.
 func (l *Core) Health(ctx context.Context) (api.Health, error) {
 	types := make([]string, 0)
-	for _, t := range l.m.Types() {
+	for _, t := range l.types() {
 		types = append(types, string(t))
 	}
 	h := api.Health{
@@ -248,6 +278,9 @@ func (l *Caller) Create(ctx context.Context, typ sandbox.Type, cfg sandbox.Confi
 func (l *Core) prepare(typ sandbox.Type, cfg sandbox.Config) (sandbox.Type, sandbox.Config, error) {
 	if typ == "" {
 		typ = sandbox.TypeDocker
+	}
+	if !public(typ) {
+		return typ, cfg, fmt.Errorf("%w: sandbox type %q is not available (have: %v)", sandbox.ErrInvalidConfig, typ, l.types())
 	}
 	defaults := l.m.DefaultConfig(typ)
 	if err := sandbox.CheckRequest(defaults, cfg, l.m.Policy()); err != nil {

@@ -58,14 +58,15 @@ type serveFlags struct {
 	maxConns            int
 	allowedOrigins      string
 	allowedHosts        string
-	// warm and warmNotebook are the warm pools' sizes (-1 for warm: decided by the mode).
+	// warm is the size of the warm pool of MCP session sandboxes (-1: decided by the
+	// mode); warmNotebook is the retired --warm-notebook, accepted but unused.
 	warm         int
 	warmNotebook int
 	notebook     notebookConfig // the config file's notebook section
 	tools        []tools.Def    // the built-in tools, then the config file's declared ones
 }
 
-// defaultWarmHTTP is the docker warm pool's size over HTTP when --warm is not given. An HTTP
+// defaultWarmHTTP is the session warm pool's size over HTTP when --warm is not given. An HTTP
 // server sees sessions come and go, and two spares cover a small burst while the single
 // refill goroutine catches up (about 200 ms per sandbox); their cost is two idle containers.
 // Over stdio there is one session for the life of the process: a spare would only make its
@@ -73,8 +74,13 @@ type serveFlags struct {
 // the default there is 0.
 const defaultWarmHTTP = 2
 
-// warmPools returns the Manager's warm pool sizes for the flags and the mode.
-func (f *serveFlags) warmPools() (map[sandbox.Type]int, error) {
+// warmPools returns the Manager's warm pool sizes for the flags and the mode. Only MCP
+// sessions take sandboxes from a warm pool, and a session has one sandbox for every tool
+// (session.SessionType), so that is the one pool. --warm-notebook, which sized a pool of
+// notebook sandboxes for sessions' notebook calls, is accepted so that command lines keep
+// working, and a value above 0 is warned about: a session's notebook starts in its own
+// sandbox (1-2 s, on its first notebook call).
+func (f *serveFlags) warmPools(log *slog.Logger) (map[sandbox.Type]int, error) {
 	warm := f.warm
 	switch {
 	case warm == -1 && f.httpAddr != "":
@@ -87,7 +93,11 @@ func (f *serveFlags) warmPools() (map[sandbox.Type]int, error) {
 	if f.warmNotebook < 0 {
 		return nil, fmt.Errorf("--warm-notebook %d: want 0 or more", f.warmNotebook)
 	}
-	return map[sandbox.Type]int{sandbox.TypeDocker: warm, sandbox.TypeNotebook: f.warmNotebook}, nil
+	if f.warmNotebook > 0 {
+		log.Warn("--warm-notebook has no effect any more: each MCP session has one sandbox for every tool, "+
+			"its notebook started in it on the first notebook call; --warm keeps spares of that sandbox", "warm_notebook", f.warmNotebook)
+	}
+	return map[sandbox.Type]int{session.SessionType: warm}, nil
 }
 
 func serveCmd(ctx context.Context, args []string) error {
@@ -122,8 +132,8 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "remove a sandbox this long after its creation (0: never)")
 	fs.IntVar(&f.maxTotal, "max-sandboxes", 100, "most sandboxes alive at once (0: no cap)")
 	fs.IntVar(&f.maxPerOwner, "max-per-owner", 10, "most sandboxes one session or REST client holds (0: no cap)")
-	fs.IntVar(&f.warm, "warm", -1, fmt.Sprintf("started spare sandboxes kept ready for new sessions' first sandbox; each serves one session and counts against --max-sandboxes (default %d with --http, 0 over stdio)", defaultWarmHTTP))
-	fs.IntVar(&f.warmNotebook, "warm-notebook", 0, "started spare notebook sandboxes kept ready, as --warm")
+	fs.IntVar(&f.warm, "warm", -1, fmt.Sprintf("started spare sandboxes kept ready for new MCP sessions (a session's one sandbox, for every tool; its notebook starts on the first notebook call); each serves one session and counts against --max-sandboxes (default %d with --http, 0 over stdio)", defaultWarmHTTP))
+	fs.IntVar(&f.warmNotebook, "warm-notebook", 0, "retired: no effect (a session's notebook runs in its one sandbox, warmed by --warm); accepted so command lines keep working")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -135,7 +145,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	warm, err := f.warmPools()
+	warm, err := f.warmPools(log)
 	if err != nil {
 		return err
 	}
@@ -182,12 +192,16 @@ func serveCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	notebookCfg, notebookOpts := notebookSetup(cfg, f.notebook, log)
+	sessionCfg := sessionConfig(cfg, f.notebook, enabled)
+	// The REST API creates ms-enclave's two types; MCP sessions get one sandbox each, of the
+	// session type, whose notebook starts on its first notebook call.
 	manager := sandbox.NewManager(sandbox.ManagerOptions{
-		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: cfg, sandbox.TypeNotebook: notebookCfg},
+		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: cfg, sandbox.TypeNotebook: notebookCfg, session.SessionType: sessionCfg},
 		Policy:   policy,
 		Creators: map[sandbox.Type]sandbox.Creator{
 			sandbox.TypeDocker:   sandbox.NewCreator(engine, sandbox.TypeDocker),
 			sandbox.TypeNotebook: notebook.Creator(engine, notebookOpts),
+			session.SessionType:  notebook.LazyCreator(engine, session.SessionType, notebookOpts),
 		},
 		Logger: log,
 
@@ -211,6 +225,11 @@ func serveCmd(ctx context.Context, args []string) error {
 	resolved, err := sandbox.Resolve(cfg, policy)
 	if err != nil {
 		return err
+	}
+	sessionResolved, err := sandbox.Resolve(sessionCfg, policy)
+	if err != nil {
+		return fmt.Errorf("the MCP sessions' sandbox (image %s, which runs every tool, the notebook's too; name one with "+
+			"--image or the config's sandbox.image, or disable the notebook tools in tools_config): %w", sessionCfg.Image, err)
 	}
 	// One session core behind both faces: every tool call, MCP or REST, runs through it.
 	core, err := session.New(session.Config{
@@ -244,7 +263,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		}
 		serveErr = h.serve(ctx)
 	} else {
-		log.Info("serving MCP over stdio", "image", resolved.Image, "tools", len(enabled))
+		log.Info("serving MCP over stdio", "image", sessionResolved.Image, "tools", len(enabled))
 		serveErr = srv.ServeStdio(ctx, os.Stdin, os.Stdout)
 	}
 	return serveErr
