@@ -74,13 +74,13 @@ type serveFlags struct {
 // the default there is 0.
 const defaultWarmHTTP = 2
 
-// warmPools returns the Manager's warm pool sizes for the flags and the mode. Only MCP
+// warmPools returns the size of the session sandboxes' warm pool for the flags and the mode. Only MCP
 // sessions take sandboxes from a warm pool, and a session has one sandbox for every tool
 // (session.SessionType), so that is the one pool. --warm-notebook, which sized a pool of
 // notebook sandboxes for sessions' notebook calls, is accepted so that command lines keep
 // working, and a value above 0 is warned about: a session's notebook starts in its own
 // sandbox (1-2 s, on its first notebook call).
-func (f *serveFlags) warmPools(log *slog.Logger) (map[sandbox.Type]int, error) {
+func (f *serveFlags) warmPools(log *slog.Logger) (int, error) {
 	warm := f.warm
 	switch {
 	case warm == -1 && f.httpAddr != "":
@@ -88,16 +88,16 @@ func (f *serveFlags) warmPools(log *slog.Logger) (map[sandbox.Type]int, error) {
 	case warm == -1:
 		warm = 0
 	case warm < 0:
-		return nil, fmt.Errorf("--warm %d: want 0 or more", f.warm)
+		return 0, fmt.Errorf("--warm %d: want 0 or more", f.warm)
 	}
 	if f.warmNotebook < 0 {
-		return nil, fmt.Errorf("--warm-notebook %d: want 0 or more", f.warmNotebook)
+		return 0, fmt.Errorf("--warm-notebook %d: want 0 or more", f.warmNotebook)
 	}
 	if f.warmNotebook > 0 {
 		log.Warn("--warm-notebook has no effect any more: each MCP session has one sandbox for every tool, "+
 			"its notebook started in it on the first notebook call; --warm keeps spares of that sandbox", "warm_notebook", f.warmNotebook)
 	}
-	return map[sandbox.Type]int{session.SessionType: warm}, nil
+	return warm, nil
 }
 
 func serveCmd(ctx context.Context, args []string) error {
@@ -191,26 +191,18 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	notebookCfg, notebookOpts := notebookSetup(cfg, f.notebook, log)
-	sessionCfg := sessionConfig(cfg, f.notebook, enabled)
 	// The REST API creates ms-enclave's two types; MCP sessions get one sandbox each, of the
 	// session type, whose notebook starts on its first notebook call.
-	manager := sandbox.NewManager(sandbox.ManagerOptions{
-		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: cfg, sandbox.TypeNotebook: notebookCfg, session.SessionType: sessionCfg},
-		Policy:   policy,
-		Creators: map[sandbox.Type]sandbox.Creator{
-			sandbox.TypeDocker:   sandbox.NewCreator(engine, sandbox.TypeDocker),
-			sandbox.TypeNotebook: notebook.Creator(engine, notebookOpts),
-			session.SessionType:  notebook.LazyCreator(engine, session.SessionType, notebookOpts),
-		},
-		Logger: log,
-
-		MaxSandboxes: f.maxTotal,
-		MaxPerOwner:  f.maxPerOwner,
-		IdleTTL:      f.idleTTL,
-		MaxLifetime:  f.maxLifetime,
-		Warm:         warm,
+	manager, err := session.NewManager(session.Sandboxes{
+		Backend: engine, Config: cfg, Policy: policy, Tools: enabled,
+		NotebookImage: f.notebook.Image,
+		Notebook:      notebook.Options{Command: f.notebook.Command, Port: f.notebook.Port, KernelName: f.notebook.Kernel, Logger: log},
+		MaxSandboxes:  f.maxTotal, MaxPerOwner: f.maxPerOwner, IdleTTL: f.idleTTL, MaxLifetime: f.maxLifetime,
+		Warm: warm, Logger: log,
 	})
+	if err != nil {
+		return err
+	}
 	// Remove every sandbox (warm spares too, which exist from here on), even when interrupted
 	// or failing early: a fresh context, bounded.
 	defer func() {
@@ -225,11 +217,6 @@ func serveCmd(ctx context.Context, args []string) error {
 	resolved, err := sandbox.Resolve(cfg, policy)
 	if err != nil {
 		return err
-	}
-	sessionResolved, err := sandbox.Resolve(sessionCfg, policy)
-	if err != nil {
-		return fmt.Errorf("the MCP sessions' sandbox (image %s, which runs every tool, the notebook's too; name one with "+
-			"--image or the config's sandbox.image, or disable the notebook tools in tools_config): %w", sessionCfg.Image, err)
 	}
 	// One session core behind both faces: every tool call, MCP or REST, runs through it.
 	core, err := session.New(session.Config{
@@ -263,7 +250,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		}
 		serveErr = h.serve(ctx)
 	} else {
-		log.Info("serving MCP over stdio", "image", sessionResolved.Image, "tools", len(enabled))
+		log.Info("serving MCP over stdio", "image", manager.DefaultConfig(session.SessionType).Image, "tools", len(enabled))
 		serveErr = srv.ServeStdio(ctx, os.Stdin, os.Stdout)
 	}
 	return serveErr
