@@ -24,6 +24,19 @@ type agentBinary struct {
 	hash string // hex sha256, names the volume that holds this exact build
 }
 
+// agentOrSelf is the agent binary a backend runs: path, or this process's own executable
+// when path is empty (the enclave-mcp binary is its own agent).
+func agentOrSelf(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding own executable for the agent: %w", err)
+	}
+	return self, nil
+}
+
 // loadAgentBinary reads and checks the agent executable. It must be a static ELF: it runs
 // in images that have no libc, or another one.
 func loadAgentBinary(path string) (*agentBinary, error) {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -55,13 +54,11 @@ func NewDocker(ctx context.Context, opts DockerOptions) (*Docker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.AgentBinary == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("finding own executable for the agent: %w", err)
-		}
-		opts.AgentBinary = self
+	binary, err := agentOrSelf(opts.AgentBinary)
+	if err != nil {
+		return nil, err
 	}
+	opts.AgentBinary = binary
 	agent, err := loadAgentBinary(opts.AgentBinary)
 	if err != nil {
 		return nil, err

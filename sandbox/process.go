@@ -74,13 +74,11 @@ func NewProcess(opts ProcessOptions) (*Process, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.AgentBinary == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("finding own executable for the agent: %w", err)
-		}
-		opts.AgentBinary = self
+	binary, err := agentOrSelf(opts.AgentBinary)
+	if err != nil {
+		return nil, err
 	}
+	opts.AgentBinary = binary
 	if opts.Root == "" {
 		opts.Root = filepath.Join(os.TempDir(), "enclave-mcp-process")
 	}

@@ -17,20 +17,6 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 )
 
-// connect initializes an MCP client session on c.
-func connect(t *testing.T, c *mcpclient.Client) {
-	t.Helper()
-	if err := c.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcpgo.Implementation{Name: "embed-test", Version: "1"}
-	if _, err := c.Initialize(t.Context(), init); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // call runs one tool and returns its text and whether it was an error.
 func call(t *testing.T, c *mcpclient.Client, tool string, args map[string]any) (string, bool) {
 	t.Helper()
@@ -67,12 +53,7 @@ func TestEmbeddedServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := mcpclient.NewInProcessClient(srv.MCPServer())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	connect(t, c)
+	c := testenv.InProcessMCP(t, srv.MCPServer())
 
 	list, err := c.ListTools(t.Context(), mcpgo.ListToolsRequest{})
 	if err != nil {
@@ -139,7 +120,7 @@ func TestEmbeddedBinaryIsItsOwnAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	connect(t, c)
+	testenv.InitializeMCP(t, c)
 	if text, isErr := call(t, c, "shell_executor", map[string]any{"command": "echo hello world > w.txt"}); isErr {
 		t.Fatalf("shell_executor failed: %s", text)
 	}
