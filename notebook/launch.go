@@ -23,6 +23,12 @@ import (
 //go:embed launch.py
 var launcherSource string
 
+// kernelConfig is IPython's configuration for every kernel: no SQLite history. The history
+// database lives in the sandbox's /tmp, is never read back, costs a thread per kernel, and
+// after an interrupt that lands between cells IPython reports a duplicate line number in it
+// as an error inside the next cell's output. In and Out stay available in memory.
+const kernelConfig = "c.HistoryManager.enabled = False\n"
+
 // DefaultPort is where Jupyter listens, on the sandbox's loopback.
 const DefaultPort = 8888
 
@@ -93,10 +99,13 @@ func (s *Sandbox) serverLog() string    { return s.stateDir() + "/server.log" }
 func (s *Sandbox) launch(ctx context.Context) error {
 	opts := s.opts
 	workspace := s.Config().WorkingDir
-	for _, dir := range []string{"home", "runtime", "data", "config", "ipython", "matplotlib"} {
+	for _, dir := range []string{"home", "runtime", "data", "config", "ipython", "ipython/profile_default", "matplotlib"} {
 		if _, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileMkdir, Path: path.Join(s.stateDir(), dir), Mode: 0o700}); err != nil {
 			return fmt.Errorf("preparing Jupyter's directories: %w", err)
 		}
+	}
+	if _, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileWrite, Path: path.Join(s.stateDir(), "ipython/profile_default/ipython_kernel_config.py"), Data: []byte(kernelConfig)}); err != nil {
+		return fmt.Errorf("writing the kernel's configuration: %w", err)
 	}
 	if len(opts.Command) == 0 {
 		if _, err := s.File(ctx, sandbox.FileRequest{Action: sandbox.FileWrite, Path: s.launcherPath(), Data: []byte(launcherSource)}); err != nil {
