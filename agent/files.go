@@ -54,10 +54,12 @@ func (s *server) file(req *wire.File) (*wire.FileResult, error) {
 		var info wire.FileInfo
 		info, err = statPath(path)
 		res.Info = &info
+	case wire.FileStatFS:
+		res.FS, err = statFS(path)
 	default:
-		err = errorf(wire.CodeInvalid, "unknown file action %q (valid: %s, %s, %s, %s, %s, %s, %s, %s)", req.Action,
+		err = errorf(wire.CodeInvalid, "unknown file action %q (valid: %s, %s, %s, %s, %s, %s, %s, %s, %s)", req.Action,
 			wire.FileRead, wire.FileWrite, wire.FileCreate, wire.FileDelete,
-			wire.FileList, wire.FileExists, wire.FileMkdir, wire.FileStat)
+			wire.FileList, wire.FileExists, wire.FileMkdir, wire.FileStat, wire.FileStatFS)
 	}
 	if err != nil {
 		return nil, err
@@ -130,6 +132,16 @@ func writeFile(path string, req *wire.File, exclusive bool) (int64, error) {
 		return int64(n), fileError(doing, path, err)
 	}
 	return int64(n), nil
+}
+
+// statFS describes the file system that holds path: a workspace tmpfs's size is its quota.
+func statFS(path string) (*wire.FSInfo, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return nil, fileError("inspecting the file system of", path, err)
+	}
+	bsize := int64(st.Bsize)
+	return &wire.FSInfo{Total: int64(st.Blocks) * bsize, Free: int64(st.Bfree) * bsize, Avail: int64(st.Bavail) * bsize}, nil
 }
 
 func deletePath(path string, recursive bool) error {

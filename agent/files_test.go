@@ -325,6 +325,16 @@ func TestFileOperations(t *testing.T) {
 			},
 		},
 		{name: "stat missing", file: wire.File{Action: wire.FileStat, Path: "nothing"}, code: wire.CodeNotFound},
+		{
+			name: "statfs of the workspace",
+			file: wire.File{Action: wire.FileStatFS, Path: "."},
+			check: func(t *testing.T, res *wire.FileResult) {
+				if res.FS == nil || res.FS.Total <= 0 || res.FS.Free < 0 || res.FS.Free > res.FS.Total || res.FS.Avail > res.FS.Free {
+					t.Errorf("fs %+v", res.FS)
+				}
+			},
+		},
+		{name: "statfs missing", file: wire.File{Action: wire.FileStatFS, Path: "nothing"}, code: wire.CodeNotFound},
 		{name: "empty path", file: wire.File{Action: wire.FileRead}, code: wire.CodeInvalid},
 		{name: "NUL in path", file: wire.File{Action: wire.FileRead, Path: "a\x00b"}, code: wire.CodeInvalid},
 		{name: "unknown action", file: wire.File{Action: "chmod", Path: "x"}, code: wire.CodeInvalid},

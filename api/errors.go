@@ -38,6 +38,10 @@ var (
 	ErrTooLarge = errors.New("too large")
 	// ErrBadRequest: a request that cannot be understood (malformed JSON, a bad query value).
 	ErrBadRequest = errors.New("bad request")
+	// ErrExists: something created under a name the caller already uses (a named session).
+	ErrExists = errors.New("already exists")
+	// ErrNoSpace: a write failed for want of space: a named session's workspace is full.
+	ErrNoSpace = errors.New("no space left")
 )
 
 // Code names an error's kind on the wire. The REST API sends it beside "detail" so that
@@ -60,6 +64,7 @@ const (
 	CodeSandboxStopped   Code = "sandbox_stopped"
 	CodePermission       Code = "permission_denied"
 	CodeNoSpace          Code = "no_space"
+	CodeExists           Code = "exists"
 	CodeShuttingDown     Code = "shutting_down"
 	CodeEngine           Code = "engine"
 	CodeTimeout          Code = "timeout"
@@ -96,6 +101,8 @@ func codes() []codeEntry {
 		{CodeShuttingDown, ErrManagerClosed, http.StatusServiceUnavailable, false},
 		{CodeEngine, ErrEngine, http.StatusInternalServerError, false},
 		{CodeTimeout, context.DeadlineExceeded, http.StatusGatewayTimeout, false},
+		{CodeExists, ErrExists, http.StatusConflict, false},
+		{CodeNoSpace, ErrNoSpace, http.StatusInsufficientStorage, true},
 	}
 }
 
@@ -140,8 +147,6 @@ func (c Code) Status() int {
 	switch c {
 	case CodePermission:
 		return http.StatusForbidden
-	case CodeNoSpace:
-		return http.StatusInsufficientStorage
 	case CodeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	}

@@ -15,6 +15,7 @@ func TestCodesRoundTrip(t *testing.T) {
 	for _, err := range []error{
 		sandbox.ErrNotFound, sandbox.ErrPolicy, sandbox.ErrInvalidConfig, sandbox.ErrPoolEmpty, sandbox.ErrPoolTimeout,
 		sandbox.ErrLimit, sandbox.ErrClosed, sandbox.ErrEngine, ErrInvalidArchive, ErrTooLarge, ErrBadRequest, ErrUnauthorized,
+		ErrExists, ErrNoSpace,
 	} {
 		wrapped := errors.Join(errors.New("context"), err)
 		code := api.CodeOf(wrapped)
@@ -36,7 +37,7 @@ func TestStatusesOfCodes(t *testing.T) {
 		CodeInvalidConfig: 400, CodeInvalidArguments: 400, CodeInvalidArchive: 400, CodeBadRequest: 400,
 		CodeMethodNotAllowed: 405, CodeTooLarge: 413, CodeLimit: 429, CodePoolEmpty: 409,
 		CodeSandboxStopped: 409, CodePoolTimeout: 408, CodeNoSpace: 507, CodeShuttingDown: 503,
-		CodeTimeout: 504, CodeEngine: 500, CodeInternal: 500,
+		CodeTimeout: 504, CodeEngine: 500, CodeInternal: 500, CodeExists: 409,
 	}
 	for code, want := range statuses {
 		if got := code.Status(); got != want {
@@ -44,7 +45,7 @@ func TestStatusesOfCodes(t *testing.T) {
 		}
 	}
 	bare := map[int]error{401: ErrUnauthorized, 404: sandbox.ErrNotFound, 403: sandbox.ErrPolicy,
-		408: sandbox.ErrPoolTimeout, 413: ErrTooLarge, 429: sandbox.ErrLimit, 400: ErrBadRequest}
+		408: sandbox.ErrPoolTimeout, 413: ErrTooLarge, 429: sandbox.ErrLimit, 400: ErrBadRequest, 507: ErrNoSpace}
 	for status, want := range bare {
 		if got := (&APIError{StatusCode: status}).Unwrap(); got != want {
 			t.Errorf("bare %d unwraps to %v, want %v", status, got, want)

@@ -11,7 +11,6 @@ package httpapi
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,8 +43,12 @@ type Config struct {
 	// ToolOptions are the operator's per-tool options; they win over a create's tools_config.
 	ToolOptions sandbox.ToolsConfig
 	// Token is required (as "Authorization: Bearer T" or "X-API-Key: T") on every endpoint
-	// but GET /health.
+	// but GET /health; its requests act as RESTOwner.
 	Token string
+	// Tokens are more accepted tokens, each its own principal (TokenOwner of its name): one
+	// principal's sandboxes and named sessions are out of another's reach. At least one of
+	// Token and Tokens is required.
+	Tokens []Credential
 	// Version is reported by /health and the OpenAPI document.
 	Version string
 	Logger  *slog.Logger
@@ -114,8 +117,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.Manager == nil && cfg.Core == nil {
 		return nil, errors.New("httpapi.New: a session core or a sandbox manager is required")
 	}
-	if cfg.Token == "" {
-		return nil, errors.New("httpapi.New: a token is required (the REST API is never served open)")
+	creds, err := credentials(cfg.Token, cfg.Tokens)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Tools == nil {
 		cfg.Tools = tools.All()
@@ -139,13 +143,7 @@ func New(cfg Config) (*API, error) {
 	}
 	// The core decides: its tools, manager, version and limits are the API's.
 	cfg.Tools, cfg.Manager, cfg.Version, cfg.Limits = core.ToolDefs(), core.Manager(), core.Version(), core.Limits()
-	a := &API{
-		cfg: cfg, log: cfg.Logger, core: core, metrics: NewMetrics(), mux: http.NewServeMux(),
-		// One principal for now. Per-token principals are more entries here, each with its
-		// own owner: the handlers already act for whichever owner authenticated.
-		creds: []credential{{sum: sha256.Sum256([]byte(cfg.Token)), owner: RESTOwner}},
-	}
-	var err error
+	a := &API{cfg: cfg, log: cfg.Logger, core: core, metrics: NewMetrics(), mux: http.NewServeMux(), creds: creds}
 	if a.exports, err = exportTools(cfg.Tools); err != nil {
 		return nil, err
 	}

@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +31,67 @@ type (
 type credential struct {
 	sum   [32]byte
 	owner string
+}
+
+// Credential is one more accepted token and the name of the principal it stands for.
+type Credential struct {
+	Name  string
+	Token string
+}
+
+// TokenOwner is the owner a named token's requests act as: its name in a namespace of its
+// own ("token:NAME"), so that no token's principal can be the operator token's (RESTOwner)
+// or an MCP session's.
+func TokenOwner(name string) string { return "token:" + name }
+
+var credentialNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// credentials are the accepted tokens: token (for RESTOwner, when set) and the named ones.
+// Names and tokens must be unique; at least one token is required, since an open sandbox
+// API is remote code execution for anyone who can reach it.
+func credentials(token string, named []Credential) ([]credential, error) {
+	var creds []credential
+	if token != "" {
+		creds = append(creds, credential{sum: sha256.Sum256([]byte(token)), owner: RESTOwner})
+	}
+	names := map[string]bool{}
+	for i, c := range named {
+		if !credentialNameRE.MatchString(c.Name) {
+			return nil, fmt.Errorf("httpapi.New: token %d: name %q: want 1-64 letters, digits, '.', '_' or '-'", i+1, c.Name)
+		}
+		if c.Token == "" {
+			return nil, fmt.Errorf("httpapi.New: token %q is empty", c.Name)
+		}
+		if names[c.Name] {
+			return nil, fmt.Errorf("httpapi.New: two tokens are named %q", c.Name)
+		}
+		names[c.Name] = true
+		sum := sha256.Sum256([]byte(c.Token))
+		for _, other := range creds {
+			if other.sum == sum {
+				return nil, fmt.Errorf("httpapi.New: token %q is the same as another token: each principal needs its own", c.Name)
+			}
+		}
+		creds = append(creds, credential{sum: sum, owner: TokenOwner(c.Name)})
+	}
+	if len(creds) == 0 {
+		return nil, errors.New("httpapi.New: a token is required (the REST API is never served open)")
+	}
+	return creds, nil
+}
+
+// CheckCredentials checks a server's tokens the way New does, so a command line can refuse
+// them before any other work.
+func CheckCredentials(token string, tokens []Credential) error {
+	_, err := credentials(token, tokens)
+	return err
+}
+
+// RequireAuth guards another face (MCP, the session API) with the API's tokens, as
+// RequireToken does with one: a request without one of them gets 401; one with it acts for
+// the token's principal (PrincipalOf).
+func (a *API) RequireAuth(next http.Handler) http.Handler {
+	return authenticate(a.creds, next, next)
 }
 
 // publicEndpoint reports whether r may be served without a token: only GET /health, so

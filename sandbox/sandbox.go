@@ -50,6 +50,7 @@ type (
 	FileRequest = wire.File
 	FileResult  = wire.FileResult
 	FileInfo    = wire.FileInfo
+	FSInfo      = wire.FSInfo
 	Job         = wire.Job
 )
 
@@ -192,4 +193,5 @@ const (
 	FileExists = wire.FileExists
 	FileMkdir  = wire.FileMkdir
 	FileStat   = wire.FileStat
+	FileStatFS = wire.FileStatFS
 )

@@ -111,6 +111,7 @@ const (
 	FileExists FileAction = "exists" // Exists tells; never an error for a missing path
 	FileMkdir  FileAction = "mkdir"  // creates a directory and its parents
 	FileStat   FileAction = "stat"   // Info describes the path (without following a final symlink)
+	FileStatFS FileAction = "statfs" // FS describes the file system that holds the path
 )
 
 // File asks the agent for one file-system operation.
@@ -242,6 +243,15 @@ type FileResult struct {
 	Written   int64      `json:"written,omitempty"`
 	Entries   []FileInfo `json:"entries,omitempty"`
 	Info      *FileInfo  `json:"info,omitempty"`
+	FS        *FSInfo    `json:"fs,omitempty"`
+}
+
+// FSInfo describes a file system (statfs): its size, its free bytes, and the free bytes an
+// unprivileged process may use.
+type FSInfo struct {
+	Total int64 `json:"total"`
+	Free  int64 `json:"free"`
+	Avail int64 `json:"avail"`
 }
 
 // FileInfo describes one file-system entry.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
+	"github.com/enclave-mcp/enclave-mcp/runtimeapi"
 )
 
 // httpLimits bound what one client can hold of the HTTP server: connections, bodies and
@@ -62,9 +63,9 @@ const (
 // behind the perimeter (Origin and Host checks).
 type httpServer struct {
 	addr       string
-	token      string
 	mcp        *mcp.Server
-	rest       *httpapi.API // the REST manager API, /health included; it checks the token itself
+	rest       *httpapi.API    // the REST manager API, /health included; it checks the tokens itself
+	sessions   *runtimeapi.API // sandbox_runtime's session API (/workspace/se/*); nil: not served
 	perimeter  *httpapi.Perimeter
 	sessionTTL time.Duration
 	limits     httpLimits
@@ -80,8 +81,9 @@ func (h *httpServer) serve(ctx context.Context) error {
 	return h.serveOn(ctx, ln)
 }
 
-// handler is every endpoint behind the perimeter: MCP behind the token check, the REST API
-// (which checks the token itself) at "/".
+// handler is every endpoint behind the perimeter: MCP and the session API behind the REST
+// API's token check (the same tokens, each its own principal), the REST API (which checks
+// them itself) at "/".
 func (h *httpServer) handler(ctx context.Context) (http.Handler, mcp.Transports) {
 	transports := h.mcp.HTTPTransports(ctx, mcp.HTTPOptions{
 		SessionIdleTTL:          h.sessionTTL,
@@ -92,7 +94,10 @@ func (h *httpServer) handler(ctx context.Context) (http.Handler, mcp.Transports)
 		HostsCheckedOutside:     true, // by h.perimeter, with --allowed-hosts
 	})
 	mux := http.NewServeMux()
-	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(h.token, next) })
+	transports.Mount(mux, h.rest.RequireAuth)
+	if h.sessions != nil {
+		h.sessions.Mount(mux, h.rest.RequireAuth)
+	}
 	mux.Handle("/", h.rest.Handler())
 	return h.perimeter.Wrap(mux), transports
 }
@@ -113,7 +118,8 @@ func (h *httpServer) serveOn(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
 	base := "http://" + ln.Addr().String()
-	h.log.Info("serving MCP and the REST API over HTTP", "mcp", base+"/mcp", "sse", base+"/sse", "rest", base+"/sandboxes")
+	h.log.Info("serving MCP and the REST API over HTTP", "mcp", base+"/mcp", "sse", base+"/sse", "rest", base+"/sandboxes",
+		"sessions", base+runtimeapi.Prefix)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -19,6 +19,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
+	"github.com/enclave-mcp/enclave-mcp/runtimeapi"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
@@ -38,6 +39,10 @@ type fixtureOptions struct {
 	creator    sandbox.Creator             // docker sandboxes; nil refuses
 	sessionTTL time.Duration
 	maxArchive int64
+	// sessions, when set, serves the session API with this config; tokens are more
+	// principals beside httpTestToken's.
+	sessions *session.NamedConfig
+	tokens   []httpapi.Credential
 }
 
 // testLimits are generous limits for tests that do not probe them.
@@ -93,10 +98,31 @@ func startHTTP(t *testing.T, o fixtureOptions) *httpFixture {
 		t.Fatal(err)
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Core: core, Manager: manager, Token: httpTestToken, Logger: log, MaxJSONBytes: o.limits.MaxBodyBytes,
+		Core: core, Manager: manager, Token: httpTestToken, Tokens: o.tokens, Logger: log, MaxJSONBytes: o.limits.MaxBodyBytes,
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var sessionsAPI *runtimeapi.API
+	if o.sessions != nil {
+		named, err := session.NewNamed(core, *o.sessions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := named.Close(ctx); err != nil {
+				t.Errorf("closing the named sessions: %v", err)
+			}
+		})
+		sessionsAPI, err = runtimeapi.New(runtimeapi.Config{
+			Sessions: named, Principal: httpapi.PrincipalOf, Check: o.check, MaxJSONBytes: o.limits.MaxBodyBytes,
+			MaxUploadBytes: core.Limits().MaxArchiveBytes, Logger: log,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	srv, err := mcp.New(mcp.Config{Core: core, Logger: log})
 	if err != nil {
@@ -111,7 +137,7 @@ func startHTTP(t *testing.T, o fixtureOptions) *httpFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &httpServer{token: httpTestToken, mcp: srv, rest: api, perimeter: perimeter,
+	h := &httpServer{mcp: srv, rest: api, sessions: sessionsAPI, perimeter: perimeter,
 		sessionTTL: o.sessionTTL, limits: o.limits, log: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

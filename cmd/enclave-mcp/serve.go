@@ -14,6 +14,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/notebook"
+	"github.com/enclave-mcp/enclave-mcp/runtimeapi"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
@@ -28,6 +29,8 @@ type fileConfig struct {
 	Policy sandbox.Policy `json:"policy"`
 	// Tools are declared tools (an argv template each), offered after the built-in ones.
 	Tools []tools.CommandTool `json:"tools"`
+	// Sessions configures the session API's named sessions.
+	Sessions sessionsConfig `json:"sessions"`
 }
 
 // serveFlags are serve's flags; each overrides the config file.
@@ -46,6 +49,10 @@ type serveFlags struct {
 	httpAddr    string
 	token       string
 	tokenFile   string
+	tokensFile  string
+	sessions    sessionFlags
+	named       session.NamedConfig // the sessions' config, file and flags merged
+	set         map[string]bool     // the flags given on the command line
 	sessionTTL  time.Duration
 	idleTTL     time.Duration
 	maxLifetime time.Duration
@@ -121,6 +128,8 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&f.httpAddr, "http", "", "serve MCP and the REST API over HTTP on ADDR (e.g. 127.0.0.1:8000) instead of stdio")
 	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints; visible in ps: prefer --token-file or "+tokenEnv+". Generated when listening on loopback without any")
 	fs.StringVar(&f.tokenFile, "token-file", "", "read the HTTP bearer token from this file (its first line); else "+tokenEnv+", then "+legacyTokenEnv)
+	fs.StringVar(&f.tokensFile, "tokens-file", "", "more HTTP tokens, one principal each: a file of name:token lines (# comments); each name's sandboxes and sessions are its own, on every API")
+	f.sessions.register(fs)
 	fs.StringVar(&f.maxBody, "max-body", "8m", "HTTP: largest JSON request body (MCP messages, REST JSON); larger is 413. REST tar uploads have their own 64 MiB limit")
 	fs.IntVar(&f.maxSessions, "max-sessions", defaultMaxSessions, "HTTP: most live MCP sessions (streamable-HTTP sessions and SSE streams) in total (0: no cap)")
 	fs.IntVar(&f.maxConns, "max-conns", defaultMaxConns, "HTTP: most open TCP connections; more wait to be accepted until one closes (0: no cap)")
@@ -141,6 +150,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	f.set = setFlags(fs)
 	cfg, policy, err := f.sandboxConfig()
 	if err != nil {
 		return err
@@ -150,6 +160,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	var token string
+	var named []httpapi.Credential
 	var generated bool
 	var limits httpLimits
 	var perimeter *httpapi.Perimeter
@@ -160,7 +171,18 @@ func serveCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if token, generated, err = httpToken(f.httpAddr, configured); err != nil {
+		if f.tokensFile != "" {
+			if named, err = readTokensFile(f.tokensFile, log); err != nil {
+				return err
+			}
+		}
+		// A tokens file is tokens enough: no operator token is generated beside it.
+		if configured != "" || len(named) == 0 {
+			if token, generated, err = httpToken(f.httpAddr, configured); err != nil {
+				return err
+			}
+		}
+		if err := httpapi.CheckCredentials(token, named); err != nil {
 			return err
 		}
 		if limits, perimeter, err = f.httpSetup(log); err != nil {
@@ -229,12 +251,32 @@ func serveCmd(ctx context.Context, args []string) error {
 	// In HTTP mode the REST API comes first: its metrics count MCP tool calls too.
 	var api *httpapi.API
 	var onToolCall func(string, tools.Result, time.Duration)
+	var sessionsAPI *runtimeapi.API
 	if f.httpAddr != "" {
-		api, err = httpapi.New(httpapi.Config{Core: core, Token: token, Logger: log, MaxJSONBytes: limits.MaxBodyBytes})
+		api, err = httpapi.New(httpapi.Config{Core: core, Token: token, Tokens: named, Logger: log, MaxJSONBytes: limits.MaxBodyBytes})
 		if err != nil {
 			return err
 		}
 		onToolCall = api.Metrics().ObserveTool
+		// sandbox_runtime's session API, on the same listener and tokens.
+		sessions, err := session.NewNamed(core, f.named)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := sessions.Close(cctx); err != nil {
+				log.Error("ending named sessions on shutdown", "error", err)
+			}
+		}()
+		sessionsAPI, err = runtimeapi.New(runtimeapi.Config{
+			Sessions: sessions, Principal: httpapi.PrincipalOf, Check: engine.Ping,
+			MaxJSONBytes: limits.MaxBodyBytes, MaxUploadBytes: core.Limits().MaxArchiveBytes, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
 	}
 	srv, err := mcp.New(mcp.Config{
 		Name: "enclave-mcp", Version: version, Core: core, Logger: log, OnToolCall: onToolCall,
@@ -245,7 +287,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	var serveErr error
 	if api != nil {
 		h := &httpServer{
-			addr: f.httpAddr, token: token, mcp: srv, rest: api, perimeter: perimeter,
+			addr: f.httpAddr, mcp: srv, rest: api, sessions: sessionsAPI, perimeter: perimeter,
 			sessionTTL: f.sessionTTL, limits: limits, log: log,
 		}
 		serveErr = h.serve(ctx)
@@ -256,7 +298,8 @@ func serveCmd(ctx context.Context, args []string) error {
 	return serveErr
 }
 
-// sandboxConfig merges the config file and the flags.
+// sandboxConfig merges the config file and the flags: the sandbox config and policy, and
+// the named sessions' config (f.named).
 func (f *serveFlags) sandboxConfig() (sandbox.Config, sandbox.Policy, error) {
 	var fc fileConfig
 	if f.config != "" {
@@ -278,6 +321,9 @@ func (f *serveFlags) sandboxConfig() (sandbox.Config, sandbox.Policy, error) {
 		return sandbox.Config{}, sandbox.Policy{}, fmt.Errorf("reading config %s: %w", f.config, err)
 	}
 	f.tools = all
+	if f.named, err = f.sessions.namedConfig(fc.Sessions, f.set); err != nil {
+		return sandbox.Config{}, sandbox.Policy{}, err
+	}
 	policy := fc.Policy
 	if f.image != "" {
 		cfg.Image = f.image
