@@ -29,6 +29,7 @@ run: setup
 # Then the load command at CI size, and last, alone, the test that stops and restarts the
 # Docker engine (while it runs, every other test using the engine would fail).
 test: setup
+	$(MAKE) chart-check
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 25m ./...
 	cd examples/agents && CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m ./...
 	$(GO) run ./cmd/enclave-load -sessions 8 -calls 5
@@ -86,3 +87,42 @@ vet:
 
 clean:
 	rm -rf bin
+
+# Deployment (deploy/, README "Deployment"). The server's own image, enclave/enclave-mcp:<version>
+# and :latest: the static binary in an empty root, imported with docker import (seconds, no
+# registry). It drives the engine whose socket it is given; build the sandbox images there.
+.PHONY: server-image chart-check
+server-image: build
+	scripts/ensure-docker.sh
+	scripts/build-server-image.sh $(BIN)
+
+# The Helm chart: helm lint --strict with the default values and with ci/full-values.yaml
+# (every option), then helm template with those and more, the rendered documents checked by
+# deploy/chart_test.go. helm is built from its Go module (helm.sh/helm/v4) the first time
+# (scripts/ensure-helm.sh: a few minutes on 2 cores), then reused.
+CHART := deploy/helm/enclave-mcp
+chart-check:
+	@helm=$$(scripts/ensure-helm.sh) && set -x && \
+		$$helm lint --strict $(CHART) && \
+		$$helm lint --strict $(CHART) --values $(CHART)/ci/full-values.yaml && \
+		HELM=$$helm $(GO) test -count=1 -run '^TestChart' ./deploy/
+
+# multi_code_executor's languages. The polyglot image (every toolchain Debian packages for
+# them: ~3 GB, ~6 minutes to build) is not part of setup; images-polyglot (re)builds it, and
+# the other two build it first when it is missing.
+.PHONY: images-polyglot test-polyglot bench-polyglot
+POLYGLOT := enclave/polyglot:bookworm
+
+images-polyglot: build
+	scripts/ensure-docker.sh
+	$(BIN) images build --image $(POLYGLOT)
+
+# Every language over MCP with a real client: a hello-world and a failing build each.
+test-polyglot: setup
+	$(BIN) images build --missing --image $(POLYGLOT)
+	CGO_ENABLED=1 $(GO) test -race -tags polyglot -count=1 -timeout 20m -run TestIntegrationPolyglot ./tools/
+
+# The README's language table: each language's hello-world, and a loop for compiled ones.
+bench-polyglot: setup
+	$(BIN) images build --missing --image $(POLYGLOT)
+	$(GO) run ./cmd/enclave-bench -polyglot-only

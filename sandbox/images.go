@@ -64,6 +64,45 @@ func DefaultImageSpecs(mirror string) []ImageSpec {
 	}}
 }
 
+// PolyglotImage carries the toolchains multi_code_executor runs. It is large (several GB)
+// and slow to build, so `enclave-mcp images build` makes it only when asked (--image or
+// --all); see OptionalImageSpecs.
+const PolyglotImage = "enclave/polyglot:bookworm"
+
+// OptionalImageSpecs are the images `enclave-mcp images build` makes only when named with
+// --image, or with --all.
+func OptionalImageSpecs(mirror string) []ImageSpec {
+	if mirror == "" {
+		mirror = DefaultMirror
+	}
+	return []ImageSpec{{
+		Tag:     PolyglotImage,
+		Suite:   "bookworm",
+		Mirror:  mirror,
+		Include: []string{"python3"},
+		Setup: []string{
+			// Java's and ca-certificates-java's maintainer scripts run the JVM, which
+			// wants /proc; it is unmounted whatever apt does.
+			"mount -t proc proc /proc && trap 'umount /proc' EXIT && " +
+				"export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && " +
+				"apt-get install -y -qq --no-install-recommends " + polyglotPackages,
+		},
+		Changes: []string{
+			"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+			"ENV LANG=C.UTF-8",
+			"WORKDIR /sandbox",
+			`CMD ["/bin/sh"]`,
+		},
+	}}
+}
+
+// polyglotPackages are the toolchains Debian bookworm packages for the languages of
+// ms-enclave's multi_code_executor (and SandboxFusion's): julia, swift and lean are not
+// packaged, and CUDA needs a GPU.
+const polyglotPackages = "python3-pytest bash g++ golang-go openjdk-17-jdk-headless junit4 " +
+	"nodejs node-typescript jest ts-jest rustc php-cli ruby perl lua5.4 r-base-core " +
+	"mono-mcs mono-runtime ldc scala kotlin racket iverilog sqlite3"
+
 // notebookPackages make the notebook image: Debian's jupyter_server serves the same kernel
 // API as a kernel gateway (none is packaged), and python3-munkres satisfies matplotlib's
 // optional dependency that would otherwise pull in scipy, g++ and boost.

@@ -148,7 +148,19 @@ func runArgv(ctx context.Context, call Call, argv []string, timeout float64) (Re
 // that does not exist comes back as an error wrapping sandbox.ErrNotFound, so callers can try
 // another.
 func runProcess(ctx context.Context, call Call, argv []string, stdin []byte, timeout float64) (Result, error) {
-	req := sandbox.ExecRequest{Argv: argv, Stdin: stdin, TimeoutMS: int64(timeout * 1000)}
+	res, err := runRequest(ctx, call, sandbox.ExecRequest{Argv: argv, Stdin: stdin, TimeoutMS: int64(timeout * 1000)}, timeout)
+	if err != nil {
+		if errors.Is(err, sandbox.ErrNotFound) {
+			return Result{}, err
+		}
+		return fromSandboxError(err)
+	}
+	return res, nil
+}
+
+// runRequest runs req in the call's sandbox with the call's output cap and progress, and
+// turns the finished process into a result. An error is the sandbox's, as Exec returned it.
+func runRequest(ctx context.Context, call Call, req sandbox.ExecRequest, timeout float64) (Result, error) {
 	if opt, ok := call.Options["max_output_bytes"].(float64); ok && opt > 0 {
 		req.MaxOutputBytes = int(opt)
 	}
@@ -159,10 +171,7 @@ func runProcess(ctx context.Context, call Call, argv []string, stdin []byte, tim
 	}
 	r, err := call.Sandbox.Exec(ctx, req, onOutput)
 	if err != nil {
-		if errors.Is(err, sandbox.ErrNotFound) {
-			return Result{}, err
-		}
-		return fromSandboxError(err)
+		return Result{}, err
 	}
 	memory := ""
 	if info := call.Sandbox.Info(); info.Metadata != nil {

@@ -230,6 +230,7 @@ func All() []Def {
 	return []Def{
 		pythonExecutor(),
 		shellExecutor(),
+		multiCodeExecutor(),
 		fileOperation(),
 		backgroundJobs(),
 		notebookExecutor(),

@@ -19,7 +19,7 @@
 //
 // Usage (from the module root; `make bench` does this after `make build`):
 //
-//	go run ./cmd/enclave-bench [-n 30] [-json results.json] [-agent-binary bin/enclave-mcp] [-slow]
+//	go run ./cmd/enclave-bench [-n 30] [-json results.json] [-agent-binary bin/enclave-mcp] [-slow] [-polyglot-only]
 //
 // The agent binary must be a static build. Unless -agent-binary is given, bin/enclave-mcp is
 // used when it is newer than every Go source file of the module; otherwise a fresh one is
@@ -62,6 +62,7 @@ type options struct {
 	// runtimes are OCI runtimes measured beside the engine's default (-runtimes).
 	runtimes     []string
 	variantsOnly bool
+	polyglotOnly bool
 }
 
 func run() int {
@@ -73,6 +74,7 @@ func run() int {
 	flag.StringVar(&opts.image, "image", sandbox.DefaultImage, "sandbox image")
 	runtimes := flag.String("runtimes", os.Getenv("ENCLAVE_BENCH_RUNTIMES"), "comma-separated OCI runtimes to measure beside the engine's default, e.g. runsc (default $ENCLAVE_BENCH_RUNTIMES)")
 	flag.BoolVar(&opts.variantsOnly, "variants-only", false, "measure only the two-ways table: the seccomp profile's create cost and the -runtimes rows")
+	flag.BoolVar(&opts.polyglotOnly, "polyglot-only", false, "measure only multi_code_executor's languages, in a sandbox of "+sandbox.PolyglotImage)
 	flag.Parse()
 	for _, rt := range strings.Split(*runtimes, ",") {
 		if rt = strings.TrimSpace(rt); rt != "" {
@@ -166,6 +168,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 
 		runtimes:     opts.runtimes,
 		variantsOnly: opts.variantsOnly,
+		polyglotOnly: opts.polyglotOnly,
 	}
 	fmt.Fprintf(os.Stderr, "enclave-bench: %s\nenclave-bench: containers are labelled %s=%s (sandboxes) and %s=%s (baseline)\n",
 		rep.header(), sandbox.LabelInstance, engine.Instance(), benchLabel, runID)

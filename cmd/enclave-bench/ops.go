@@ -42,6 +42,7 @@ type bench struct {
 
 	runtimes     []string // measured beside the engine's default runtime (variants.go)
 	variantsOnly bool
+	polyglotOnly bool // only multi_code_executor's languages (polyglot.go)
 }
 
 // createRuns is the run count for operations that create a container per run.
@@ -54,6 +55,10 @@ func (b *bench) concurrentRounds() int { return min(5, max(3, b.n/10)) }
 func (b *bench) all(ctx context.Context) error {
 	if b.variantsOnly {
 		return b.variants(ctx)
+	}
+	if b.polyglotOnly {
+		fmt.Fprintln(os.Stderr, "languages (multi_code_executor):")
+		return b.polyglot(ctx)
 	}
 	fmt.Fprintln(os.Stderr, "sandbox lifecycle:")
 	if err := b.createAndRemove(ctx); err != nil {
@@ -87,6 +92,10 @@ func (b *bench) all(ctx context.Context) error {
 	}
 	fmt.Fprintln(os.Stderr, "notebook sandboxes:")
 	if err := b.notebook(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "languages (multi_code_executor):")
+	if err := b.polyglot(ctx); err != nil {
 		return err
 	}
 

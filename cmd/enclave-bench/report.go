@@ -97,6 +97,8 @@ docker column runs the same command per call through the Docker API, in the same
 Our create includes waiting for the agent's ready message; the baseline's ends when ContainerStart returns.
 Close is a force remove (SIGKILL, no grace period), so how an image's PID 1 treats SIGTERM cannot slow it; the
 "polite way" row shows what a docker stop would cost when PID 1 ignores SIGTERM.
+The multi_code_executor rows time the whole tool call (files written, build, run, directory removed) in one
+sandbox of the polyglot image; they have no docker column.
 `)
 
 	if len(r.Parts) > 0 {

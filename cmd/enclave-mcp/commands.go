@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -128,16 +129,24 @@ func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-// imagesCmd builds the default images ("images build").
+// imagesCmd builds the default images ("images build"), or the ones named with --image, or
+// every image with --all.
 func imagesCmd(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "build" {
-		fmt.Fprintln(os.Stderr, "Usage: enclave-mcp images build [--missing] [--mirror URL]")
+		fmt.Fprintln(os.Stderr, "Usage: enclave-mcp images build [--missing] [--mirror URL] [--image TAG]... [--all]")
 		return errUsage
 	}
 	fs := flag.NewFlagSet("images build", flag.ContinueOnError)
 	mirror := fs.String("mirror", sandbox.DefaultMirror, "Debian mirror")
 	missing := fs.Bool("missing", false, "build only the images the engine does not have")
+	all := fs.Bool("all", false, "build every image, the optional ones ("+strings.Join(specTags(sandbox.OptionalImageSpecs("")), ", ")+") too")
+	var named tagList
+	fs.Var(&named, "image", "build only this image (repeatable): "+strings.Join(specTags(allImageSpecs("")), ", "))
 	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	specs, err := imagesToBuild(*mirror, named, *all)
+	if err != nil {
 		return err
 	}
 	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{})
@@ -145,7 +154,7 @@ func imagesCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer engine.Close()
-	for _, spec := range sandbox.DefaultImageSpecs(*mirror) {
+	for _, spec := range specs {
 		if *missing {
 			present, err := engine.ImagePresent(ctx, spec.Tag)
 			if err != nil {
@@ -162,3 +171,45 @@ func imagesCmd(ctx context.Context, args []string) error {
 	}
 	return nil
 }
+
+// imagesToBuild picks the specs "images build" makes: the named ones, every one with all,
+// else the defaults.
+func imagesToBuild(mirror string, named []string, all bool) ([]sandbox.ImageSpec, error) {
+	switch {
+	case all && len(named) > 0:
+		return nil, errors.New("images build: --all and --image exclude each other")
+	case all:
+		return allImageSpecs(mirror), nil
+	case len(named) == 0:
+		return sandbox.DefaultImageSpecs(mirror), nil
+	}
+	known := allImageSpecs(mirror)
+	var specs []sandbox.ImageSpec
+	for _, tag := range named {
+		i := slices.IndexFunc(known, func(s sandbox.ImageSpec) bool { return s.Tag == tag })
+		if i < 0 {
+			return nil, fmt.Errorf("images build: unknown image %q; known images: %s", tag, strings.Join(specTags(known), ", "))
+		}
+		specs = append(specs, known[i])
+	}
+	return specs, nil
+}
+
+// allImageSpecs are the default images, then the optional ones.
+func allImageSpecs(mirror string) []sandbox.ImageSpec {
+	return append(sandbox.DefaultImageSpecs(mirror), sandbox.OptionalImageSpecs(mirror)...)
+}
+
+func specTags(specs []sandbox.ImageSpec) []string {
+	tags := make([]string, len(specs))
+	for i, s := range specs {
+		tags[i] = s.Tag
+	}
+	return tags
+}
+
+// tagList is the repeatable --image flag.
+type tagList []string
+
+func (l *tagList) String() string     { return strings.Join(*l, ",") }
+func (l *tagList) Set(v string) error { *l = append(*l, v); return nil }
