@@ -73,9 +73,11 @@ const orphanGrace = 10 * time.Minute
 
 // isOrphan decides whether a managed container belongs to a dead server. It never claims a
 // container of self, nor a running one whose owner is on another host (it cannot tell), nor
-// a young not-yet-started one there. alive reports whether pid with that start time runs on
-// this host.
-func isOrphan(labels map[string]string, state string, created time.Time, self Identity, now time.Time, alive func(pid int, start string) bool) bool {
+// a young not-yet-started one there, nor a stopped one there while its owner still has a
+// running sandbox (ownerRunning: replicas sharing one engine stop sandboxes on request, and
+// a live owner's agents keep running). alive reports whether pid with that start time runs
+// on this host.
+func isOrphan(labels map[string]string, state string, created time.Time, ownerRunning bool, self Identity, now time.Time, alive func(pid int, start string) bool) bool {
 	if labels[LabelManaged] != "true" || labels[LabelInstance] == self.ID {
 		return false
 	}
@@ -94,7 +96,7 @@ func isOrphan(labels map[string]string, state string, created time.Time, self Id
 	case "created":
 		return now.Sub(created) > orphanGrace
 	default: // exited, dead, removing
-		return true
+		return !ownerRunning
 	}
 }
 
@@ -126,11 +128,19 @@ func reap(ctx context.Context, b Backend, instance string, alive func(int, strin
 	if err != nil {
 		return 0, err
 	}
+	// A dead server's agents all exit when its attach streams close: an instance with a
+	// running sandbox is alive.
+	running := map[string]bool{}
+	for _, c := range list {
+		if c.State == "running" {
+			running[c.Labels[LabelInstance]] = true
+		}
+	}
 	now := time.Now()
 	removed := 0
 	var errs []error
 	for _, c := range list {
-		if !isOrphan(c.Labels, c.State, c.Created, b.Identity(), now, alive) {
+		if !isOrphan(c.Labels, c.State, c.Created, running[c.Labels[LabelInstance]], b.Identity(), now, alive) {
 			continue
 		}
 		if err := b.Remove(ctx, c.Ref); err != nil {

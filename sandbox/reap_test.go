@@ -20,23 +20,25 @@ func TestIsOrphan(t *testing.T) {
 		labels  map[string]string
 		state   string
 		created time.Time
+		running bool // the owner has a running sandbox on the engine
 		want    bool
 	}{
-		{"our own, even exited", labels("me", "host-a", "100", "5"), "exited", now, false},
-		{"unlabelled", map[string]string{"other": "x"}, "exited", now, false},
-		{"not managed", map[string]string{LabelInstance: "x"}, "exited", now, false},
-		{"same host, owner alive", labels("live", "host-a", "200", "7"), "running", now, false},
-		{"same host, owner dead", labels("dead", "host-a", "300", "9"), "running", now, true},
-		{"same host, pid reused by another process", labels("dead", "host-a", "200", "8"), "running", now, true},
-		{"other host, running", labels("far", "host-b", "1", "1"), "running", now, false},
-		{"other host, exited", labels("far", "host-b", "1", "1"), "exited", now, true},
-		{"other host, created just now", labels("far", "host-b", "1", "1"), "created", now, false},
-		{"other host, created long ago", labels("far", "host-b", "1", "1"), "created", now.Add(-time.Hour), true},
+		{"our own, even exited", labels("me", "host-a", "100", "5"), "exited", now, false, false},
+		{"unlabelled", map[string]string{"other": "x"}, "exited", now, false, false},
+		{"not managed", map[string]string{LabelInstance: "x"}, "exited", now, false, false},
+		{"same host, owner alive", labels("live", "host-a", "200", "7"), "running", now, false, false},
+		{"same host, owner dead", labels("dead", "host-a", "300", "9"), "running", now, false, true},
+		{"same host, pid reused by another process", labels("dead", "host-a", "200", "8"), "running", now, false, true},
+		{"other host, running", labels("far", "host-b", "1", "1"), "running", now, true, false},
+		{"other host, exited", labels("far", "host-b", "1", "1"), "exited", now, false, true},
+		{"other host, stopped while its owner runs others", labels("far", "host-b", "1", "1"), "exited", now, true, false},
+		{"other host, created just now", labels("far", "host-b", "1", "1"), "created", now, false, false},
+		{"other host, created long ago", labels("far", "host-b", "1", "1"), "created", now.Add(-time.Hour), false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			if got := isOrphan(tc.labels, tc.state, tc.created, self, now, alive); got != tc.want {
+			if got := isOrphan(tc.labels, tc.state, tc.created, tc.running, self, now, alive); got != tc.want {
 				t.Errorf("isOrphan = %v, want %v", got, tc.want)
 			}
 		})
