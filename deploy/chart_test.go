@@ -224,12 +224,13 @@ func TestChartEveryOption(t *testing.T) {
 			Extension string   `json:"extension"`
 			Argv      []string `json:"argv"`
 		} `json:"script_types"`
+		Languages []string `json:"languages"`
 	}
 	if err := decodeStrict(cfg["sessions"], &sessions); err != nil {
 		t.Errorf("config sessions %s: %v", cfg["sessions"], err)
 	}
 	if sessions.Image != "enclave/polyglot:bookworm" || !slices.Equal(sessions.AllowedCommands, []string{"ls", "cat", "wc", "python3"}) ||
-		!slices.Equal(sessions.ScriptTypes["ruby"].Argv, []string{"ruby", "{file}"}) {
+		!slices.Equal(sessions.ScriptTypes["ruby"].Argv, []string{"ruby", "{file}"}) || !slices.Equal(sessions.Languages, []string{"c", "cpp", "go"}) {
 		t.Errorf("config sessions %s", cfg["sessions"])
 	}
 	var declared []tools.CommandTool

@@ -15,6 +15,7 @@ import (
 
 	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
 // Named sessions are sandbox_runtime's sessions: a client names one, gives it a workspace
@@ -97,6 +98,12 @@ type NamedConfig struct {
 	AllowedCommands []string
 	// ScriptTypes are ExecuteCode's script types by name (DefaultScriptTypes when nil).
 	ScriptTypes map[string]ScriptType
+	// Languages are the multi_code_executor languages ExecuteCode also takes as a script
+	// type (names or aliases, as tools.LanguageByName reads them; kept as the languages'
+	// names): nil means all of them, empty none. A script type of the same name wins. The
+	// sandbox is the boundary, and python runs anyway, so a language adds no privilege;
+	// only the toolchains of the session's image run.
+	Languages []string
 	// Image is the sessions' image; empty means the docker sandboxes' default config's.
 	Image string
 }
@@ -137,6 +144,11 @@ func (cfg NamedConfig) WithDefaults() (NamedConfig, error) {
 			return cfg, fmt.Errorf("sessions: allowed command %q: want a program name without a path, looked up in the sandbox's PATH", name)
 		}
 	}
+	langs, err := languageNames(cfg.Languages)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Languages = langs
 	for _, name := range slices.Sorted(maps.Keys(cfg.ScriptTypes)) {
 		st := cfg.ScriptTypes[name]
 		switch {
@@ -153,11 +165,35 @@ func (cfg NamedConfig) WithDefaults() (NamedConfig, error) {
 	return cfg, nil
 }
 
+// languageNames reads the operator's languages: nil is every multi_code_executor language;
+// each name or alias becomes the language's name, once, in the order given.
+func languageNames(names []string) ([]string, error) {
+	if names == nil {
+		var all []string
+		for _, l := range tools.Languages() {
+			all = append(all, l.Name)
+		}
+		return all, nil
+	}
+	out := make([]string, 0, len(names)) // empty stays empty: no language
+	for _, name := range names {
+		l, ok := tools.LanguageByName(name)
+		if !ok {
+			return nil, fmt.Errorf("sessions: language %q is not one of multi_code_executor's: %s", name, strings.Join(tools.LanguageNames(), ", "))
+		}
+		if !slices.Contains(out, l.Name) {
+			out = append(out, l.Name)
+		}
+	}
+	return out, nil
+}
+
 // Named serves named sessions on a Core's manager.
 type Named struct {
 	core    *Core
 	cfg     NamedConfig
 	allowed map[string]bool
+	langs   map[string]bool // the languages ExecuteCode takes, by name
 	log     *slog.Logger
 
 	mu       sync.Mutex
@@ -194,11 +230,14 @@ func NewNamed(core *Core, cfg NamedConfig) (*Named, error) {
 		return nil, err
 	}
 	n := &Named{
-		core: core, cfg: cfg, allowed: map[string]bool{}, log: core.log.With("face", "sessions"),
+		core: core, cfg: cfg, allowed: map[string]bool{}, langs: map[string]bool{}, log: core.log.With("face", "sessions"),
 		sessions: map[namedKey]*named{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	for _, name := range cfg.AllowedCommands {
 		n.allowed[name] = true
+	}
+	for _, name := range cfg.Languages {
+		n.langs[name] = true
 	}
 	if risky := slices.DeleteFunc(slices.Clone(cfg.AllowedCommands), func(c string) bool { return !slices.Contains(escapeHatches, c) }); len(risky) > 0 {
 		n.log.Warn("the sessions' allowed commands include programs that can run any other program: execute is then as open as execute_code",
@@ -384,7 +423,7 @@ func (n *Named) end(ctx context.Context, s *named, why string) error {
 // left, and listed as skipped.
 func (n *Named) CleanupAll(ctx context.Context, owner string, force bool) (api.CleanupResult, error) {
 	out := api.CleanupResult{Cleaned: []string{}, Skipped: []string{}}
-	var errs []error
+	var ending []*named
 	for _, s := range n.owned(owner) {
 		select {
 		case <-s.ready:
@@ -401,13 +440,30 @@ func (n *Named) CleanupAll(ctx context.Context, owner string, force bool) (api.C
 			out.Skipped = append(out.Skipped, s.key.name)
 			continue
 		}
-		if err := n.end(ctx, s, "cleanup-all"); err != nil {
-			errs = append(errs, fmt.Errorf("session %q: %w", s.key.name, err))
+		ending = append(ending, s)
+	}
+	// All at once, in name order in the result: the manager bounds the removals under way.
+	errs := n.endAll(ctx, ending, "cleanup-all")
+	for i, s := range ending {
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("session %q: %w", s.key.name, errs[i])
 			continue
 		}
 		out.Cleaned = append(out.Cleaned, s.key.name)
 	}
 	return out, errors.Join(errs...)
+}
+
+// endAll ends every session of all concurrently; the manager runs at most
+// sandbox.RemoveWorkers removals at a time. The errors are in all's order.
+func (n *Named) endAll(ctx context.Context, all []*named, why string) []error {
+	errs := make([]error, len(all))
+	var wg sync.WaitGroup
+	for i, s := range all {
+		wg.Go(func() { errs[i] = n.end(ctx, s, why) })
+	}
+	wg.Wait()
+	return errs
 }
 
 // owned lists owner's sessions by name.
@@ -494,14 +550,14 @@ func (n *Named) Close(ctx context.Context) error {
 	n.mu.Unlock()
 	close(n.stop)
 	<-n.done
-	var errs []error
+	var ending []*named
 	for _, s := range all {
 		<-s.ready
 		if s.err == nil {
-			errs = append(errs, n.end(ctx, s, "shutdown"))
+			ending = append(ending, s)
 		}
 	}
-	return errors.Join(errs...)
+	return errors.Join(n.endAll(ctx, ending, "shutdown")...)
 }
 
 // formatSize writes a byte count as sandbox_runtime spells sizes ("50M", "1G").

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/session"
+	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
 // newNamed serves named sessions on backend b with cfg; everything is removed when the test
@@ -136,7 +139,8 @@ func TestNamedSessionsBadInput(t *testing.T) {
 		{"unknown script type", func() error {
 			_, err := n.ExecuteCode(ctx, "alice", "s", api.ExecuteCodeRequest{Code: "x", ScriptType: "cobol"})
 			return err
-		}, api.ErrBadRequest, []string{`"cobol" is not available`, "bash, python, sh"}},
+		}, api.ErrBadRequest, []string{`"cobol" is not available`, "script types: bash, python, sh;",
+			"multi_code_executor languages: pytest, c, cpp, csharp, go, "}},
 		{"no code", func() error {
 			_, err := n.ExecuteCode(ctx, "alice", "s", api.ExecuteCodeRequest{Code: " "})
 			return err
@@ -170,6 +174,8 @@ func TestNamedSessionsConfig(t *testing.T) {
 			"py": {Extension: "py", Argv: []string{"python3", "{file}"}}}}, "must start with a dot"},
 		{"script type name", session.NamedConfig{ScriptTypes: map[string]session.ScriptType{
 			"Py Thon": {Extension: ".py", Argv: []string{"python3", "{file}"}}}}, "lower-case name"},
+		{"unknown language", session.NamedConfig{Languages: []string{"c", "cobol"}},
+			`language "cobol" is not one of multi_code_executor's: python, pytest, bash, c, cpp,`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -185,6 +191,20 @@ func TestNamedSessionsConfig(t *testing.T) {
 	}
 	if cfg.DefaultSize != 50<<20 || cfg.MaxSize != 1<<30 || cfg.IdleTimeout != time.Hour {
 		t.Errorf("defaults %+v, want 50M, 1G, 1h", cfg)
+	}
+	if len(cfg.Languages) != len(tools.Languages()) || cfg.Languages[0] != "python" {
+		t.Errorf("default languages %q, want every multi_code_executor language", cfg.Languages)
+	}
+	for _, tc := range []struct {
+		given, want []string
+	}{
+		{[]string{"JS", "typescript", "nodejs", "R"}, []string{"nodejs", "ts", "r"}},
+		{[]string{}, []string{}},
+	} {
+		cfg, err := session.NamedConfig{Languages: tc.given}.WithDefaults()
+		if err != nil || !slices.Equal(cfg.Languages, tc.want) || cfg.Languages == nil {
+			t.Errorf("languages %q became %q (%v), want %q: names, once; empty stays none", tc.given, cfg.Languages, err, tc.want)
+		}
 	}
 	for _, escape := range []string{"sh", "bash", "python3", "env", "xargs", "find", "awk", "sed", "sort", "split", "tar", "ln"} {
 		if slices.Contains(cfg.AllowedCommands, escape) {
@@ -339,6 +359,223 @@ func TestNamedSessionsFlow(t *testing.T) {
 	})
 }
 
+// processPath is the PATH of the process backend's sandboxes (sandbox's processEnv): the
+// host programs code run there finds.
+const processPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// onProcessPath reports whether the process backend's sandboxes can run prog.
+func onProcessPath(prog string) bool {
+	for _, dir := range filepath.SplitList(processPath) {
+		if fi, err := os.Stat(filepath.Join(dir, prog)); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// toolchain is the program lang starts first: its compiler, else its interpreter.
+func toolchain(lang tools.Language) string {
+	if lang.Compiled() {
+		return lang.Compile[0]
+	}
+	return lang.Run[0]
+}
+
+// TestNamedSessionsLanguages: execute_code takes multi_code_executor's language names (its
+// aliases too, in any case) as script types, and a file name's extension picks one, run on
+// the process backend with the host's toolchains: a program's output and exit code, a
+// failed build as status error with the compiler's messages in stderr, the timeout bounding
+// the run, the running build listed in the status, the filename's copy kept; the operator's
+// script types win over languages of their names; a toolchain the host lacks is a result
+// naming the image that has it.
+func TestNamedSessionsLanguages(t *testing.T) {
+	t.Parallel()
+	n, _ := newNamed(t, testenv.Process(t), session.NamedConfig{})
+	ctx := t.Context()
+	if _, err := n.Create(ctx, "alice", "s", ""); err != nil {
+		t.Fatal(err)
+	}
+	cHello, _ := tools.LanguageByName("c")
+	cppHello, _ := tools.LanguageByName("cpp")
+	tests := []struct {
+		name    string
+		needs   []string // host programs, on the process backend's PATH
+		req     api.ExecuteCodeRequest
+		status  api.ResultStatus
+		exit    int
+		stdout  string   // the whole of stdout, when set
+		stderr  []string // in stderr
+		command []string
+	}{
+		{"c", []string{"gcc"}, api.ExecuteCodeRequest{ScriptType: "c", Code: cHello.Hello},
+			api.ResultSuccess, 0, "hello, world\n", nil, []string{"multi_code_executor", "c"}},
+		{"cpp, named in upper case", []string{"g++"}, api.ExecuteCodeRequest{ScriptType: "CPP", Code: cppHello.Hello},
+			api.ResultSuccess, 0, "hello, world\n", nil, []string{"multi_code_executor", "cpp"}},
+		{"an alias: js", []string{"node"}, api.ExecuteCodeRequest{ScriptType: "js", Code: "console.log(6 * 7)"},
+			api.ResultSuccess, 0, "42\n", nil, []string{"multi_code_executor", "nodejs"}},
+		{"the exit code and stderr of the program", []string{"gcc"}, api.ExecuteCodeRequest{ScriptType: "c",
+			Code: "#include <stdio.h>\nint main(void) { fprintf(stderr, \"bad input\\n\"); return 3; }\n"},
+			api.ResultError, 3, "", []string{"bad input"}, nil},
+		{"a failed build", []string{"gcc"}, api.ExecuteCodeRequest{ScriptType: "c", Code: "int main(void) { return undefined_name; }\n"},
+			api.ResultError, 1, "", []string{"error:", "undefined_name", "compilation failed"}, nil},
+		{"the timeout bounds the run", []string{"gcc"}, api.ExecuteCodeRequest{ScriptType: "c", Code: "int main(void) { for (;;); }\n", Timeout: 0.5},
+			api.ResultTimeout, -1, "", nil, nil},
+		{"a file name's extension picks the language, and the file stays", []string{"gcc"},
+			api.ExecuteCodeRequest{Filename: "src/prog.c", Code: cHello.Hello},
+			api.ResultSuccess, 0, "hello, world\n", nil, []string{"multi_code_executor", "c", "src/prog.c"}},
+		{"a script type wins over the language of its name", []string{"python3"},
+			api.ExecuteCodeRequest{ScriptType: "python", Code: "import sys\nprint(sys.argv[0][:16])"},
+			api.ResultSuccess, 0, "./.enclave-code-\n", nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, prog := range tc.needs {
+				if !onProcessPath(prog) {
+					t.Skipf("needs %s in %s on the host, where the process backend's sandboxes run", prog, processPath)
+				}
+			}
+			res, err := n.ExecuteCode(ctx, "alice", "s", tc.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != tc.status || (tc.exit != -1 && res.ExitCode != tc.exit) || (tc.stdout != "" && res.Stdout != tc.stdout) {
+				t.Errorf("status %s, exit code %d, stdout %q; want %s, %d, %q (stderr %q)", res.Status, res.ExitCode, res.Stdout,
+					tc.status, tc.exit, tc.stdout, res.Stderr)
+			}
+			for _, want := range tc.stderr {
+				if !strings.Contains(res.Stderr, want) {
+					t.Errorf("stderr %q does not say %q", res.Stderr, want)
+				}
+			}
+			if tc.command != nil && !slices.Equal(res.Command, tc.command) {
+				t.Errorf("command %q, want %q", res.Command, tc.command)
+			}
+			if tc.status == api.ResultTimeout && (!res.TimedOut || !strings.Contains(res.Note, "timed out after 0.5s")) {
+				t.Errorf("a timeout: %+v", res)
+			}
+			if strings.Contains(strings.Join(tc.stderr, ""), "compilation failed") && !strings.Contains(res.Note, "the build failed") {
+				t.Errorf("note %q, want one saying the build failed", res.Note)
+			}
+		})
+	}
+	if onProcessPath("gcc") {
+		if got, err := n.Download(ctx, "alice", "s", "src/prog.c"); err != nil || string(got) != cHello.Hello {
+			t.Errorf("the code saved under its filename: %q %v", got, err)
+		}
+	}
+	list, err := n.Files(ctx, "alice", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range list.Files {
+		if strings.HasPrefix(f.Name, ".multi_code-") || strings.HasPrefix(f.Name, ".enclave-code-") {
+			t.Errorf("a run left %s behind", f.Name)
+		}
+	}
+
+	t.Run("a toolchain the host lacks", func(t *testing.T) {
+		var missing *tools.Language
+		for _, l := range tools.Languages() {
+			if !onProcessPath(toolchain(l)) {
+				missing = &l
+				break
+			}
+		}
+		if missing == nil {
+			t.Skip("the host has every language's toolchain")
+		}
+		res, err := n.ExecuteCode(ctx, "alice", "s", api.ExecuteCodeRequest{ScriptType: missing.Name, Code: missing.Hello})
+		want := "language " + missing.Name + " needs " + toolchain(*missing)
+		if err != nil || res.Status != api.ResultError || res.ExitCode != -1 || !strings.Contains(res.Stderr, want) ||
+			!strings.Contains(res.Stderr, sandbox.PolyglotImage) || !strings.Contains(res.Note, "did not run") {
+			t.Errorf("%s: %+v %v; want a result saying %q and naming %s", missing.Name, res, err, want, sandbox.PolyglotImage)
+		}
+	})
+
+	t.Run("listed while it runs", func(t *testing.T) {
+		if !onProcessPath("gcc") {
+			t.Skipf("needs gcc in %s on the host", processPath)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var wg sync.WaitGroup
+		wg.Add(1)
+		var res api.CommandResult
+		go func() {
+			defer wg.Done()
+			res, _ = n.ExecuteCode(runCtx, "alice", "s", api.ExecuteCodeRequest{ScriptType: "c",
+				Code: "#include <unistd.h>\nint main(void) { sleep(30); return 0; }\n"})
+		}()
+		testwait.Until(t, 10*time.Second, "the running code in the status", func() bool {
+			st, err := n.Status(ctx, "alice", "s")
+			return err == nil && st.RunningProcesses == 1 && slices.Equal(st.Processes[0].Command, []string{"multi_code_executor", "c"})
+		})
+		if res, err := n.CleanupAll(ctx, "alice", false); err != nil || !slices.Equal(res.Skipped, []string{"s"}) {
+			t.Errorf("cleanup without force skips a session running code: %+v %v", res, err)
+		}
+		cancel()
+		wg.Wait()
+		if res.Status != api.ResultCancelled || !strings.Contains(res.Note, "cancelled") {
+			t.Errorf("the cancelled run: %+v", res)
+		}
+		if st, err := n.Status(ctx, "alice", "s"); err != nil || st.RunningProcesses != 0 {
+			t.Errorf("after the run: %+v %v", st, err)
+		}
+	})
+}
+
+// TestNamedSessionsLanguagePolicy: the operator's languages are the ones execute_code takes;
+// another is refused (403), an unknown name is a bad request listing what is available, and
+// the extension of a language not allowed picks nothing (python runs, as for any unknown
+// extension). Without the python script type, python is the language.
+func TestNamedSessionsLanguagePolicy(t *testing.T) {
+	t.Parallel()
+	n, _ := newNamed(t, testenv.Process(t), session.NamedConfig{Languages: []string{"JS", "python"},
+		ScriptTypes: map[string]session.ScriptType{"sh": {Extension: ".sh", Argv: []string{"sh", "{file}"}}}})
+	none, _ := newNamed(t, testenv.Process(t), session.NamedConfig{Languages: []string{}})
+	ctx := t.Context()
+	for _, nn := range []*session.Named{n, none} {
+		if _, err := nn.Create(ctx, "alice", "s", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := n.Config().Languages; !slices.Equal(got, []string{"nodejs", "python"}) {
+		t.Errorf("languages in force %q, want nodejs and python", got)
+	}
+	tests := []struct {
+		name   string
+		n      *session.Named
+		req    api.ExecuteCodeRequest
+		target error
+		says   []string
+	}{
+		{"a language not listed", n, api.ExecuteCodeRequest{ScriptType: "c", Code: "int main(void) {}"},
+			api.ErrPolicy, []string{`"c" is a multi_code_executor language the operator does not allow`, "script types: sh;", "languages: python, nodejs (their aliases too)"}},
+		{"an unknown name", n, api.ExecuteCodeRequest{ScriptType: "cobol", Code: "x"},
+			api.ErrBadRequest, []string{`"cobol" is not available`, "script types: sh;", "languages: python, nodejs"}},
+		{"no language at all", none, api.ExecuteCodeRequest{ScriptType: "cpp", Code: "int main() {}"},
+			api.ErrPolicy, []string{"does not allow", "script types: bash, python, sh;", "multi_code_executor languages: none"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.n.ExecuteCode(ctx, "alice", "s", tc.req)
+			wantErr(t, err, tc.target, tc.says...)
+		})
+	}
+	t.Run("the extension of a language not allowed", func(t *testing.T) {
+		res, err := none.ExecuteCode(ctx, "alice", "s", api.ExecuteCodeRequest{Filename: "x.c", Code: "print('as python')"})
+		if err != nil || res.Stdout != "as python\n" || res.Command[0] != "python3" {
+			t.Errorf("%+v %v, want the python script type", res, err)
+		}
+	})
+	t.Run("python as the language", func(t *testing.T) {
+		res, err := n.ExecuteCode(ctx, "alice", "s", api.ExecuteCodeRequest{Code: "import os\nprint(os.path.basename(os.getcwd())[:12])"})
+		if err != nil || res.Stdout != ".multi_code-\n" || !slices.Equal(res.Command, []string{"multi_code_executor", "python"}) {
+			t.Errorf("%+v %v, want python run by multi_code_executor in a directory of its own", res, err)
+		}
+	})
+}
+
 // TestNamedSessionsIdle: a session unused past the idle timeout ends and its sandbox goes,
 // but never while a command runs in it; a session whose sandbox another path removed is gone.
 func TestNamedSessionsIdle(t *testing.T) {
@@ -414,5 +651,64 @@ func TestIntegrationNamedSessionQuota(t *testing.T) {
 	}
 	if st, _ := n.Status(ctx, "alice", "q"); st.Full || st.Files != 1 {
 		t.Errorf("status after recovery %+v", st)
+	}
+}
+
+// TestIntegrationNamedSessionLanguages: on Docker, a language whose toolchain the session's
+// image lacks (the default python image has no compilers) is a result naming the image that
+// has it, never an error; with the polyglot image, when it is built, C compiles and runs,
+// a failed build is status error with gcc's messages, and a filename's extension picks C++.
+func TestIntegrationNamedSessionLanguages(t *testing.T) {
+	engine := testenv.Engine(t)
+	testenv.RequireImage(t, engine, sandbox.DefaultImage)
+	ctx := t.Context()
+
+	n, _ := newNamed(t, engine, session.NamedConfig{})
+	if _, err := n.Create(ctx, "alice", "py", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, lang := range []string{"cpp", "ruby"} {
+		l, _ := tools.LanguageByName(lang)
+		res, err := n.ExecuteCode(ctx, "alice", "py", api.ExecuteCodeRequest{ScriptType: lang, Code: l.Hello})
+		want := "language " + lang + " needs " + toolchain(l)
+		if err != nil || res.Status != api.ResultError || res.ExitCode != -1 || !strings.Contains(res.Stderr, want) ||
+			!strings.Contains(res.Stderr, sandbox.PolyglotImage) {
+			t.Errorf("%s in the python image: %+v %v; want a result saying %q and naming %s", lang, res, err, want, sandbox.PolyglotImage)
+		}
+	}
+
+	present, err := engine.ImagePresent(ctx, sandbox.PolyglotImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !present {
+		t.Skipf("image %s is not built (it is optional: make images-polyglot): the toolchains' part is skipped", sandbox.PolyglotImage)
+	}
+	poly, _ := newNamed(t, engine, session.NamedConfig{Image: sandbox.PolyglotImage})
+	if _, err := poly.Create(ctx, "alice", "poly", ""); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := tools.LanguageByName("c")
+	cpp, _ := tools.LanguageByName("cpp")
+	tests := []struct {
+		name   string
+		req    api.ExecuteCodeRequest
+		status api.ResultStatus
+		stdout string
+		stderr string
+	}{
+		{"c", api.ExecuteCodeRequest{ScriptType: "c", Code: c.Hello}, api.ResultSuccess, "hello, world\n", ""},
+		{"a failed build", api.ExecuteCodeRequest{ScriptType: "c", Code: "int main(void) { return undefined_name; }\n"},
+			api.ResultError, "", "undefined_name"},
+		{"the extension picks cpp", api.ExecuteCodeRequest{Filename: "hello.cpp", Code: cpp.Hello}, api.ResultSuccess, "hello, world\n", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := poly.ExecuteCode(ctx, "alice", "poly", tc.req)
+			if err != nil || res.Status != tc.status || res.Stdout != tc.stdout || !strings.Contains(res.Stderr, tc.stderr) ||
+				(tc.status == api.ResultError && (!strings.Contains(res.Stderr, "error:") || !strings.Contains(res.Note, "the build failed"))) {
+				t.Errorf("%+v %v; want %s, stdout %q, stderr with %q", res, err, tc.status, tc.stdout, tc.stderr)
+			}
+		})
 	}
 }

@@ -25,7 +25,10 @@ type sessionsConfig struct {
 	IdleTimeout     float64                       `json:"idle_timeout"`
 	AllowedCommands []string                      `json:"allowed_commands"`
 	ScriptTypes     map[string]session.ScriptType `json:"script_types"`
-	Image           string                        `json:"image"`
+	// Languages are the multi_code_executor languages execute_code takes: absent (null)
+	// is all of them, [] none.
+	Languages []string `json:"languages"`
+	Image     string   `json:"image"`
 }
 
 // sessionFlags are serve's flags for named sessions. The Helm chart maps session.size to
@@ -44,7 +47,7 @@ func (f *sessionFlags) register(fs *flag.FlagSet) {
 // namedConfig merges the config file's sessions section and the flags: a flag given on the
 // command line wins, else the file, else the flag's default. set names the flags given.
 func (f *sessionFlags) namedConfig(fc sessionsConfig, set map[string]bool) (session.NamedConfig, error) {
-	cfg := session.NamedConfig{AllowedCommands: fc.AllowedCommands, ScriptTypes: fc.ScriptTypes, Image: fc.Image}
+	cfg := session.NamedConfig{AllowedCommands: fc.AllowedCommands, ScriptTypes: fc.ScriptTypes, Languages: fc.Languages, Image: fc.Image}
 	pick := func(flagName, flagValue, fileName, fileValue string) (int64, error) {
 		what, v := "--"+flagName, flagValue
 		if !set[flagName] && fileValue != "" {

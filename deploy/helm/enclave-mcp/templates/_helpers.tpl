@@ -117,6 +117,7 @@ server's own defaults apply.
 {{- with .Values.images.session }}{{ $_ := set $sessions "image" . }}{{ end }}
 {{- with .Values.session.allowedCommands }}{{ $_ := set $sessions "allowed_commands" . }}{{ end }}
 {{- with .Values.session.scriptTypes }}{{ $_ := set $sessions "script_types" . }}{{ end }}
+{{- if kindIs "slice" .Values.session.languages }}{{ $_ := set $sessions "languages" .Values.session.languages }}{{ end }}
 {{- if $sessions }}{{ $_ := set $cfg "sessions" $sessions }}{{ end }}
 {{- with .Values.tools }}{{ $_ := set $cfg "tools" . }}{{ end }}
 {{- toPrettyJson $cfg }}
