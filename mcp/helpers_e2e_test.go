@@ -34,6 +34,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
+	"github.com/enclave-mcp/enclave-mcp/mcp"
 )
 
 const (
@@ -203,13 +204,15 @@ func (s *e2eServer) CallCtx(ctx context.Context, t testing.TB, name string, args
 
 // e2eDecode turns a mcp-go result into an outcome and checks the documented shape: text
 // content is the output then the error text, structuredContent has every field, and isError
-// is set exactly for non-success.
+// is set exactly for non-success. Links to workspace files the call wrote may follow.
 func e2eDecode(t testing.TB, tool string, res *mcpgo.CallToolResult) e2eOutcome {
 	t.Helper()
 	out := e2eOutcome{Raw: res, IsError: res.IsError}
 	for _, c := range res.Content {
 		if tc, ok := mcpgo.AsTextContent(c); ok {
 			out.Text += tc.Text
+		} else if link, ok := c.(mcpgo.ResourceLink); ok && strings.HasPrefix(link.URI, mcp.WorkspaceURIPrefix) {
+			continue
 		} else {
 			t.Errorf("%s: unexpected content of type %T", tool, c)
 		}

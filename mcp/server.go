@@ -2,7 +2,8 @@
 // tools.Def to an MCP tool, runs every call through the session core (package session) as
 // the MCP session's caller, whose one sandbox (for every tool) is created on its first tool
 // call and removed when the session ends, and is the one place where tool outcomes and
-// errors are mapped to MCP results.
+// errors are mapped to MCP results. The workspace of that sandbox is served as MCP resources
+// (resources.go).
 package mcp
 
 import (
@@ -42,6 +43,9 @@ type Config struct {
 	Logger         *slog.Logger
 	// OnToolCall, when set, is told of every finished tool call (metrics).
 	OnToolCall func(tool string, res tools.Result, took time.Duration)
+	// MaxResourceBytes caps a workspace file read as an MCP resource; 0 means
+	// DefaultMaxResourceBytes.
+	MaxResourceBytes int64
 }
 
 // Server is an MCP server over enclave-mcp's tools.
@@ -59,7 +63,8 @@ const instructions = "Each session gets its own isolated sandbox (a container wi
 	"shell_executor are listed by background_jobs. Use file_operation to move text in and out, python_executor " +
 	"and shell_executor to run code. notebook_executor runs code in a Jupyter kernel inside the same sandbox, " +
 	"started on its first call, with the workspace as its working directory: variables persist between calls, " +
-	"files it writes are seen by the other tools, and plots come back as images."
+	"files it writes are seen by the other tools, and plots come back as images. The workspace's files are also " +
+	"MCP resources (sandbox://workspace/<path>), listed by resources/list once the first tool call has started the sandbox."
 
 // New builds the server and registers every tool.
 func New(cfg Config) (*Server, error) {
@@ -87,13 +92,18 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	cfg.Tools = core.ToolDefs()
+	if cfg.MaxResourceBytes <= 0 {
+		cfg.MaxResourceBytes = DefaultMaxResourceBytes
+	}
 	s := &Server{cfg: cfg, core: core, log: cfg.Logger, sessions: newSessionIDs()}
 	hooks := &server.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
 		s.endSession(ctx, session.SessionID())
 	})
+	s.registerResources(hooks)
 	s.mcp = server.NewMCPServer(cfg.Name, cfg.Version,
 		server.WithToolCapabilities(false),
+		server.WithResourceCapabilities(false, false),
 		server.WithRecovery(),
 		server.WithHooks(hooks),
 		server.WithInstructions(instructions),
@@ -106,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.mcp.AddTool(tool, s.handler(def))
 	}
+	s.addResourceTemplate()
 	return s, nil
 }
 
@@ -179,7 +190,9 @@ func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 		if s.cfg.OnToolCall != nil {
 			s.cfg.OnToolCall(def.Name, res, time.Since(start))
 		}
-		return toMCPResult(res), nil
+		out := toMCPResult(res)
+		out.Content = append(out.Content, s.writtenLinks(ctx, def.Name, res)...)
+		return out, nil
 	}
 }
 

@@ -74,11 +74,7 @@ func targetPath(sb sandbox.Sandbox, targetDir string) (string, error) {
 	if path.IsAbs(targetDir) {
 		return path.Clean(targetDir), nil
 	}
-	wd := sandbox.DefaultWorkingDir
-	if rc, ok := sb.(configured); ok && rc.Config().WorkingDir != "" {
-		wd = rc.Config().WorkingDir
-	}
-	return path.Join(wd, targetDir), nil
+	return path.Join(WorkingDir(sb), targetDir), nil
 }
 
 // readArchive reads and checks a tar stream of at most maxBytes and maxEntries, whose files
