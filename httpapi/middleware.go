@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/client"
+	"github.com/enclave-mcp/enclave-mcp/internal/httpjson"
 )
 
 // Request-scoped values: the request id (for logs and the X-Request-Id header) and the
@@ -279,48 +280,30 @@ func requestIDFrom(ctx context.Context) string {
 func (a *API) withAccessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{StatusWriter: httpjson.StatusWriter{ResponseWriter: w}}
 		next.ServeHTTP(sw, r)
-		if sw.code == 0 {
-			sw.code = http.StatusOK
+		if sw.Code == 0 {
+			sw.Code = http.StatusOK
 		}
 		route := sw.route
 		if route == "" {
 			route = "unmatched"
 		}
-		a.metrics.observeRequest(route, sw.code)
+		a.metrics.observeRequest(route, sw.Code)
 		level := slog.LevelInfo
 		if r.URL.Path == "/health" || r.URL.Path == "/metrics" {
 			level = slog.LevelDebug // probes and scrapes would drown the log
 		}
 		a.log.Log(r.Context(), level, "http request", "request_id", requestIDFrom(r.Context()),
-			"method", r.Method, "path", r.URL.Path, "status", sw.code, "took", time.Since(start).Round(time.Microsecond))
+			"method", r.Method, "path", r.URL.Path, "status", sw.Code, "took", time.Since(start).Round(time.Microsecond))
 	})
 }
 
-// statusWriter records the status a handler wrote. Unwrap lets http.ResponseController reach
-// the connection's Flush for streamed downloads.
+// statusWriter records the status a handler wrote and the route it matched.
 type statusWriter struct {
-	http.ResponseWriter
-	code  int
+	httpjson.StatusWriter
 	route string // the matched pattern, set by API.route: the mux sets it on a copy of the request
 }
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // withRecovery turns a handler's panic into a 500 JSON error; http.ErrAbortHandler (a
 // download that failed half-way, whose client must see a broken response) passes through.

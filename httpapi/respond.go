@@ -12,6 +12,7 @@ import (
 
 	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/client"
+	"github.com/enclave-mcp/enclave-mcp/internal/httpjson"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
@@ -25,17 +26,9 @@ type errorBody struct {
 // writeJSON writes v with status. Every success is exactly 200: ms-enclave's client takes
 // anything else (a 201 from create) as a failure.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body, _ = json.Marshal(errorBody{Detail: "encoding the answer: " + err.Error(), Code: client.CodeInternal})
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	httpjson.Write(w, status, v, func(err error) any {
+		return errorBody{Detail: "encoding the answer: " + err.Error(), Code: client.CodeInternal}
+	})
 }
 
 // failErr answers err with the status its kind calls for.

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/api"
+	"github.com/enclave-mcp/enclave-mcp/internal/httpjson"
 	"github.com/enclave-mcp/enclave-mcp/session"
 )
 
@@ -97,7 +98,7 @@ func (a *API) Mount(mux *http.ServeMux, guard func(http.Handler) http.Handler) {
 func (a *API) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &httpjson.StatusWriter{ResponseWriter: w}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -110,7 +111,7 @@ func (a *API) wrap(next http.Handler) http.Handler {
 			if strings.HasSuffix(r.URL.Path, "/healthy") {
 				level = slog.LevelDebug
 			}
-			a.log.Log(r.Context(), level, "http request", "method", r.Method, "path", r.URL.Path, "status", sw.code,
+			a.log.Log(r.Context(), level, "http request", "method", r.Method, "path", r.URL.Path, "status", sw.Code,
 				"took", time.Since(start).Round(time.Microsecond))
 		}()
 		next.ServeHTTP(sw, r)

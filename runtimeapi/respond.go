@@ -1,7 +1,6 @@
 package runtimeapi
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/enclave-mcp/enclave-mcp/api"
+	"github.com/enclave-mcp/enclave-mcp/internal/httpjson"
 )
 
 // upload stores a multipart upload: the part named "file", under the "filename" field when
@@ -95,17 +95,9 @@ type errorBody struct {
 
 // writeJSON writes v with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status = http.StatusInternalServerError
-		body, _ = json.Marshal(errorBody{Detail: "encoding the answer: " + err.Error(), Code: api.CodeInternal})
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	httpjson.Write(w, status, v, func(err error) any {
+		return errorBody{Detail: "encoding the answer: " + err.Error(), Code: api.CodeInternal}
+	})
 }
 
 // failErr answers err with the status its kind calls for: a full session is 507
@@ -125,28 +117,6 @@ func (a *API) fail(w http.ResponseWriter, status int, code api.Code, detail stri
 	}
 	writeJSON(w, status, errorBody{Detail: detail, Code: code})
 }
-
-// statusWriter records the status a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.code == 0 {
-		s.code = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // headerRecorder keeps what the mux's own 404/405 handlers set, and drops their text.
 type headerRecorder struct {
