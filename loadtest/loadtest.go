@@ -82,6 +82,8 @@ type ServerReport struct {
 	// sessions when the sessions have closed; they are the server's, not leaks, and are not
 	// counted in LeftAfterClose.
 	WarmSpares int
+	// Pools describes the warm pools that served sessions: bounds, growth, hits and misses.
+	Pools string
 	// StopTime is how long the server took to exit after SIGTERM.
 	StopTime time.Duration
 }

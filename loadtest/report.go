@@ -23,6 +23,9 @@ func (r Report) Markdown() string {
 		row("server peak RSS (VmHWM)", fmt.Sprintf("%.1f MiB", float64(s.PeakRSS)/(1<<20)))
 		row("sandboxes left after sessions closed (warm spares excepted)", fmt.Sprint(s.LeftAfterClose))
 		row("warm-pool spares kept ready for new sessions", fmt.Sprint(s.WarmSpares))
+		if s.Pools != "" {
+			row("warm pools (bounds, growth, hand-outs)", s.Pools)
+		}
 		row("server stop (SIGTERM to exit)", ms(s.StopTime))
 		row("sandboxes left after server stopped", fmt.Sprint(s.LeftAfterStop))
 	} else {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -32,9 +33,10 @@ func drain(ctx context.Context, srv *Server) (*ServerReport, error) {
 	// What remains must be exactly the warm pool's spares (and spares being made).
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	for {
-		spares, spareErr := warmSpares(wctx, srv.URL, srv.Token)
+		pools, spareErr := warmPools(wctx, srv.URL, srv.Token)
+		spares := pools.spares()
 		list, err := Sandboxes(wctx, srv.PID())
-		sr.WarmSpares, sr.LeftAfterClose = spares, len(list)-spares
+		sr.WarmSpares, sr.LeftAfterClose, sr.Pools = spares, len(list)-spares, pools.growth()
 		if (err == nil && spareErr == nil && sr.LeftAfterClose <= 0) || wctx.Err() != nil {
 			break
 		}
@@ -58,31 +60,63 @@ func drain(ctx context.Context, srv *Server) (*ServerReport, error) {
 	return sr, errors.Join(rssErr, stopErr, listErr)
 }
 
-// warmSpares asks the server (GET /stats) how many warm-pool sandboxes it holds, ready or
-// being created.
-func warmSpares(ctx context.Context, url, token string) (int, error) {
+// poolStats are the server's warm pools as GET /stats shows them.
+type poolStats []struct {
+	Type    string `json:"type"`
+	Size    int    `json:"size"`
+	Min     int    `json:"min"`
+	Max     int    `json:"max"`
+	Peak    int    `json:"peak"`
+	Spare   int    `json:"spare"`
+	Filling int    `json:"filling"`
+	Hits    uint64 `json:"hits"`
+	Misses  uint64 `json:"misses"`
+	Waited  uint64 `json:"waited"`
+}
+
+// spares counts the pools' sandboxes, ready or being created.
+func (ps poolStats) spares() int {
+	n := 0
+	for _, p := range ps {
+		n += p.Spare + p.Filling
+	}
+	return n
+}
+
+// growth describes each pool that served something: its bounds, how far it grew, and how
+// its hand-outs went.
+func (ps poolStats) growth() string {
+	var out []string
+	for _, p := range ps {
+		if p.Hits+p.Misses == 0 {
+			continue
+		}
+		bounds := fmt.Sprintf("%d..%d spares, grew to %d", p.Min, p.Max, p.Peak)
+		if p.Max == 0 { // a server whose pools have a fixed size
+			bounds = fmt.Sprintf("%d spares, fixed", p.Size)
+		}
+		out = append(out, fmt.Sprintf("%s: %s; %d hits, %d misses (%d served by a refill)", p.Type, bounds, p.Hits, p.Misses, p.Waited))
+	}
+	return strings.Join(out, "; ")
+}
+
+// warmPools asks the server (GET /stats) for its warm pools.
+func warmPools(ctx context.Context, url, token string) (poolStats, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/stats", nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("reading the server's stats: %w", err)
+		return nil, fmt.Errorf("reading the server's stats: %w", err)
 	}
 	defer resp.Body.Close()
 	var st struct {
-		Warm []struct {
-			Spare   int `json:"spare"`
-			Filling int `json:"filling"`
-		} `json:"warm_pools"`
+		Warm poolStats `json:"warm_pools"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return 0, fmt.Errorf("reading the server's stats: %w", err)
+		return nil, fmt.Errorf("reading the server's stats: %w", err)
 	}
-	n := 0
-	for _, w := range st.Warm {
-		n += w.Spare + w.Filling
-	}
-	return n, nil
+	return st.Warm, nil
 }

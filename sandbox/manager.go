@@ -34,10 +34,37 @@ type ManagerOptions struct {
 	// removes one this long after its creation, busy or not (0: never).
 	IdleTTL     time.Duration
 	MaxLifetime time.Duration
-	// Warm is the number of started spares to keep per sandbox type, made from that type's
-	// default config, for sessions' first sandboxes (see warm.go). Absent or 0: no pool.
-	Warm map[Type]int
+	// Warm is the least number of started spares to keep per sandbox type, made from that
+	// type's default config, for sessions' first sandboxes and creates of that config (see
+	// warm.go); WarmMax is the most a pool grows to while demand outruns it. A type with
+	// neither has no pool; a WarmMax under Warm is Warm (a pool of a fixed size).
+	Warm    map[Type]int
+	WarmMax map[Type]int
+	// WarmIdle is how long a pool hands nothing out before it drops back to its minimum;
+	// 0 means DefaultWarmIdle.
+	WarmIdle time.Duration
+	// FillWorkers caps the warm pools' creations under way at once; 0 means FillWorkers.
+	FillWorkers int
+
+	// RemoveWorkers caps the sandbox removals under way at once, whatever asked for them
+	// (Close, Release, Delete, the janitor); 0 means the package's RemoveWorkers.
+	RemoveWorkers int
 }
+
+// RemoveWorkers is how many sandbox removals a Manager runs at once by default. The engine
+// does most of a removal's work one container at a time (the kernel tears a container's
+// cgroups down under one lock: ~8 ms per cgroup hierarchy, ten of them on cgroup v1), so
+// concurrency only overlaps the rest: the API round trips, the unmounts, the volume
+// removals. Measured on this project's 2-core machine (Docker 20.10, cgroup v1, overlay2;
+// `go run ./cmd/enclave-bench -removal-only`, medians of 3 rounds, a loaded machine):
+// Manager.Close of 10 sandboxes took 1.32 s one at a time, 1.25 s with 4 at once, 1.21 s
+// with 8 and 1.11 s with 16; of 50, 7.70, 6.29, 6.73 and 6.39 s; of 200, 41.3, 32.9, 35.0
+// and 32.3 s. On a quiet machine 40 took 6.0-6.5 s one at a time and 4.5-4.8 s with 4, 8
+// or 16, while a `true` run in another sandbox meanwhile took 16-20 ms at p95 with 4 at
+// once and 25-38 ms with 8 or 16. 16 is the fastest or as fast as any on every count, and
+// a server shutting down or cleaning up wants its sandboxes gone first; the calls it slows
+// meanwhile stay in tens of milliseconds.
+const RemoveWorkers = 16
 
 // Manager owns every sandbox of a server: it creates each owner's sandbox on first use, hands
 // the same one back on later calls, replaces one that died, and removes them all on Close.
@@ -52,14 +79,19 @@ type Manager struct {
 	creating map[string]int // owner -> creations under way, counted against the caps
 	closed   bool
 
-	// Warm pools (warm.go): spares by type, Acquire latencies by type, and when each
-	// sandbox taken from a pool was handed out (its idle and lifetime clocks start there).
+	// Warm pools (warm.go): spares by type, Acquire latencies by type, when each sandbox
+	// taken from a pool was handed out (its idle and lifetime clocks start there), and the
+	// pools' creations under way, all pools together.
 	warm       map[Type]*warmPool
+	filling    int
 	acq        map[Type]*acquireStats
 	handedOut  map[string]time.Time
 	warmCtx    context.Context
 	warmCancel context.CancelFunc
 	warmWG     sync.WaitGroup // refill goroutines and background removals of spares
+
+	// removeSlots holds a token per removal under way: at most opts.RemoveWorkers.
+	removeSlots chan struct{}
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
@@ -89,11 +121,21 @@ func NewManager(opts ManagerOptions) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.RemoveWorkers <= 0 {
+		opts.RemoveWorkers = RemoveWorkers
+	}
+	if opts.FillWorkers <= 0 {
+		opts.FillWorkers = FillWorkers
+	}
+	if opts.WarmIdle <= 0 {
+		opts.WarmIdle = DefaultWarmIdle
+	}
 	m := &Manager{
 		opts: opts, log: opts.Logger,
 		byID: map[string]Sandbox{}, owners: map[string]string{}, byOwner: map[ownerKey]*slot{}, creating: map[string]int{},
 		stopJanitor: make(chan struct{}), janitorDone: make(chan struct{}),
 		warm: map[Type]*warmPool{}, acq: map[Type]*acquireStats{}, handedOut: map[string]time.Time{},
+		removeSlots: make(chan struct{}, opts.RemoveWorkers),
 	}
 	m.startWarm()
 	go m.janitor()
@@ -143,21 +185,12 @@ func (m *Manager) Acquire(ctx context.Context, owner string, typ Type) (Sandbox,
 	return s.sb, nil
 }
 
-// createFirst makes owner's first sandbox of type typ: a spare from the warm pool when one
-// is ready, else a new one.
+// createFirst makes owner's first sandbox of type typ from the type's default config: from
+// the warm pool when there is one (Create takes it from there).
 func (m *Manager) createFirst(ctx context.Context, owner string, typ Type) (Sandbox, error) {
 	start := time.Now()
-	sb, err := m.takeWarm(owner, typ)
-	if err != nil {
-		return nil, err
-	}
-	if sb != nil {
-		m.observeAcquire(typ, true, time.Since(start))
-		m.log.Info("sandbox handed out from the warm pool", "sandbox", sb.ID(), "type", typ, "owner", owner)
-		return sb, nil
-	}
-	sb, err = m.Create(ctx, owner, typ, m.opts.Defaults[typ])
-	if err == nil {
+	sb, err := m.Create(ctx, owner, typ, m.opts.Defaults[typ])
+	if err == nil && m.warm[typ] == nil { // m.warm is fixed once NewManager returns
 		m.observeAcquire(typ, false, time.Since(start))
 	}
 	return sb, err
@@ -173,7 +206,7 @@ func (m *Manager) removeDead(ctx context.Context, sb Sandbox) {
 	}
 	m.mu.Unlock()
 	if closed {
-		_ = sb.Close(context.WithoutCancel(ctx))
+		_ = m.remove(context.WithoutCancel(ctx), sb)
 	}
 }
 
@@ -200,7 +233,8 @@ func (m *Manager) forgetLocked(id string) {
 	delete(m.handedOut, id)
 }
 
-// Create makes a new sandbox from cfg (after defaults and policy) and tracks it.
+// Create makes a new sandbox from cfg (after defaults and policy) and tracks it. When cfg
+// resolves to the profile of typ's warm pool, the sandbox comes from the pool (warm.go).
 func (m *Manager) Create(ctx context.Context, owner string, typ Type, cfg Config) (Sandbox, error) {
 	create, ok := m.opts.Creators[typ]
 	if !ok {
@@ -210,6 +244,28 @@ func (m *Manager) Create(ctx context.Context, owner string, typ Type, cfg Config
 	if err != nil {
 		return nil, err
 	}
+	if p := m.poolFor(typ, resolved); p != nil {
+		start := time.Now()
+		sb, hit, err := m.fromPool(ctx, p, owner)
+		if err != nil {
+			return nil, err
+		}
+		if sb == nil { // the pool cannot make one now: created cold
+			sb, err = m.createCold(ctx, owner, typ, create, resolved)
+			if err != nil {
+				return nil, err
+			}
+		} else {
+			m.log.Info("sandbox handed out from the warm pool", "sandbox", sb.ID(), "type", typ, "owner", owner, "waited", !hit)
+		}
+		m.observeAcquire(typ, hit, time.Since(start))
+		return sb, nil
+	}
+	return m.createCold(ctx, owner, typ, create, resolved)
+}
+
+// createCold creates a sandbox of resolved for owner, within the caps, and tracks it.
+func (m *Manager) createCold(ctx context.Context, owner string, typ Type, create Creator, resolved Resolved) (Sandbox, error) {
 	if err := m.reserve(owner); err != nil {
 		return nil, err
 	}
@@ -347,18 +403,53 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	if !ok {
 		return fmt.Errorf("sandbox %q: %w", id, ErrNotFound)
 	}
-	err := sb.Close(ctx)
+	err := m.remove(ctx, sb)
 	m.pokeWarm()
 	return err
 }
 
-// Close removes every sandbox, concurrently, and refuses new ones.
+// remove closes sb once a removal slot is free: at most opts.RemoveWorkers removals run at
+// once. When ctx ends first, the removal does not start.
+func (m *Manager) remove(ctx context.Context, sb Sandbox) error {
+	if err := m.removeSlot(ctx); err != nil {
+		return fmt.Errorf("removing sandbox %s: %w", sb.ID(), err)
+	}
+	defer func() { <-m.removeSlots }()
+	return sb.Close(ctx)
+}
+
+// removeSlot waits for a removal slot; the caller gives it back with <-m.removeSlots.
+func (m *Manager) removeSlot(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return context.Cause(ctx)
+	}
+	select {
+	case m.removeSlots <- struct{}{}:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	if err := ctx.Err(); err != nil { // both were ready, and select picked the slot
+		<-m.removeSlots
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
+// Close refuses new sandboxes and removes every one, warm spares included, at most
+// opts.RemoveWorkers at a time. When ctx ends, no further removal starts (and those under
+// way are cut short by ctx): the sandboxes not removed stay tracked, the error says how
+// many, and a later Close removes them.
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if !m.closed {
 		close(m.stopJanitor)
 	}
 	m.closed = true
+	// Spares become tracked sandboxes of nobody's, so that one Close cut short leaves them
+	// for the next.
+	for _, s := range m.drainWarmLocked() {
+		m.byID[s.sb.ID()] = s.sb
+	}
 	var victims []*slot
 	for _, sb := range m.byID {
 		victims = append(victims, doneSlot(sb))
@@ -366,11 +457,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	for _, s := range m.byOwner {
 		victims = append(victims, s)
 	}
-	victims = append(victims, m.drainWarmLocked()...)
-	m.byID = map[string]Sandbox{}
-	m.owners = map[string]string{}
 	m.byOwner = map[ownerKey]*slot{}
-	m.handedOut = map[string]time.Time{}
 	m.mu.Unlock()
 	m.warmCancel() // a refill under way gives up (and removes what it made)
 	err := m.closeSlots(ctx, victims)
@@ -485,38 +572,70 @@ func doneSlot(sb Sandbox) *slot {
 	return s
 }
 
+// closeSlots removes the sandboxes of slots, at most opts.RemoveWorkers at a time; a slot
+// whose creation is under way is waited for first, so its container is not leaked. Each
+// sandbox leaves the manager's indexes when its removal starts, and comes back when the
+// removal fails; when ctx ends, those not started stay, and the error counts them.
 func (m *Manager) closeSlots(ctx context.Context, slots []*slot) error {
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		seen = map[Sandbox]bool{}
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		errs    []error
+		skipped int
+		seen    = map[Sandbox]bool{}
 	)
 	for _, s := range slots {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-s.ready // a creation under way finishes first, so its container is not leaked
-			if s.sb == nil {
-				return
+		wg.Go(func() {
+			select {
+			case <-s.ready:
+			default:
+				select {
+				case <-s.ready:
+				case <-ctx.Done():
+					// A creation that finishes after Close began removes its own
+					// sandbox (Create sees the manager closed).
+					return
+				}
 			}
 			mu.Lock()
-			dup := seen[s.sb]
-			seen[s.sb] = true
+			dup := s.sb == nil || seen[s.sb]
+			if !dup {
+				seen[s.sb] = true
+			}
 			mu.Unlock()
 			if dup {
 				return
 			}
+			if err := m.removeSlot(ctx); err != nil {
+				mu.Lock()
+				skipped++
+				mu.Unlock()
+				return
+			}
+			defer func() { <-m.removeSlots }()
+			id := s.sb.ID()
 			m.mu.Lock()
-			m.forgetLocked(s.sb.ID())
+			owner, tracked := m.owners[id], m.byID[id] != nil
+			m.forgetLocked(id)
 			m.mu.Unlock()
 			if err := s.sb.Close(ctx); err != nil {
+				if tracked { // tracked again, for the next Close to retry
+					m.mu.Lock()
+					m.byID[id] = s.sb
+					if owner != "" {
+						m.owners[id] = owner
+					}
+					m.mu.Unlock()
+				}
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
+	if skipped > 0 {
+		errs = append(errs, fmt.Errorf("%d sandboxes not removed: %w", skipped, context.Cause(ctx)))
+	}
 	return errors.Join(errs...)
 }

@@ -334,7 +334,7 @@ func (p *Pool) broadcastLocked() {
 }
 
 // Close stops lending, waits for clean-ups and replacements under way, and removes the
-// pool's sandboxes.
+// pool's sandboxes, in parallel (bounded by the manager's RemoveWorkers).
 func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
@@ -345,12 +345,20 @@ func (p *Pool) Close(ctx context.Context) error {
 	members := p.members
 	p.members, p.free = map[string]*member{}, nil
 	p.mu.Unlock()
-	var errs []error
+	// All at once: the manager runs at most its RemoveWorkers removals at a time.
+	var wg sync.WaitGroup
+	errs := make([]error, 0, len(members))
+	var errMu sync.Mutex
 	for id := range members {
-		if err := p.m.Delete(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
-			errs = append(errs, err)
-		}
+		wg.Go(func() {
+			if err := p.m.Delete(ctx, id); err != nil && !errors.Is(err, ErrNotFound) {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

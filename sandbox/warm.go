@@ -2,44 +2,94 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"sort"
 	"time"
 )
 
 // Warm pools: per sandbox profile (a type and the resolved default config of that type: image,
-// limits, tools), the Manager keeps a few started, ready sandboxes, so that a new session's
-// first sandbox (Acquire's creation path) is handed out in microseconds instead of being
-// created in a few hundred milliseconds.
+// limits, tools), the Manager keeps started, ready sandboxes, so that a new sandbox of that
+// profile is handed out in microseconds instead of being created in a few hundred
+// milliseconds. Two paths take from a pool: a session's first sandbox (Acquire) and every
+// Create whose config, once resolved against the operator's policy, is the profile's (a
+// REST create with the default config, ms-enclave's client's create without a config).
 //
 // A warm sandbox serves exactly one owner. It is created for nobody (owner "": no owner
 // label on its container, and its own Info().Owner stays empty), and on hand-out the
-// Manager's owners map records the session, which is what every ownership check reads
+// Manager's owners map records the owner, which is what every ownership check reads
 // (manager_owner.go). When that owner releases it, it is destroyed like any other sandbox;
 // it never goes back to the pool and is never handed to another owner. That is the
 // difference from pool.go's ms-enclave pool, which lends the same sandboxes to execution
 // after execution.
 //
-// Refilling runs in one goroutine per profile that creates one sandbox at a time, so a
-// burst of sessions never competes with a burst of refills for the engine; it never holds
-// more than the profile's size, and it never creates past MaxSandboxes. Spares do count
-// against MaxSandboxes, but never refuse a session: a creation that finds the cap reached
-// while spares exist evicts one. Spares are not tracked sandboxes (List, Get and the idle
-// and lifetime janitor do not see them); a session's idle TTL and maximum lifetime count
-// from the hand-out, not from the spare's creation. A spare found dead at hand-out is
-// removed and the next one tried; with none left the session's sandbox is created cold.
+// Pools follow demand between a minimum and a maximum (ManagerOptions.Warm, WarmMax). A
+// pool wants target spares, starting at the minimum. Every hand-out that finds no spare
+// ready (a miss: acquisitions arrive faster than the pool refills) raises the target by one,
+// up to the maximum; a pool that has handed out nothing for WarmIdle drops back to its
+// minimum and removes its spares past it, oldest first. A miss that finds a refill under
+// way which no earlier caller waits for waits for it, in line: that sandbox comes sooner
+// than one started now. Any other miss creates its sandbox at once, as does a waiter whose
+// refill failed (it then sees the engine's error) or whose pool has no room under
+// MaxSandboxes. Waiting behind a queue of refills served a burst in arrival order but, on
+// a machine whose cores the burst saturates, let the first sessions' calls slow the
+// creations of the last ones: the load test's 50 sessions had a better median setup and
+// call latency, and a worse 95th percentile (see cmd/enclave-load in the README).
+//
+// Refills of every pool together run at most FillWorkers creations at once (see there for
+// why). They never make a pool hold more spares than its target plus the callers waiting,
+// and never create past MaxSandboxes. Spares count against MaxSandboxes but never refuse a
+// session: a creation that finds the cap reached while spares exist evicts one. Spares are
+// not tracked sandboxes (List, Get and the idle and lifetime janitor do not see them); a
+// sandbox's idle TTL and maximum lifetime count from its hand-out, not from the spare's
+// creation. A spare found dead at hand-out is removed and the next one tried.
 
-// warmPool is one profile's spares. Its slices and counters are guarded by Manager.mu.
+// FillWorkers is how many warm-pool creations a Manager runs at once, over all its pools.
+// Creating a sandbox keeps dockerd, containerd and runc busy on the host's cores; creations
+// at once beyond what the engine absorbs make no more sandboxes per second, only stretch
+// each one out (so a caller waiting for the next spare waits longer) and slow down the
+// tool calls running meanwhile. Measured on this project's 2-core machine (Docker 20.10,
+// cgroup v1; 24 creations of the default sandbox, twice): one at a time made 1.8-1.9
+// sandboxes/s (each 520-530 ms); 2 at once 2.5-2.7/s (each ~760 ms); 4, 8 and 24 at once
+// 2.3-2.6/s, each taking 1.6 s, 3.0 s and 9-10 s, while a `true` run in another sandbox
+// took 31-38 ms at p95 with 2 at once, 72-82 ms with 4 and 117-261 ms with 24. A host with
+// more cores may want more: ManagerOptions.FillWorkers.
+const FillWorkers = 2
+
+// DefaultWarmIdle is how long a pool hands nothing out before it drops back to its minimum.
+const DefaultWarmIdle = time.Minute
+
+// warmPool is one profile's spares. Its fields are guarded by Manager.mu.
 type warmPool struct {
-	typ     Type
-	cfg     Resolved
-	size    int
-	spares  []Sandbox // oldest first
-	filling int       // creations under way (0 or 1)
-	kick    chan struct{}
+	typ      Type
+	cfg      Resolved
+	key      string // the profile: cfg as JSON, compared with a Create's resolved config
+	min, max int
+	target   int       // spares wanted now, from min to max
+	peak     int       // the highest target so far
+	spares   []Sandbox // oldest first
+	filling  int       // creations under way
+	waiters  []*warmWaiter
+	lastTake time.Time // the last hand-out or miss
+	retryAt  time.Time // after a failed refill, none starts before this
+	backoff  time.Duration
+	kick     chan struct{}
 
-	hits, misses, dead, evicted, failures uint64
+	hits, misses, waited, dead, evicted, failures, shrinks uint64
 }
+
+// warmWaiter is a caller that found no spare and waits for the next one the pool makes.
+// done closes when sb is set (handed out to owner and tracked) or when the pool gives up on
+// it (sb nil: the caller creates its sandbox itself).
+type warmWaiter struct {
+	owner string
+	done  chan struct{}
+	sb    Sandbox
+}
+
+// Refill back-off after failures: from warmMinBackoff, doubling to warmMaxBackoff.
+const warmMinBackoff, warmMaxBackoff = 500 * time.Millisecond, 30 * time.Second
 
 // acquireStats records how long Acquire's creations of one type took, warm and cold.
 type acquireStats struct {
@@ -95,34 +145,42 @@ type Latency struct {
 // went.
 type WarmStats struct {
 	Type Type `json:"type"`
-	// Size is the number of spares the pool keeps (0: no pool); Spare is how many are ready
-	// now, Filling how many are being created.
+	// Size is the number of spares the pool wants now (0: no pool), from Min to Max; Peak
+	// is the most it wanted so far. Spare is how many are ready now, Filling how many are
+	// being created, Waiting how many callers wait for one.
 	Size    int `json:"size"`
+	Min     int `json:"min"`
+	Max     int `json:"max"`
+	Peak    int `json:"peak"`
 	Spare   int `json:"spare"`
 	Filling int `json:"filling"`
-	// Hits and Misses count first sandboxes of a session handed out from the pool and
-	// created cold because it was empty.
+	Waiting int `json:"waiting"`
+	// Hits count sandboxes handed out from a ready spare; Misses those that found none,
+	// of which Waited were served by the pool's next spare (the others were created cold).
 	Hits   uint64 `json:"hits"`
 	Misses uint64 `json:"misses"`
+	Waited uint64 `json:"waited"`
 	// Dead counts spares found dead at hand-out, Evicted spares removed to make room under
-	// MaxSandboxes, RefillFailures failed refills.
+	// MaxSandboxes, RefillFailures failed refills, Shrinks the times an idle pool dropped
+	// back to its minimum.
 	Dead           uint64 `json:"dead"`
 	Evicted        uint64 `json:"evicted"`
 	RefillFailures uint64 `json:"refill_failures"`
-	// AcquireWarm and AcquireCold are Acquire's latencies for a session's first sandbox.
+	Shrinks        uint64 `json:"shrinks"`
+	// AcquireWarm and AcquireCold are the latencies of the pool's profile's creations (a
+	// session's first sandbox, a Create of the profile): from a ready spare, and otherwise.
 	AcquireWarm Latency `json:"acquire_warm"`
 	AcquireCold Latency `json:"acquire_cold"`
 }
 
-// startWarm builds the pools of opts.Warm and starts their refill goroutines.
+// startWarm builds the pools of opts.Warm and opts.WarmMax and starts their refill
+// goroutines.
 func (m *Manager) startWarm() {
 	m.warmCtx, m.warmCancel = context.WithCancel(context.Background())
-	for typ, size := range m.opts.Warm {
-		if size <= 0 {
-			continue
-		}
-		if _, ok := m.opts.Creators[typ]; !ok {
-			m.log.Warn("no warm pool: sandbox type not available", "type", typ)
+	for _, typ := range m.Types() {
+		lo, hi := max(m.opts.Warm[typ], 0), m.opts.WarmMax[typ]
+		hi = max(hi, lo)
+		if hi == 0 {
 			continue
 		}
 		cfg, err := Resolve(m.opts.Defaults[typ], m.opts.Policy)
@@ -130,12 +188,37 @@ func (m *Manager) startWarm() {
 			m.log.Warn("no warm pool: the default config does not resolve", "type", typ, "error", err)
 			continue
 		}
-		p := &warmPool{typ: typ, cfg: cfg, size: size, kick: make(chan struct{}, 1)}
+		p := &warmPool{typ: typ, cfg: cfg, key: profileKey(cfg), min: lo, max: hi, target: lo, peak: lo,
+			lastTake: time.Now(), backoff: warmMinBackoff, kick: make(chan struct{}, 1)}
 		m.warm[typ] = p
 		m.warmWG.Add(1)
 		go m.refill(p)
 		p.poke()
 	}
+	for typ, n := range m.opts.Warm {
+		if _, ok := m.opts.Creators[typ]; !ok && n > 0 {
+			m.log.Warn("no warm pool: sandbox type not available", "type", typ)
+		}
+	}
+}
+
+// profileKey identifies a resolved config: two configs with the same key make the same
+// sandbox.
+func profileKey(r Resolved) string {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return "" // never equal to a pool's: such a create is made cold
+	}
+	return string(b)
+}
+
+// poolFor returns the warm pool whose profile cfg is, or nil.
+func (m *Manager) poolFor(typ Type, cfg Resolved) *warmPool {
+	p := m.warm[typ]
+	if p == nil || p.key == "" || p.key != profileKey(cfg) {
+		return nil
+	}
+	return p
 }
 
 // poke wakes the pool's refill goroutine without blocking.
@@ -146,117 +229,228 @@ func (p *warmPool) poke() {
 	}
 }
 
-// pokeWarm wakes every refill goroutine: room may have opened under the cap.
+// pokeWarm wakes every refill goroutine: room may have opened under the cap, or a fill
+// slot freed.
 func (m *Manager) pokeWarm() {
 	for _, p := range m.warm {
 		p.poke()
 	}
 }
 
-// refill keeps p at its size, one creation at a time, until the manager closes.
+// refill keeps p at its target, with the waiters served, until the manager closes; it
+// also shrinks p when it idles.
 func (m *Manager) refill(p *warmPool) {
 	defer m.warmWG.Done()
-	const minBackoff, maxBackoff = 500 * time.Millisecond, 30 * time.Second
-	backoff := minBackoff
+	tick := time.NewTicker(max(m.opts.WarmIdle/4, 50*time.Millisecond))
+	defer tick.Stop()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
 	for {
-		made, err := m.refillOne(p)
-		var retry <-chan time.Time
-		switch {
-		case err != nil:
-			m.log.Warn("refilling the warm pool", "type", p.typ, "error", err, "retry_in", backoff)
-			t := time.NewTimer(backoff)
-			retry = t.C
-			backoff = min(2*backoff, maxBackoff)
-			select {
-			case <-m.warmCtx.Done():
-				t.Stop()
-				return
-			case <-retry:
-			}
-			continue
-		case made:
-			backoff = minBackoff
-			continue
+		if wait := m.startFills(p); wait > 0 {
+			retry.Reset(wait)
 		}
 		select {
 		case <-m.warmCtx.Done():
 			return
 		case <-p.kick:
+		case <-retry.C:
+		case now := <-tick.C:
+			m.shrinkIdle(p, now)
 		}
 	}
 }
 
-// refillOne creates one spare when p is short of its size and the cap leaves room.
-func (m *Manager) refillOne(p *warmPool) (made bool, err error) {
+// startFills starts the creations p needs now, within FillWorkers over all pools and the
+// cap. While p backs off after a failure, it starts none and returns how long to wait.
+func (m *Manager) startFills(p *warmPool) time.Duration {
 	m.mu.Lock()
-	if m.closed || len(p.spares)+p.filling >= p.size ||
-		(m.opts.MaxSandboxes > 0 && m.totalLocked() >= m.opts.MaxSandboxes) {
-		m.mu.Unlock()
-		return false, nil
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0
 	}
-	p.filling++
-	m.mu.Unlock()
+	if wait := time.Until(p.retryAt); wait > 0 {
+		m.releaseWaitersLocked(p) // they create their own: the engine is failing
+		return wait
+	}
+	want := p.target + len(p.waiters) - len(p.spares) - p.filling
+	if m.opts.MaxSandboxes > 0 {
+		want = min(want, m.opts.MaxSandboxes-m.totalLocked())
+	}
+	want = min(want, m.opts.FillWorkers-m.filling)
+	if want <= 0 && p.filling == 0 && len(p.waiters) > 0 && m.filling < m.opts.FillWorkers {
+		// No room under the cap: the waiters find out for themselves (ErrLimit, or an
+		// eviction of another pool's spare).
+		m.releaseWaitersLocked(p)
+	}
+	for range max(want, 0) {
+		p.filling++
+		m.filling++
+		m.warmWG.Add(1)
+		go m.fill(p)
+	}
+	return 0
+}
 
+// fill creates one sandbox for p: a waiter gets it, else it becomes a spare.
+func (m *Manager) fill(p *warmPool) {
+	defer m.warmWG.Done()
+	defer m.pokeWarm() // a fill slot is free again: any pool may start one
 	sb, err := m.opts.Creators[p.typ](m.warmCtx, "", p.cfg)
-
 	m.mu.Lock()
 	p.filling--
+	m.filling--
 	if err != nil {
 		closed := m.closed
 		if !closed {
 			p.failures++
+			p.retryAt = time.Now().Add(p.backoff)
+			p.backoff = min(2*p.backoff, warmMaxBackoff)
+			m.releaseWaitersLocked(p)
 		}
 		m.mu.Unlock()
-		if closed {
-			return false, nil
+		if !closed {
+			m.log.Warn("refilling the warm pool", "type", p.typ, "error", err, "retry_in", time.Until(p.retryAt).Round(time.Millisecond))
 		}
-		return false, err
+		return
 	}
+	p.backoff = warmMinBackoff
 	if m.closed {
 		m.mu.Unlock()
 		_ = sb.Close(context.Background())
-		return false, nil
+		return
 	}
-	p.spares = append(p.spares, sb)
+	m.placeLocked(p, sb)
 	m.mu.Unlock()
 	m.log.Debug("warm sandbox ready", "sandbox", sb.ID(), "type", p.typ)
-	return true, nil
 }
 
-// takeWarm hands owner a ready spare of type typ, or returns nil when there is none (or no
-// pool). A spare that died is removed and the next one tried.
-func (m *Manager) takeWarm(owner string, typ Type) (Sandbox, error) {
+// placeLocked gives a sandbox p just made to the first waiter whose owner may have one more,
+// else keeps it as a spare, or removes it when p holds its target already (it shrank while
+// the sandbox was being made). m.mu must be held.
+func (m *Manager) placeLocked(p *warmPool, sb Sandbox) {
+	for len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters = slices.Delete(p.waiters, 0, 1)
+		if m.ownerRoomLocked(w.owner) != nil {
+			close(w.done) // it creates its own, and hears why it may not
+			continue
+		}
+		p.waited++
+		m.handOutLocked(sb, w.owner)
+		w.sb = sb
+		close(w.done)
+		return
+	}
+	if len(p.spares) >= p.target {
+		m.closeAsyncLocked(sb)
+		return
+	}
+	p.spares = append(p.spares, sb)
+}
+
+// releaseWaitersLocked tells every waiter of p to create its own sandbox. m.mu must be held.
+func (m *Manager) releaseWaitersLocked(p *warmPool) {
+	for _, w := range p.waiters {
+		close(w.done)
+	}
+	p.waiters = nil
+}
+
+// handOutLocked makes sb owner's tracked sandbox. m.mu must be held.
+func (m *Manager) handOutLocked(sb Sandbox, owner string) {
+	m.byID[sb.ID()] = sb
+	m.owners[sb.ID()] = owner
+	m.handedOut[sb.ID()] = time.Now()
+}
+
+// shrinkIdle drops p back to its minimum when it has handed nothing out for WarmIdle, and
+// removes its spares past the minimum, oldest first.
+func (m *Manager) shrinkIdle(p *warmPool, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.warm[typ]
-	if p == nil {
-		return nil, nil
+	if m.closed || p.target <= p.min || now.Sub(p.lastTake) < m.opts.WarmIdle {
+		return
 	}
+	p.target = p.min
+	p.shrinks++
+	excess := max(len(p.spares)-p.target, 0)
+	for _, sb := range p.spares[:excess] {
+		m.closeAsyncLocked(sb)
+	}
+	p.spares = slices.Delete(p.spares, 0, excess)
+	m.log.Info("warm pool idle: back to its minimum", "type", p.typ, "spares", p.target, "removed", excess)
+}
+
+// fromPool hands owner a sandbox of p: a ready spare, else the next one p makes. It returns
+// nil, with hit false, when owner must create its sandbox itself (see the package comment
+// above). hit says whether a spare was ready.
+func (m *Manager) fromPool(ctx context.Context, p *warmPool, owner string) (sb Sandbox, hit bool, err error) {
+	m.mu.Lock()
 	if m.closed {
-		return nil, ErrManagerClosed
+		m.mu.Unlock()
+		return nil, false, ErrManagerClosed
 	}
+	p.lastTake = time.Now()
 	for len(p.spares) > 0 {
 		if err := m.ownerRoomLocked(owner); err != nil {
-			return nil, err
+			m.mu.Unlock()
+			return nil, false, err
 		}
 		sb := p.spares[0]
 		p.spares = slices.Delete(p.spares, 0, 1)
 		if !isAlive(sb) {
 			p.dead++
-			m.log.Warn("warm sandbox died; removing it", "sandbox", sb.ID(), "type", typ)
+			m.log.Warn("warm sandbox died; removing it", "sandbox", sb.ID(), "type", p.typ)
 			m.closeAsyncLocked(sb)
 			continue
 		}
 		p.hits++
-		m.byID[sb.ID()] = sb
-		m.owners[sb.ID()] = owner
-		m.handedOut[sb.ID()] = time.Now()
+		m.handOutLocked(sb, owner)
+		m.mu.Unlock()
 		p.poke()
-		return sb, nil
+		return sb, true, nil
 	}
 	p.misses++
+	if p.target < p.max {
+		p.target++
+		p.peak = max(p.peak, p.target)
+	}
+	if err := m.ownerRoomLocked(owner); err != nil {
+		m.mu.Unlock()
+		p.poke()
+		return nil, false, err
+	}
+	// Wait only for a sandbox already being made that no earlier waiter will take: it
+	// comes sooner than one started now would. Past those, create at once.
+	if len(p.waiters) >= p.filling || time.Now().Before(p.retryAt) {
+		m.mu.Unlock()
+		p.poke()
+		return nil, false, nil
+	}
+	w := &warmWaiter{owner: owner, done: make(chan struct{})}
+	p.waiters = append(p.waiters, w)
+	m.mu.Unlock()
 	p.poke()
-	return nil, nil
+
+	select {
+	case <-w.done:
+		return w.sb, false, nil
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	if i := slices.Index(p.waiters, w); i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+		m.mu.Unlock()
+		return nil, false, fmt.Errorf("waiting for a warm sandbox: %w", context.Cause(ctx))
+	}
+	// Served (or released) while giving up: an unused sandbox goes back to the pool.
+	if w.sb != nil && !m.closed {
+		m.forgetLocked(w.sb.ID())
+		p.waited--
+		p.spares = append([]Sandbox{w.sb}, p.spares...)
+	}
+	m.mu.Unlock()
+	return nil, false, fmt.Errorf("waiting for a warm sandbox: %w", context.Cause(ctx))
 }
 
 // evictSpareLocked removes one spare, from the fullest pool, to make room under the cap.
@@ -286,7 +480,7 @@ func (m *Manager) closeAsyncLocked(sb Sandbox) {
 		defer m.warmWG.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := sb.Close(ctx); err != nil {
+		if err := m.remove(ctx, sb); err != nil {
 			m.log.Warn("removing a warm sandbox", "sandbox", sb.ID(), "error", err)
 		}
 	}()
@@ -301,7 +495,8 @@ func (m *Manager) sparesLocked() int {
 	return n
 }
 
-// drainWarmLocked empties every pool and returns the spares for closing.
+// drainWarmLocked empties every pool, tells its waiters to go (they then find the manager
+// closed), and returns the spares for closing.
 func (m *Manager) drainWarmLocked() []*slot {
 	var out []*slot
 	for _, p := range m.warm {
@@ -309,11 +504,13 @@ func (m *Manager) drainWarmLocked() []*slot {
 			out = append(out, doneSlot(sb))
 		}
 		p.spares = nil
+		m.releaseWaitersLocked(p)
 	}
 	return out
 }
 
-// observeAcquire records a session's first sandbox creation.
+// observeAcquire records the creation of a pool's profile (or, without a pool, of a
+// session's first sandbox).
 func (m *Manager) observeAcquire(typ Type, warm bool, took time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -342,8 +539,10 @@ func (m *Manager) warmStatsLocked() []WarmStats {
 	for t := range types {
 		ws := WarmStats{Type: t}
 		if p := m.warm[t]; p != nil {
-			ws.Size, ws.Spare, ws.Filling = p.size, len(p.spares), p.filling
-			ws.Hits, ws.Misses, ws.Dead, ws.Evicted, ws.RefillFailures = p.hits, p.misses, p.dead, p.evicted, p.failures
+			ws.Size, ws.Min, ws.Max, ws.Peak = p.target, p.min, p.max, p.peak
+			ws.Spare, ws.Filling, ws.Waiting = len(p.spares), p.filling, len(p.waiters)
+			ws.Hits, ws.Misses, ws.Waited = p.hits, p.misses, p.waited
+			ws.Dead, ws.Evicted, ws.RefillFailures, ws.Shrinks = p.dead, p.evicted, p.failures, p.shrinks
 		}
 		if a := m.acq[t]; a != nil {
 			ws.AcquireWarm, ws.AcquireCold = a.warm.summary(), a.cold.summary()

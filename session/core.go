@@ -191,10 +191,14 @@ func (l *Core) Close(ctx context.Context) error {
 	pools := l.pools
 	l.pools = map[poolKey]*sandbox.Pool{}
 	l.mu.Unlock()
-	var errs []error
-	for _, p := range pools {
-		errs = append(errs, p.Close(ctx))
+	// Every pool at once: the manager bounds the removals under way (sandbox.RemoveWorkers).
+	list := slices.Collect(maps.Values(pools))
+	errs := make([]error, len(list))
+	var wg sync.WaitGroup
+	for i, p := range list {
+		wg.Go(func() { errs[i] = p.Close(ctx) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

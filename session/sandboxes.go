@@ -34,9 +34,14 @@ type Sandboxes struct {
 	// The Manager's caps and clocks (see sandbox.ManagerOptions).
 	MaxSandboxes, MaxPerOwner int
 	IdleTTL, MaxLifetime      time.Duration
-	// Warm is how many started session sandboxes to keep ready for new MCP sessions.
-	Warm   int
-	Logger *slog.Logger
+	// Warm is the least number of started sandboxes each warm pool keeps ready, WarmMax the
+	// most it grows to while demand outruns it (below Warm: Warm, a fixed size); 0 and 0
+	// means no pools. One pool holds MCP sessions' sandboxes; with WarmREST, another holds
+	// docker sandboxes of the default config, which serves the REST API's creates that ask
+	// for nothing else (ms-enclave's client's create without a config).
+	Warm, WarmMax int
+	WarmREST      bool
+	Logger        *slog.Logger
 }
 
 // NewManager returns the Manager for s. It resolves the session's config against the policy
@@ -71,8 +76,18 @@ func NewManager(s Sandboxes) (*sandbox.Manager, error) {
 		MaxPerOwner:  s.MaxPerOwner,
 		IdleTTL:      s.IdleTTL,
 		MaxLifetime:  s.MaxLifetime,
-		Warm:         map[sandbox.Type]int{SessionType: s.Warm},
+		Warm:         warm(s.Warm, s.WarmREST),
+		WarmMax:      warm(s.WarmMax, s.WarmREST),
 	}), nil
+}
+
+// warm sizes the pools: the MCP sessions' and, with rest, the REST API's docker default.
+func warm(n int, rest bool) map[sandbox.Type]int {
+	sizes := map[sandbox.Type]int{SessionType: n}
+	if rest {
+		sizes[sandbox.TypeDocker] = n
+	}
+	return sizes
 }
 
 // SessionConfig is the config an MCP session's one sandbox starts from: every tool of the

@@ -20,6 +20,8 @@
 // Usage (from the module root; `make bench` does this after `make build`):
 //
 //	go run ./cmd/enclave-bench [-n 30] [-json results.json] [-agent-binary bin/enclave-mcp] [-slow] [-polyglot-only]
+//	go run ./cmd/enclave-bench -warm-only [-n 30]
+//	go run ./cmd/enclave-bench -removal-only [-removal-sizes 10,50,200] [-removal-rounds 3]
 //
 // The agent binary must be a static build. Unless -agent-binary is given, bin/enclave-mcp is
 // used when it is newer than every Go source file of the module; otherwise a fresh one is
@@ -63,6 +65,12 @@ type options struct {
 	runtimes     []string
 	variantsOnly bool
 	polyglotOnly bool
+	// warmOnly measures only the warm pools' rows; removalOnly only bulk removal:
+	// removalSizes sandboxes, removalRounds times.
+	warmOnly      bool
+	removalOnly   bool
+	removalSizes  []int
+	removalRounds int
 }
 
 func run() int {
@@ -75,14 +83,23 @@ func run() int {
 	runtimes := flag.String("runtimes", os.Getenv("ENCLAVE_BENCH_RUNTIMES"), "comma-separated OCI runtimes to measure beside the engine's default, e.g. runsc (default $ENCLAVE_BENCH_RUNTIMES)")
 	flag.BoolVar(&opts.variantsOnly, "variants-only", false, "measure only the two-ways table: the seccomp profile's create cost and the -runtimes rows")
 	flag.BoolVar(&opts.polyglotOnly, "polyglot-only", false, "measure only multi_code_executor's languages, in a sandbox of "+sandbox.PolyglotImage)
+	flag.BoolVar(&opts.warmOnly, "warm-only", false, "measure only the warm pools' rows: a session's first sandbox and a REST create from the pool, each beside its cold baseline")
+	flag.BoolVar(&opts.removalOnly, "removal-only", false, "measure only bulk removal: Manager.Close of N sandboxes, serial and with 4, 8 and 16 workers")
+	removalSizes := flag.String("removal-sizes", "10,50,200", "with -removal-only: the sandbox counts N")
+	flag.IntVar(&opts.removalRounds, "removal-rounds", 3, "with -removal-only: rounds per count and concurrency")
 	flag.Parse()
+	var err error
+	if opts.removalSizes, err = parseSizes(*removalSizes); err != nil {
+		fmt.Fprintln(os.Stderr, "enclave-bench:", err)
+		return 2
+	}
 	for _, rt := range strings.Split(*runtimes, ",") {
 		if rt = strings.TrimSpace(rt); rt != "" {
 			opts.runtimes = append(opts.runtimes, rt)
 		}
 	}
 	flag.Visit(func(f *flag.Flag) { opts.agentSet = opts.agentSet || f.Name == "agent-binary" })
-	if opts.n < 1 || flag.NArg() > 0 {
+	if opts.n < 1 || opts.removalRounds < 1 || flag.NArg() > 0 {
 		flag.Usage()
 		return 2
 	}
@@ -169,6 +186,11 @@ func runBench(ctx context.Context, opts options) (err error) {
 		runtimes:     opts.runtimes,
 		variantsOnly: opts.variantsOnly,
 		polyglotOnly: opts.polyglotOnly,
+
+		warmOnly:      opts.warmOnly,
+		removalOnly:   opts.removalOnly,
+		removalSizes:  opts.removalSizes,
+		removalRounds: opts.removalRounds,
 	}
 	fmt.Fprintf(os.Stderr, "enclave-bench: %s\nenclave-bench: containers are labelled %s=%s (sandboxes) and %s=%s (baseline)\n",
 		rep.header(), sandbox.LabelInstance, engine.Instance(), benchLabel, runID)
@@ -177,10 +199,11 @@ func runBench(ctx context.Context, opts options) (err error) {
 	rep.Took = time.Since(start).Round(time.Millisecond).String()
 
 	// What was measured is printed even when a later operation failed.
-	if len(rep.Rows) > 0 || len(rep.Variants) > 0 {
+	measured := len(rep.Rows) > 0 || len(rep.Variants) > 0 || len(rep.Removals) > 0
+	if measured {
 		printReport(os.Stdout, rep)
 	}
-	if opts.jsonPath != "" && (len(rep.Rows) > 0 || len(rep.Variants) > 0) {
+	if opts.jsonPath != "" && measured {
 		if err := writeJSON(opts.jsonPath, rep); err != nil {
 			runErr = errors.Join(runErr, err)
 		}

@@ -43,6 +43,11 @@ type bench struct {
 	runtimes     []string // measured beside the engine's default runtime (variants.go)
 	variantsOnly bool
 	polyglotOnly bool // only multi_code_executor's languages (polyglot.go)
+
+	warmOnly      bool  // only the warm pools' rows (warm.go, restpool.go)
+	removalOnly   bool  // only bulk removal (removal.go)
+	removalSizes  []int // its sandbox counts
+	removalRounds int
 }
 
 // createRuns is the run count for operations that create a container per run.
@@ -56,17 +61,28 @@ func (b *bench) all(ctx context.Context) error {
 	if b.variantsOnly {
 		return b.variants(ctx)
 	}
+	if b.removalOnly {
+		return b.removal(ctx)
+	}
 	if b.polyglotOnly {
 		fmt.Fprintln(os.Stderr, "languages (multi_code_executor):")
 		return b.polyglot(ctx)
 	}
 	fmt.Fprintln(os.Stderr, "sandbox lifecycle:")
-	if err := b.createAndRemove(ctx); err != nil {
-		return err
+	if !b.warmOnly {
+		if err := b.createAndRemove(ctx); err != nil {
+			return err
+		}
 	}
 
 	if err := b.warm(ctx); err != nil {
 		return err
+	}
+	if err := b.restCreate(ctx); err != nil {
+		return err
+	}
+	if b.warmOnly {
+		return nil
 	}
 
 	// The per-call operations share one sandbox, and the baseline's docker exec runs in the

@@ -38,7 +38,8 @@ type report struct {
 	Took       string
 	Rows       []row
 	Parts      []part
-	Variants   []variant // the same operation two ways (see variants.go)
+	Variants   []variant    // the same operation two ways (see variants.go)
+	Removals   []removalRow // bulk removal by concurrency (see removal.go)
 }
 
 func (r *report) add(row row) { r.Rows = append(r.Rows, row) }
@@ -61,7 +62,17 @@ func (r *report) header() string {
 func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "## enclave-mcp benchmark\n\n")
 	fmt.Fprintf(w, "%s; n = %d per-call runs; %s; took %s.\n\n", r.header(), r.N, r.Started.Format("2006-01-02 15:04 UTC"), r.Took)
+	printRows(w, r)
+	printVariants(w, r)
+	printRemovals(w, r)
+}
 
+// printRows writes the main table, ours beside the baseline, and the breakdown, when there
+// are rows (a run limited to one kind of measurement has none).
+func printRows(w io.Writer, r *report) {
+	if len(r.Rows) == 0 {
+		return
+	}
 	t := &table{}
 	t.row("operation", "ours median", "p90", "min", "n", "docker (baseline)", "docker median", "p90", "min", "n", "docker / ours", "target", "pass")
 	for _, row := range r.Rows {
@@ -118,7 +129,6 @@ sandbox of the polyglot image; they have no docker column.
 		}
 		t.write(w)
 	}
-	printVariants(w, r)
 }
 
 func statCells(s stats) []string {
@@ -217,6 +227,7 @@ type jsonReport struct {
 	Rows       []jsonRow     `json:"rows"`
 	Parts      []jsonPart    `json:"breakdown"`
 	Variants   []jsonVariant `json:"variants,omitempty"`
+	Removals   []jsonRemoval `json:"bulk_removal,omitempty"`
 }
 
 func (r *report) toJSON() jsonReport {
@@ -238,5 +249,6 @@ func (r *report) toJSON() jsonReport {
 		j.Parts = append(j.Parts, jsonPart{Step: p.Step, RoundTrip: p.RoundTrip.toJSON(), Process: p.Process.toJSON()})
 	}
 	j.Variants = r.variantsJSON()
+	j.Removals = r.removalsJSON()
 	return j
 }

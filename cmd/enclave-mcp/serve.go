@@ -65,46 +65,64 @@ type serveFlags struct {
 	maxConns            int
 	allowedOrigins      string
 	allowedHosts        string
-	// warm is the size of the warm pool of MCP session sandboxes (-1: decided by the
-	// mode); warmNotebook is the retired --warm-notebook, accepted but unused.
+	// warm and warmMax are the warm pools' least and most spares (-1: decided by the mode
+	// and by --warm); warmNotebook is the retired --warm-notebook, accepted but unused.
 	warm         int
+	warmMax      int
 	warmNotebook int
 	notebook     notebookConfig // the config file's notebook section
 	tools        []tools.Def    // the built-in tools, then the config file's declared ones
 }
 
-// defaultWarmHTTP is the session warm pool's size over HTTP when --warm is not given. An HTTP
-// server sees sessions come and go, and two spares cover a small burst while the single
-// refill goroutine catches up (about 200 ms per sandbox); their cost is two idle containers.
-// Over stdio there is one session for the life of the process: a spare would only make its
-// first call faster, and the refill after it would keep a container that nobody takes, so
-// the default there is 0.
+// defaultWarmHTTP is the warm pools' minimum over HTTP when --warm is not given. An HTTP
+// server sees sessions come and go, and two spares cover a small burst while the refills
+// catch up (about 200 ms per sandbox, FillWorkers at once); their cost is two idle
+// containers per pool. Over stdio there is one session for the life of the process: a spare
+// would only make its first call faster, and the refill after it would keep a container
+// that nobody takes, so the default there is 0.
 const defaultWarmHTTP = 2
 
-// warmPools returns the size of the session sandboxes' warm pool for the flags and the mode. Only MCP
-// sessions take sandboxes from a warm pool, and a session has one sandbox for every tool
-// (session.SessionType), so that is the one pool. --warm-notebook, which sized a pool of
-// notebook sandboxes for sessions' notebook calls, is accepted so that command lines keep
-// working, and a value above 0 is warned about: a session's notebook starts in its own
-// sandbox (1-2 s, on its first notebook call).
-func (f *serveFlags) warmPools(log *slog.Logger) (int, error) {
-	warm := f.warm
+// defaultWarmMaxHTTP is the most spares a pool grows to over HTTP when --warm-max is not
+// given (and --warm is not 0): a burst of new sessions raises a pool's target by one per
+// session that found no spare, and an idle minute brings it back to --warm. 16 spares cost
+// about 160 MiB of host memory while they last.
+const defaultWarmMaxHTTP = 16
+
+// warmPools returns the warm pools' least and most spares for the flags and the mode. MCP
+// sessions take from one pool (a session has one sandbox for every tool,
+// session.SessionType); over HTTP the REST API's creates of the default docker config take
+// from another of the same bounds. --warm 0 turns pools off unless --warm-max is given,
+// which makes them grow from nothing. --warm-notebook, which sized a pool of notebook
+// sandboxes for sessions' notebook calls, is accepted so that command lines keep working,
+// and a value above 0 is warned about: a session's notebook starts in its own sandbox (1-2
+// s, on its first notebook call).
+func (f *serveFlags) warmPools(log *slog.Logger) (lo, hi int, err error) {
+	lo = f.warm
 	switch {
-	case warm == -1 && f.httpAddr != "":
-		warm = defaultWarmHTTP
-	case warm == -1:
-		warm = 0
-	case warm < 0:
-		return 0, fmt.Errorf("--warm %d: want 0 or more", f.warm)
+	case lo == -1 && f.httpAddr != "":
+		lo = defaultWarmHTTP
+	case lo == -1:
+		lo = 0
+	case lo < 0:
+		return 0, 0, fmt.Errorf("--warm %d: want 0 or more", f.warm)
+	}
+	hi = f.warmMax
+	switch {
+	case hi == -1 && lo > 0 && f.httpAddr != "":
+		hi = max(lo, defaultWarmMaxHTTP)
+	case hi == -1:
+		hi = lo
+	case hi < lo:
+		return 0, 0, fmt.Errorf("--warm-max %d: want at least --warm (%d)", f.warmMax, lo)
 	}
 	if f.warmNotebook < 0 {
-		return 0, fmt.Errorf("--warm-notebook %d: want 0 or more", f.warmNotebook)
+		return 0, 0, fmt.Errorf("--warm-notebook %d: want 0 or more", f.warmNotebook)
 	}
 	if f.warmNotebook > 0 {
 		log.Warn("--warm-notebook has no effect any more: each MCP session has one sandbox for every tool, "+
 			"its notebook started in it on the first notebook call; --warm keeps spares of that sandbox", "warm_notebook", f.warmNotebook)
 	}
-	return warm, nil
+	return lo, hi, nil
 }
 
 func serveCmd(ctx context.Context, args []string) error {
@@ -141,7 +159,8 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "remove a sandbox this long after its creation (0: never)")
 	fs.IntVar(&f.maxTotal, "max-sandboxes", 100, "most sandboxes alive at once (0: no cap)")
 	fs.IntVar(&f.maxPerOwner, "max-per-owner", 10, "most sandboxes one session or REST client holds (0: no cap)")
-	fs.IntVar(&f.warm, "warm", -1, fmt.Sprintf("started spare sandboxes kept ready for new MCP sessions (a session's one sandbox, for every tool; its notebook starts on the first notebook call); each serves one session and counts against --max-sandboxes (default %d with --http, 0 over stdio)", defaultWarmHTTP))
+	fs.IntVar(&f.warm, "warm", -1, fmt.Sprintf("least started spare sandboxes kept ready for new MCP sessions (a session's one sandbox, for every tool; its notebook starts on the first notebook call) and, with --http, for REST creates of the default config; each serves one session or create and counts against --max-sandboxes (default %d with --http, 0 over stdio)", defaultWarmHTTP))
+	fs.IntVar(&f.warmMax, "warm-max", -1, fmt.Sprintf("most spares a warm pool grows to while new sessions or creates outrun its refills; an idle minute brings it back to --warm (default %d with --http when --warm is not 0, else --warm)", defaultWarmMaxHTTP))
 	fs.IntVar(&f.warmNotebook, "warm-notebook", 0, "retired: no effect (a session's notebook runs in its one sandbox, warmed by --warm); accepted so command lines keep working")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -155,7 +174,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	warm, err := f.warmPools(log)
+	warm, warmMax, err := f.warmPools(log)
 	if err != nil {
 		return err
 	}
@@ -220,7 +239,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		NotebookImage: f.notebook.Image,
 		Notebook:      notebook.Options{Command: f.notebook.Command, Port: f.notebook.Port, KernelName: f.notebook.Kernel, Logger: log},
 		MaxSandboxes:  f.maxTotal, MaxPerOwner: f.maxPerOwner, IdleTTL: f.idleTTL, MaxLifetime: f.maxLifetime,
-		Warm: warm, Logger: log,
+		Warm: warm, WarmMax: warmMax, WarmREST: f.httpAddr != "", Logger: log,
 	})
 	if err != nil {
 		return err
