@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/client"
+	"github.com/enclave-mcp/enclave-mcp/internal/httpjson"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/schema"
 	"github.com/enclave-mcp/enclave-mcp/session"
@@ -239,10 +240,7 @@ func (a *API) route(w http.ResponseWriter, r *http.Request) {
 		a.mux.ServeHTTP(w, r)
 		return
 	}
-	rec := &headerRecorder{header: http.Header{}}
-	h.ServeHTTP(rec, r)
-	if rec.code == http.StatusMethodNotAllowed {
-		allow := rec.header.Get("Allow")
+	if allow, ok := httpjson.MethodNotAllowed(h, r); ok {
 		w.Header().Set("Allow", allow)
 		a.fail(w, r, http.StatusMethodNotAllowed, client.CodeMethodNotAllowed,
 			fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
@@ -251,16 +249,6 @@ func (a *API) route(w http.ResponseWriter, r *http.Request) {
 	a.fail(w, r, http.StatusNotFound, client.CodeNotFound,
 		fmt.Sprintf("no endpoint %s %s; GET /openapi.json lists them", r.Method, r.URL.Path))
 }
-
-// headerRecorder keeps what the mux's built-in 404/405 handlers set, and drops their text.
-type headerRecorder struct {
-	header http.Header
-	code   int
-}
-
-func (h *headerRecorder) Header() http.Header         { return h.header }
-func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
-func (h *headerRecorder) WriteHeader(code int)        { h.code = code }
 
 // durationParam reads a query parameter in seconds (fractions allowed) as a duration.
 func durationParam(r *http.Request, name string) (time.Duration, error) {

@@ -120,16 +120,15 @@ func (a *API) wrap(next http.Handler) http.Handler {
 
 // route dispatches to the routes, answering unknown paths (404) and methods (405) in JSON.
 func (a *API) route(w http.ResponseWriter, r *http.Request) {
-	if _, pattern := a.mux.Handler(r); pattern != "" {
+	h, pattern := a.mux.Handler(r)
+	if pattern != "" {
 		a.mux.ServeHTTP(w, r)
 		return
 	}
-	rec := &headerRecorder{header: http.Header{}}
-	a.mux.ServeHTTP(rec, r)
-	if rec.code == http.StatusMethodNotAllowed {
-		w.Header().Set("Allow", rec.header.Get("Allow"))
+	if allow, ok := httpjson.MethodNotAllowed(h, r); ok {
+		w.Header().Set("Allow", allow)
 		a.fail(w, http.StatusMethodNotAllowed, api.CodeMethodNotAllowed,
-			fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, rec.header.Get("Allow")))
+			fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
 		return
 	}
 	a.fail(w, http.StatusNotFound, api.CodeNotFound, fmt.Sprintf("no endpoint %s %s in the session API", r.Method, r.URL.Path))

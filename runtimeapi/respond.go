@@ -117,13 +117,3 @@ func (a *API) fail(w http.ResponseWriter, status int, code api.Code, detail stri
 	}
 	writeJSON(w, status, errorBody{Detail: detail, Code: code})
 }
-
-// headerRecorder keeps what the mux's own 404/405 handlers set, and drops their text.
-type headerRecorder struct {
-	header http.Header
-	code   int
-}
-
-func (h *headerRecorder) Header() http.Header         { return h.header }
-func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
-func (h *headerRecorder) WriteHeader(code int)        { h.code = code }

@@ -543,6 +543,16 @@ func resolveToolOptions(r *Resolved, p Policy) error {
 }
 
 // number reads a JSON-decoded or Go number option.
+// MaxOutputBytes reads a tool's max_output_bytes option: a positive number of any Go
+// numeric type or JSON number (a Go embedder's int as much as a decoded config's float64),
+// else 0, the sandbox's default.
+func MaxOutputBytes(opts map[string]any) int {
+	if n, ok := number(opts["max_output_bytes"]); ok && n > 0 {
+		return int(n)
+	}
+	return 0
+}
+
 func number(v any) (float64, bool) {
 	switch n := v.(type) {
 	case float64:

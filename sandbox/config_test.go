@@ -206,3 +206,28 @@ func TestPolicyFromConfigFile(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxOutputBytes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts map[string]any
+		want int
+	}{
+		{"absent", nil, 0},
+		{"float64 from JSON", map[string]any{"max_output_bytes": float64(4096)}, 4096},
+		{"int from a Go embedder", map[string]any{"max_output_bytes": 2048}, 2048},
+		{"int64", map[string]any{"max_output_bytes": int64(1024)}, 1024},
+		{"zero keeps the default", map[string]any{"max_output_bytes": 0}, 0},
+		{"negative keeps the default", map[string]any{"max_output_bytes": -5}, 0},
+		{"a string is not a number", map[string]any{"max_output_bytes": "4096"}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := MaxOutputBytes(tc.opts); got != tc.want {
+				t.Errorf("MaxOutputBytes(%v) = %d, want %d", tc.opts, got, tc.want)
+			}
+		})
+	}
+}

@@ -284,10 +284,7 @@ func (n *Named) run(ctx context.Context, s *named, argv []string, timeout float6
 	}
 	start := time.Now()
 	defer s.track(argv, start)()
-	req := sandbox.ExecRequest{Argv: argv, TimeoutMS: int64(timeout * 1000)}
-	if opt, ok := n.core.options["shell_executor"]["max_output_bytes"].(float64); ok && opt > 0 {
-		req.MaxOutputBytes = int(opt)
-	}
+	req := sandbox.ExecRequest{Argv: argv, TimeoutMS: int64(timeout * 1000), MaxOutputBytes: sandbox.MaxOutputBytes(n.core.options["shell_executor"])}
 	r, err := s.sb.Exec(ctx, req, nil)
 	log := n.log.With("owner", s.key.owner, "session", s.key.name, "program", argv[0])
 	if errors.Is(err, api.ErrNotFound) {

@@ -161,9 +161,7 @@ func runProcess(ctx context.Context, call Call, argv []string, stdin []byte, tim
 // runRequest runs req in the call's sandbox with the call's output cap and progress, and
 // turns the finished process into a result. An error is the sandbox's, as Exec returned it.
 func runRequest(ctx context.Context, call Call, req sandbox.ExecRequest, timeout float64) (Result, error) {
-	if opt, ok := call.Options["max_output_bytes"].(float64); ok && opt > 0 {
-		req.MaxOutputBytes = int(opt)
-	}
+	req.MaxOutputBytes = sandbox.MaxOutputBytes(call.Options)
 	var onOutput func(sandbox.Output)
 	if call.Progress != nil {
 		req.StreamIntervalMS = 500

@@ -104,9 +104,9 @@ func runNotebook(ctx context.Context, call Call, p NotebookParams) (Result, erro
 	if k == nil {
 		return res, nil
 	}
-	opts := notebook.ExecOptions{Timeout: time.Duration(timeout * float64(time.Second)), OnOutput: call.Progress}
-	if opt, ok := call.Options["max_output_bytes"].(float64); ok && opt > 0 {
-		opts.MaxOutputBytes = int(opt)
+	opts := notebook.ExecOptions{
+		Timeout: time.Duration(timeout * float64(time.Second)), OnOutput: call.Progress,
+		MaxOutputBytes: sandbox.MaxOutputBytes(call.Options),
 	}
 	cell, err := k.Execute(ctx, p.Code, opts)
 	if err != nil {

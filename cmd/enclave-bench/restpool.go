@@ -72,15 +72,7 @@ func (b *bench) restCreate(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	row.Docker, err = measure(ctx, "docker: create+start", b.createRuns(), func(w *stopwatch) error {
-		id, err := b.base.createStart(ctx)
-		w.stop()
-		if err != nil {
-			return err
-		}
-		return b.base.remove(context.WithoutCancel(ctx), id)
-	})
-	if err != nil {
+	if row.Docker, err = b.dockerCreateStart(ctx, b.createRuns()); err != nil {
 		return err
 	}
 	row.Target = row.Docker.Median / 10

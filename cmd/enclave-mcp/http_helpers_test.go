@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -246,4 +248,36 @@ func initialize(ctx context.Context, c *mcpclient.Client) error {
 	req.Params.ClientInfo = mcpgo.Implementation{Name: "hardening-test", Version: "1"}
 	_, err := c.Initialize(ctx, req)
 	return err
+}
+
+// startLogged starts cmd, a server logging JSON lines to stderr, and returns its parsed log
+// lines (dropped when nobody reads them fast enough), all of stderr, and its exit. The
+// process is killed when the test ends.
+func startLogged(t *testing.T, cmd *exec.Cmd) (lines chan map[string]any, stderr *syncbuf.Buffer, exited chan error) {
+	t.Helper()
+	stderr = &syncbuf.Buffer{}
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited = make(chan error, 1)
+	lines = make(chan map[string]any, 100)
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(pipe, stderr))
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) == nil {
+				select {
+				case lines <- line:
+				default:
+				}
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return lines, stderr, exited
 }

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,7 +21,6 @@ import (
 
 	"github.com/enclave-mcp/enclave-mcp/client"
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
-	"github.com/enclave-mcp/enclave-mcp/internal/syncbuf"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -426,30 +423,7 @@ func TestIntegrationServeSessionAPI(t *testing.T) {
 	cmd := exec.Command(bin, "serve", "--http", "127.0.0.1:0", "--warm", "0", "--log-format", "json", "--config", config,
 		"--tokens-file", tokens, "--session-size", "2M", "--session-max-size", "4M", "--session-idle", "600s")
 	cmd.Env = append(withoutTokenEnv(os.Environ()), "XDG_RUNTIME_DIR="+dir)
-	stderr := &syncbuf.Buffer{}
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	lines := make(chan map[string]any, 100)
-	go func() {
-		sc := bufio.NewScanner(io.TeeReader(pipe, stderr))
-		for sc.Scan() {
-			var line map[string]any
-			if json.Unmarshal(sc.Bytes(), &line) == nil {
-				select {
-				case lines <- line:
-				default:
-				}
-			}
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines, stderr, exited := startLogged(t, cmd)
 	base, generated := awaitServing(t, lines, stderr)
 	if generated != "" {
 		t.Errorf("a token was generated beside the tokens file: %s", generated)

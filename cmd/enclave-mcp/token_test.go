@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -161,30 +158,7 @@ func TestIntegrationServeTokenSources(t *testing.T) {
 			args := append([]string{"serve", "--http", "127.0.0.1:0", "--warm", "0", "--log-format", "json"}, tc.args...)
 			cmd := exec.Command(bin, args...)
 			cmd.Env = append(withoutTokenEnv(os.Environ()), append(tc.env, "XDG_RUNTIME_DIR="+runtimeDir)...)
-			stderr := &syncbuf.Buffer{}
-			pipe, err := cmd.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			exited := make(chan error, 1)
-			lines := make(chan map[string]any, 100)
-			go func() {
-				sc := bufio.NewScanner(io.TeeReader(pipe, stderr))
-				for sc.Scan() {
-					var line map[string]any
-					if json.Unmarshal(sc.Bytes(), &line) == nil {
-						select {
-						case lines <- line:
-						default:
-						}
-					}
-				}
-				exited <- cmd.Wait()
-			}()
-			t.Cleanup(func() { _ = cmd.Process.Kill() })
+			lines, stderr, exited := startLogged(t, cmd)
 
 			base, tokenPath := awaitServing(t, lines, stderr)
 			used := token

@@ -46,3 +46,22 @@ func (s *StatusWriter) Write(b []byte) (int, error) {
 }
 
 func (s *StatusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// MethodNotAllowed runs h, a ServeMux's handler for a request no pattern matched, into a
+// recorder, and reports whether it answered 405 and with which Allow header. The faces then
+// answer in JSON rather than with the mux's plain text.
+func MethodNotAllowed(h http.Handler, r *http.Request) (allow string, ok bool) {
+	rec := &headerRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	return rec.header.Get("Allow"), rec.code == http.StatusMethodNotAllowed
+}
+
+// headerRecorder keeps the status and headers a handler sets, and drops its body.
+type headerRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (h *headerRecorder) Header() http.Header         { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerRecorder) WriteHeader(code int)        { h.code = code }
