@@ -300,16 +300,16 @@ func (m *Manager) fill(p *warmPool) {
 	p.filling--
 	m.filling--
 	if err != nil {
-		closed := m.closed
+		closed, retryIn := m.closed, p.backoff
 		if !closed {
 			p.failures++
 			p.retryAt = time.Now().Add(p.backoff)
 			p.backoff = min(2*p.backoff, warmMaxBackoff)
 			m.releaseWaitersLocked(p)
 		}
-		m.mu.Unlock()
+		m.mu.Unlock() // p's fields belong to m.mu: another fill may fail meanwhile
 		if !closed {
-			m.log.Warn("refilling the warm pool", "type", p.typ, "error", err, "retry_in", time.Until(p.retryAt).Round(time.Millisecond))
+			m.log.Warn("refilling the warm pool", "type", p.typ, "error", err, "retry_in", retryIn)
 		}
 		return
 	}
