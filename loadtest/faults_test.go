@@ -33,14 +33,22 @@ func TestIntegrationServerKilled(t *testing.T) {
 	const sessions = 4
 	var (
 		wg     sync.WaitGroup
+		loaded sync.WaitGroup // every session has had a call of the load succeed
 		counts [sessions]loadCount
 	)
+	loaded.Add(sessions)
 	for i := range sessions {
 		s := connect(t, victim, loadtest.Streamable)
 		mustCall(t, s, "python_executor", map[string]any{"code": "print('sandbox up')"})
-		wg.Go(func() { counts[i] = hammer(ctx, s) })
+		wg.Go(func() { counts[i] = hammer(ctx, s, sync.OnceFunc(loaded.Done)) })
 	}
-	time.Sleep(500 * time.Millisecond) // calls are in flight in every session
+	allLoaded := make(chan struct{})
+	go func() { loaded.Wait(); close(allLoaded) }()
+	select { // calls are then in flight in every session
+	case <-allLoaded:
+	case <-time.After(time.Minute):
+		t.Fatal("not every session had a call succeed within a minute")
+	}
 	// One sandbox is frozen first: its agent cannot exit when the server dies, so it stays
 	// behind for the next server's start to reap.
 	frozen := onlyOf(t, victim.PID(), sessions)
@@ -99,14 +107,16 @@ func onlyOf(t *testing.T, pid, n int) loadtest.Container {
 // loadCount counts a hammering session's calls.
 type loadCount struct{ ok, failed int }
 
-// hammer calls python in s, one call after another, until ctx ends.
-func hammer(ctx context.Context, s *loadtest.Session) loadCount {
+// hammer calls python in s, one call after another, until ctx ends; succeeded runs after
+// each call that succeeds.
+func hammer(ctx context.Context, s *loadtest.Session, succeeded func()) loadCount {
 	var n loadCount
 	for ctx.Err() == nil {
 		if err := callOK(ctx, s, "python_executor", map[string]any{"code": "print('ok')"}); err != nil {
 			n.failed++
 		} else {
 			n.ok++
+			succeeded()
 		}
 	}
 	return n

@@ -109,6 +109,16 @@ func multiCodeExecutor() Def {
 // image has it. It is multi_code_executor's handler, and serves any API that runs code by
 // language name (see Languages).
 func ExecuteCode(ctx context.Context, call Call, p MultiCodeParams) (Result, error) {
+	res, err := executeCode(ctx, call, p)
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrInvalidArgs) {
+		// A file write or a step's start cut short by the caller: the call was cancelled,
+		// wherever it was.
+		return Result{Status: StatusCancelled, Error: "cancelled: " + context.Cause(ctx).Error()}, nil
+	}
+	return res, err
+}
+
+func executeCode(ctx context.Context, call Call, p MultiCodeParams) (Result, error) {
 	const tool = "multi_code_executor"
 	lang, ok := LanguageByName(p.Language)
 	if !ok {
@@ -156,6 +166,9 @@ func ExecuteCode(ctx context.Context, call Call, p MultiCodeParams) (Result, err
 			return stepFailed(lang, plan.compile[0], err)
 		}
 		meta["compile_time"] = compiled.ExecutionTime
+		if compiled.Status == StatusCancelled {
+			return compiled, nil // the caller stopped the build: not the compiler's failure
+		}
 		if compiled.Status != StatusSuccess {
 			return compileFailed(compiled, meta, compileTimeout), nil
 		}

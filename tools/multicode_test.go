@@ -23,6 +23,8 @@ type codeSandbox struct {
 
 	missing map[string]bool               // programs the image lacks
 	answer  map[string]sandbox.ExecResult // by program, instead of printing argv
+	// failWrites, when set, is every file write's error.
+	failWrites error
 
 	mu      sync.Mutex
 	execs   []sandbox.ExecRequest
@@ -63,6 +65,9 @@ func (s *codeSandbox) File(_ context.Context, req sandbox.FileRequest) (sandbox.
 	case sandbox.FileMkdir:
 		s.made = append(s.made, p)
 	case sandbox.FileWrite:
+		if s.failWrites != nil {
+			return sandbox.FileResult{}, s.failWrites
+		}
 		s.written[p] = string(req.Data)
 	case sandbox.FileDelete:
 		s.deleted = append(s.deleted, p)
@@ -435,4 +440,30 @@ func TestMultiCodeCleansUpWhenCancelled(t *testing.T) {
 	if len(sb.deleted) != 1 {
 		t.Errorf("deleted %v, want the run directory", sb.deleted)
 	}
+}
+
+// TestMultiCodeCancelledDuringTheBuild: a build the caller cancels is a cancelled call, not
+// the compiler's failure, and a cancel that lands before a step starts is cancelled too.
+func TestMultiCodeCancelledDuringTheBuild(t *testing.T) {
+	t.Parallel()
+	t.Run("the build is cut short", func(t *testing.T) {
+		t.Parallel()
+		sb := newCodeSandbox()
+		sb.answer["gcc"] = sandbox.ExecResult{ExitCode: -1, Signal: "SIGKILL", Cancelled: true}
+		res, err := multiCodeExecutor().Invoke(t.Context(), Call{Sandbox: sb}, json.RawMessage(`{"language":"c","code":"int main(void){return 0;}"}`))
+		if err != nil || res.Status != StatusCancelled || strings.Contains(res.Error, "compilation failed") {
+			t.Fatalf("= %+v, %v; want cancelled, not a failed build", res, err)
+		}
+	})
+	t.Run("cancelled before anything ran", func(t *testing.T) {
+		t.Parallel()
+		sb := newCodeSandbox()
+		sb.failWrites = context.Canceled
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		res, err := multiCodeExecutor().Invoke(ctx, Call{Sandbox: sb}, json.RawMessage(`{"language":"c","code":"int main(void){return 0;}"}`))
+		if err != nil || res.Status != StatusCancelled {
+			t.Fatalf("= %+v, %v; want a cancelled result", res, err)
+		}
+	})
 }
