@@ -195,6 +195,21 @@ func (r *treeRegistry) remove(t *tree) {
 	}
 }
 
+// hold counts one more foreground command before its tree is known: a process being handed
+// to the agent (pyfork.go) is nobody's until it is, and the orphan sweep must wait.
+func (r *treeRegistry) hold() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.foreground++
+}
+
+// release undoes hold.
+func (r *treeRegistry) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.foreground--
+}
+
 // snapshot returns the live trees, or nothing if a foreground command is running: while one
 // is, an orphan may be its own and the sweep must not run.
 func (r *treeRegistry) snapshot() (trees []*tree, busy bool) {
