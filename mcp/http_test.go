@@ -149,7 +149,8 @@ func startMCPGo(t *testing.T, c *mcpclient.Client) {
 		t.Fatal(err)
 	}
 	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
+	init.Params.ProtocolVersion = mcpgo.LATEST_LEGACY_PROTOCOL_VERSION
 	init.Params.ClientInfo = mcpgo.Implementation{Name: "http-test", Version: "1"}
 	if _, err := c.Initialize(t.Context(), init); err != nil {
 		t.Fatalf("initialize: %v", err)
@@ -337,7 +338,8 @@ func TestHTTPSessionLimitPerPrincipal(t *testing.T) {
 			return nil, err
 		}
 		init := mcpgo.InitializeRequest{}
-		init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+		// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
+		init.Params.ProtocolVersion = mcpgo.LATEST_LEGACY_PROTOCOL_VERSION
 		init.Params.ClientInfo = mcpgo.Implementation{Name: "limit-test", Version: "1"}
 		_, err = c.Initialize(t.Context(), init)
 		return c, err
