@@ -227,26 +227,6 @@ func goSDKScenario(t *testing.T, f *httpFixture, session *sdk.ClientSession) {
 	_ = session.Close()
 }
 
-// TestIntegrationHTTPGoSDKDefaultProtocol: go-sdk v1.8.0 defaults to the stateless protocol
-// (2026-07-28); the server's version list makes it fall back to a session-bearing one, and
-// state is kept across calls.
-func TestIntegrationHTTPGoSDKDefaultProtocol(t *testing.T) {
-	t.Parallel()
-	f := newHTTPFixture(t, time.Minute)
-	client := sdk.NewClient(&sdk.Implementation{Name: "gosdk-http-test", Version: "1"}, nil)
-	session, err := client.Connect(t.Context(), &sdk.StreamableClientTransport{
-		Endpoint: f.url + "/mcp", HTTPClient: bearerClient(), DisableStandaloneSSE: true,
-	}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	if v := session.InitializeResult().ProtocolVersion; v == "2026-07-28" || v == "" {
-		t.Fatalf("negotiated protocol %q: the stateless version must not be accepted", v)
-	}
-	goSDKScenario(t, f, session)
-	f.waitNoSandboxes(t, "after the go-sdk client closed")
-}
-
 // TestIntegrationHTTPSSEGoSDK: go-sdk's SSE client (the 2024-11-05 transport) against
 // mcp-go's SSE server, with its default protocol.
 func TestIntegrationHTTPSSEGoSDK(t *testing.T) {
