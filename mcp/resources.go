@@ -62,8 +62,7 @@ const templateDescription = "A file in this session's sandbox workspace (the dir
 	"path there, e.g. sandbox://workspace/plots/loss.png. Text files come back as text, others as base64 blobs, " +
 	"with a MIME type from the file name. resources/list lists the workspace's files, without hidden ones " +
 	"(names starting with a dot) or symbolic links, breadth first, at most 500; any other file can still be read " +
-	"by its URI. Nothing is listed before the session's first tool call starts its sandbox. For clients with an MCP " +
-	"session; clients without one (stateless) name files by their sandbox handle, sandbox://sandboxes/<handle>/<path>."
+	"by its URI. Nothing is listed before the session's first tool call starts its sandbox."
 
 const handleTemplateDescription = "A file in the workspace of a sandbox that sandbox_open opened, for clients without an " +
 	"MCP session (protocol 2026-07-28, stateless): sandbox://sandboxes/<handle>/<path>, e.g. " +
@@ -81,6 +80,17 @@ func resourceErrorf(format string, args ...any) error {
 func (s *Server) registerResources(hooks *server.Hooks) {
 	hooks.AddAfterListResources(func(ctx context.Context, _ any, _ *mcp.ListResourcesRequest, result *mcp.ListResourcesResult) {
 		s.listWorkspace(ctx, result)
+	})
+	// Each caller is shown the template of its own kind of URI: a session's workspace, or
+	// its handles' (as with the tools, a session's view is what it always was).
+	hooks.AddAfterListResourceTemplates(func(ctx context.Context, _ any, _ *mcp.ListResourceTemplatesRequest, result *mcp.ListResourceTemplatesResult) {
+		hide := handleTemplate
+		if callerOf(ctx).stateless() {
+			hide = workspaceTemplate
+		}
+		result.ResourceTemplates = slices.DeleteFunc(result.ResourceTemplates, func(t mcp.ResourceTemplate) bool {
+			return t.URITemplate != nil && t.URITemplate.Raw() == hide
+		})
 	})
 }
 

@@ -2,7 +2,8 @@
 // tools.Def to an MCP tool, runs every call through the session core (package session) as
 // the MCP session's caller, whose one sandbox (for every tool) is created on its first tool
 // call and removed when the session ends, and is the one place where tool outcomes and
-// errors are mapped to MCP results. The workspace of that sandbox is served as MCP resources
+// errors are mapped to MCP results. Clients without a session (the stateless protocol,
+// 2026-07-28) name their sandbox by a handle instead (stateless.go). The workspace of that sandbox is served as MCP resources
 // (resources.go).
 package mcp
 
@@ -63,15 +64,15 @@ type Server struct {
 }
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
-	"first tool call and removed when the session ends. Clients without a session (protocol 2026-07-28, stateless) " +
-	"call sandbox_open first and pass the handle it returns as \"sandbox\" to every tool; sandbox_close ends it. " +
-	"Every tool of the session runs in that one sandbox and " +
+	"first tool call and removed when the session ends. Every tool of the session runs in that one sandbox and " +
 	"sees the same workspace: files persist between calls and tools, and background jobs started with " +
 	"shell_executor are listed by background_jobs. Use file_operation to move text in and out, python_executor " +
 	"and shell_executor to run code. notebook_executor runs code in a Jupyter kernel inside the same sandbox, " +
 	"started on its first call, with the workspace as its working directory: variables persist between calls, " +
 	"files it writes are seen by the other tools, and plots come back as images. The workspace's files are also " +
-	"MCP resources (sandbox://workspace/<path>), listed by resources/list once the first tool call has started the sandbox."
+	"MCP resources (sandbox://workspace/<path>), listed by resources/list once the first tool call has started the sandbox. " +
+	"Clients without a session (protocol 2026-07-28, stateless) call sandbox_open first and pass the handle it returns " +
+	"as \"sandbox\" to every tool; sandbox_close removes that sandbox, and its files are sandbox://sandboxes/<handle>/<path>."
 
 // New builds the server and registers every tool.
 func New(cfg Config) (*Server, error) {

@@ -211,6 +211,10 @@ func TestIntegrationHTTPStatelessGoSDK(t *testing.T) {
 		t.Errorf("bob closes alice's handle: isError=%v %q; want not found", isErr, text)
 	}
 
+	if tmpl, err := alice.ListResourceTemplates(t.Context(), nil); err != nil || len(tmpl.ResourceTemplates) != 1 ||
+		tmpl.ResourceTemplates[0].URITemplate != mcp.HandleURIPrefix+"{sandbox}/{+path}" {
+		t.Errorf("resources/templates/list: %v; want the handles' template only", err)
+	}
 	uri := mcp.HandleURIPrefix + handle + "/state.txt"
 	list, err := alice.ListResources(t.Context(), nil)
 	if err != nil || !slices.ContainsFunc(list.Resources, func(r *sdk.Resource) bool { return r.URI == uri }) {
