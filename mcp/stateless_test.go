@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	mcpclient "github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
@@ -307,4 +310,51 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// TestIntegrationHTTPStatelessMCPGo: mcp-go v1.2.1's client, left at its default protocol,
+// is stateless too (server/discover), and keeps a sandbox's files between calls through a
+// handle.
+func TestIntegrationHTTPStatelessMCPGo(t *testing.T) {
+	t.Parallel()
+	f := newStatelessFixture(t, time.Minute)
+	c, err := mcpclient.NewStreamableHttpClient(f.url+"/mcp", transport.WithHTTPHeaders(authHeader()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	init := mcpgo.InitializeRequest{}
+	init.Params.ClientInfo = mcpgo.Implementation{Name: "stateless-mcpgo", Version: "1"}
+	if _, err := c.Initialize(t.Context(), init); err != nil {
+		t.Fatalf("connecting: %v", err)
+	}
+	if v := c.ProtocolVersion(); v != "2026-07-28" {
+		t.Fatalf("mcp-go's default client negotiated %q, want the stateless 2026-07-28", v)
+	}
+	call := mcpgoCaller(c)
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = "sandbox_open"
+	opened, err := c.CallTool(t.Context(), req)
+	if err != nil || opened.IsError {
+		t.Fatalf("sandbox_open: %v %+v", err, opened)
+	}
+	raw, _ := json.Marshal(opened.StructuredContent)
+	var out struct{ Sandbox string }
+	if err := json.Unmarshal(raw, &out); err != nil || out.Sandbox == "" {
+		t.Fatalf("sandbox_open's structuredContent %s: %v", raw, err)
+	}
+	handle := out.Sandbox
+	if text, isErr, err := call(t.Context(), "file_operation", map[string]any{"operation": "write", "file_path": "a.txt", "content": "via mcp-go", "sandbox": handle}); err != nil || isErr {
+		t.Fatalf("write: %v %q", err, text)
+	}
+	if text, isErr, err := call(t.Context(), "python_executor", map[string]any{"code": "print(open('a.txt').read())", "sandbox": handle}); err != nil || isErr || strings.TrimSpace(text) != "via mcp-go" {
+		t.Fatalf("read in the next call: %v %v %q", err, isErr, text)
+	}
+	if text, isErr, err := call(t.Context(), "sandbox_close", map[string]any{"sandbox": handle}); err != nil || isErr {
+		t.Fatalf("sandbox_close: %v %q", err, text)
+	}
+	f.waitNoSandboxes(t, "after sandbox_close")
 }
