@@ -143,14 +143,22 @@ func mcpgoCaller(c *mcpclient.Client) toolCaller {
 	}
 }
 
+// startMCPGo connects c with the session protocol (initialize, Mcp-Session-Id): one
+// sandbox per session, no handles.
 func startMCPGo(t *testing.T, c *mcpclient.Client) {
+	t.Helper()
+	startMCPGoAt(t, c, mcpgo.LATEST_LEGACY_PROTOCOL_VERSION)
+}
+
+// startMCPGoAt connects c asking for protocol version ("" is mcp-go's default: the
+// stateless 2026-07-28 when the server offers it) and checks that the tools are listed.
+func startMCPGoAt(t *testing.T, c *mcpclient.Client, version string) {
 	t.Helper()
 	if err := c.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	init := mcpgo.InitializeRequest{}
-	// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
-	init.Params.ProtocolVersion = mcpgo.LATEST_LEGACY_PROTOCOL_VERSION
+	init.Params.ProtocolVersion = version
 	init.Params.ClientInfo = mcpgo.Implementation{Name: "http-test", Version: "1"}
 	if _, err := c.Initialize(t.Context(), init); err != nil {
 		t.Fatalf("initialize: %v", err)

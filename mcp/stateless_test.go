@@ -323,14 +323,7 @@ func TestIntegrationHTTPStatelessMCPGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	if err := c.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	init := mcpgo.InitializeRequest{}
-	init.Params.ClientInfo = mcpgo.Implementation{Name: "stateless-mcpgo", Version: "1"}
-	if _, err := c.Initialize(t.Context(), init); err != nil {
-		t.Fatalf("connecting: %v", err)
-	}
+	startMCPGoAt(t, c, "")
 	if v := c.ProtocolVersion(); v != "2026-07-28" {
 		t.Fatalf("mcp-go's default client negotiated %q, want the stateless 2026-07-28", v)
 	}
