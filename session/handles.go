@@ -64,27 +64,43 @@ func (h *Handles) Open(ctx context.Context, owner string) (string, error) {
 	return sb.ID(), nil
 }
 
-// get finds owner's open handle id and its sandbox. A handle whose sandbox the Manager no
-// longer has is forgotten here.
-func (h *Handles) get(owner, id string) (*handle, sandbox.Sandbox, error) {
+// get finds owner's open handle id and its sandbox, counted as in use (and so never ended
+// by the idle sweep) until release runs; the lookup and the count are one step, so the
+// sweep ends a handle either before a call finds it or not at all. A handle whose sandbox
+// the Manager no longer has is forgotten here.
+func (h *Handles) get(owner, id string) (hd *handle, sb sandbox.Sandbox, release func(), err error) {
 	h.mu.Lock()
-	hd := h.open[id]
-	h.mu.Unlock()
+	hd = h.open[id]
 	if hd == nil || owner == "" || hd.owner != owner {
-		return nil, nil, fmt.Errorf("sandbox %q: %w", id, ErrNoHandle)
+		h.mu.Unlock()
+		return nil, nil, nil, fmt.Errorf("sandbox %q: %w", id, ErrNoHandle)
 	}
-	sb, err := h.core.m.GetOwned(owner, id)
+	hd.busy++
+	hd.last = time.Now()
+	h.mu.Unlock()
+	release = func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		hd.busy--
+		hd.last = time.Now()
+	}
+	sb, err = h.core.m.GetOwned(owner, id)
 	if err != nil {
+		release()
 		h.forget(id, hd)
-		return nil, nil, fmt.Errorf("sandbox %q: %w (it ended: closed, idle too long, or removed)", id, ErrNoHandle)
+		return nil, nil, nil, fmt.Errorf("sandbox %q: %w (it ended: closed, idle too long, or removed)", id, ErrNoHandle)
 	}
-	return hd, sb, nil
+	return hd, sb, release, nil
 }
 
 // Sandbox returns owner's sandbox of handle id, for reading its workspace.
 func (h *Handles) Sandbox(owner, id string) (sandbox.Sandbox, error) {
-	_, sb, err := h.get(owner, id)
-	return sb, err
+	_, sb, release, err := h.get(owner, id)
+	if err != nil {
+		return nil, err
+	}
+	release()
+	return sb, nil
 }
 
 // List lists owner's open handles, by id.
@@ -104,30 +120,23 @@ func (h *Handles) List(owner string) []sandbox.Sandbox {
 // Run runs call in owner's sandbox of handle id, through the one call path every face
 // uses. The idle clock never ends a handle under a call.
 func (h *Handles) Run(ctx context.Context, owner, id string, call Call) (tools.Result, error) {
-	hd, sb, err := h.get(owner, id)
+	_, sb, release, err := h.get(owner, id)
 	if err != nil {
 		return tools.Result{}, err
 	}
-	h.touch(hd, +1)
-	defer h.touch(hd, -1)
+	defer release()
 	t := h.core.in(sb)
 	t.stopped = "close it (sandbox_close) and open a new one"
 	return h.core.Caller(owner).call(ctx, call, t)
 }
 
-func (h *Handles) touch(hd *handle, delta int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	hd.busy += delta
-	hd.last = time.Now()
-}
-
 // Close ends owner's handle id and removes its sandbox.
 func (h *Handles) Close(ctx context.Context, owner, id string) error {
-	hd, _, err := h.get(owner, id)
+	hd, _, release, err := h.get(owner, id)
 	if err != nil {
 		return err
 	}
+	release()
 	return h.end(ctx, id, hd, "closed")
 }
 
@@ -173,6 +182,18 @@ func (h *Handles) idle(now time.Time, ttl time.Duration) map[string]*handle {
 	return candidates
 }
 
+// claimIdle drops hd from the index if it is still open and idle, so that no call finds
+// it from here on; it reports whether it did.
+func (h *Handles) claimIdle(id string, hd *handle, now time.Time, ttl time.Duration) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.open[id] != hd || hd.busy > 0 || now.Sub(hd.last) <= ttl {
+		return false
+	}
+	delete(h.open, id)
+	return true
+}
+
 // Sweep ends handles idle for ttl until ctx ends; ttl <= 0 never ends one.
 func (h *Handles) Sweep(ctx context.Context, ttl time.Duration) {
 	if ttl <= 0 {
@@ -186,6 +207,9 @@ func (h *Handles) Sweep(ctx context.Context, ttl time.Duration) {
 			return
 		case now := <-tick.C:
 			for id, hd := range h.idle(now, ttl) {
+				if !h.claimIdle(id, hd, now, ttl) {
+					continue // a call found it meanwhile
+				}
 				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 				if err := h.end(cctx, id, hd, "idle"); err != nil {
 					h.core.log.Warn("ending an idle sandbox handle", "sandbox", id, "error", err)

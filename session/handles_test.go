@@ -9,6 +9,7 @@ import (
 
 	"github.com/enclave-mcp/enclave-mcp/api"
 	"github.com/enclave-mcp/enclave-mcp/internal/fakesandbox"
+	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/session"
@@ -36,7 +37,7 @@ func handlesCore(t *testing.T, perOwner int) (*session.Core, *sandbox.Manager, *
 // TestHandles: a handle is a sandbox of the session type owned by the credential that
 // opened it; calls run in it; another owner, an unknown id and a closed handle are not
 // found; handles count against the per-owner cap with the owner's REST sandboxes; the
-// idle sweep ends an unused handle.
+// idle sweep ends an unused handle, never one under a call.
 func TestHandles(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -115,6 +116,40 @@ func TestHandles(t *testing.T) {
 		if _, err := h.Open(ctx, "token:bob"); err != nil {
 			t.Errorf("bob is not held back by alice's cap: %v", err)
 		}
+	})
+
+	t.Run("not idle under a call", func(t *testing.T) {
+		t.Parallel()
+		b := testenv.Process(t)
+		m := sandbox.NewManager(sandbox.ManagerOptions{
+			Defaults: map[sandbox.Type]sandbox.Config{session.SessionType: {}},
+			Creators: map[sandbox.Type]sandbox.Creator{session.SessionType: sandbox.NewCreator(b, session.SessionType)},
+		})
+		t.Cleanup(func() { _ = m.Close(context.WithoutCancel(t.Context())) })
+		core, err := session.New(session.Config{Manager: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := session.NewHandles(core)
+		id, err := h.Open(ctx, "token:alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sweep, stop := context.WithCancel(ctx)
+		defer stop()
+		go h.Sweep(sweep, 300*time.Millisecond)
+		// The call outlasts the TTL several times over; the sweep must leave it be.
+		res, err := h.Run(ctx, "token:alice", id, session.Call{Tool: "shell_executor", Args: map[string]any{"command": "sleep 2; echo done"}})
+		if err != nil || strings.TrimSpace(res.Output) != "done" {
+			t.Fatalf("a call longer than the idle TTL: %+v, %v", res, err)
+		}
+		if _, err := h.Sandbox("token:alice", id); err != nil {
+			t.Errorf("the handle ended under its call: %v", err)
+		}
+		testwait.Until(t, 10*time.Second, "the handle ended once idle", func() bool {
+			_, err := m.Get(id)
+			return errors.Is(err, api.ErrNotFound)
+		})
 	})
 
 	t.Run("idle", func(t *testing.T) {
