@@ -303,13 +303,8 @@ func newCommand(spec *wire.Exec, capture bool) (*command, *childEnds, error) {
 		child.stdin, cmd.stdin = r, w
 		child.open = append(child.open, r)
 	}
-	limit := spec.MaxOutputBytes
-	if limit == 0 {
-		limit = wire.DefaultMaxOutputBytes
-	}
-	streaming := spec.StreamIntervalMS > 0
 	if capture {
-		cmd.stdout, cmd.stderr = newStream(limit, streaming), newStream(limit, streaming)
+		cmd.stdout, cmd.stderr = outputStreams(spec)
 		for _, target := range []**os.File{&child.stdout, &child.stderr} {
 			r, w, err := os.Pipe()
 			if err != nil {
@@ -321,6 +316,16 @@ func newCommand(spec *wire.Exec, capture bool) (*command, *childEnds, error) {
 		}
 	}
 	return cmd, child, nil
+}
+
+// outputStreams makes the capped streams a command's stdout and stderr are read into.
+func outputStreams(spec *wire.Exec) (stdout, stderr *stream) {
+	limit := spec.MaxOutputBytes
+	if limit == 0 {
+		limit = wire.DefaultMaxOutputBytes
+	}
+	streaming := spec.StreamIntervalMS > 0
+	return newStream(limit, streaming), newStream(limit, streaming)
 }
 
 // run records that cmd's process pid has started, writes input to its stdin pipe (if it

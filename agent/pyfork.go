@@ -34,6 +34,12 @@ import (
 // a call in flight. The call's process waits for its script until the agent has adopted it,
 // so it cannot end before the agent is ready for its status.
 //
+// The fork is done ahead of the call: the agent keeps one spare process per server, forked
+// and adopted, waiting for its request, and forks the next one while the call runs. A call
+// therefore pays for handing a script to a waiting process, and the fork (tens of
+// milliseconds for a large interpreter on a virtual machine) is only paid when calls come
+// faster than the server forks.
+//
 // The server runs the same uid as the calls. They cannot read or write its memory (it is
 // non-dumpable, as the agent is), but they can kill or stop it. Whatever state it is in, a
 // call never fails for it: a server that is starting, dead, or slow to answer is passed by,
@@ -76,7 +82,10 @@ type forkServer struct {
 	sock  *os.File      // the agent's end of the SOCK_SEQPACKET pair
 	ready chan struct{} // closed once the server has imported its modules
 	dead  chan struct{} // closed once the process has exited
-	mu    sync.Mutex    // one fork at a time: replies come back in order
+
+	mu      sync.Mutex // held across a fork: one at a time, so replies come back in order
+	spare   *spare     // forked ahead of the next call
+	stopped bool       // killed by stop: fork nothing more
 }
 
 func newForkServers(log *slog.Logger, r *reaper, workspace string) *forkServers {
@@ -118,29 +127,83 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the fork request: %w", err)
 	}
-	// The script reaches the forked process through what would have been its stdin, after
-	// a header line; the process then takes /dev/null as stdin, where `python3 -` would
-	// be at EOF.
-	input := slices.Concat(header, []byte("\n"), spec.Stdin)
-	cmd, child, err := newCommand(&wire.Exec{Argv: spec.Argv, Stdin: input,
-		MaxOutputBytes: spec.MaxOutputBytes, StreamIntervalMS: spec.StreamIntervalMS}, true)
+	sp, err := f.take(srv)
 	if err != nil {
-		return nil, err
-	}
-	// Until the forked process is adopted it is nobody's, and an orphan sweep would kill it.
-	liveTrees.hold()
-	defer liveTrees.release()
-	pid, exited, err := f.fork(srv, child)
-	child.close()
-	if err != nil {
-		cmd.closePipes()
-		f.fail(path, srv, err)
+		if !errors.Is(err, errNoFork) {
+			f.fail(path, srv, err)
+		}
 		return nil, errNoFork
 	}
 	f.succeeded()
-	cmd.run(pid, exited, marker, input)
-	cmd.forked = true
+	go f.refill(path, srv)
+
+	// The script reaches the process through what would have been its stdin, after a
+	// header line; the process then takes /dev/null as stdin, where `python3 -` would be
+	// at EOF.
+	cmd := &command{argv: spec.Argv, stdin: sp.request, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true}
+	cmd.stdout, cmd.stderr = outputStreams(spec)
+	cmd.run(sp.pid, sp.exited, marker, slices.Concat(header, []byte("\n"), spec.Stdin))
 	return cmd, nil
+}
+
+// spare is a process forked from a resident interpreter ahead of its call, waiting for its
+// request: the call then pays for handing it the request, not for the fork.
+type spare struct {
+	pid            int
+	exited         <-chan syscall.WaitStatus
+	request        *os.File // the write end of the pipe it reads its request from
+	stdout, stderr *os.File // the read ends of its output pipes
+}
+
+// usable reports whether sp can still serve a call: calls run as the same uid and may have
+// killed or stopped it.
+func (sp *spare) usable() bool {
+	select {
+	case <-sp.exited:
+		return false
+	default:
+	}
+	p, ok := readProc(sp.pid)
+	return ok && !p.dead && !p.stopped
+}
+
+func (sp *spare) discard() {
+	syscall.Kill(sp.pid, syscall.SIGKILL)
+	sp.request.Close()
+	sp.stdout.Close()
+	sp.stderr.Close()
+}
+
+// take returns srv's spare, waiting for the one being forked if need be, or forks one now.
+func (f *forkServers) take(srv *forkServer) (*spare, error) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.stopped {
+		return nil, errNoFork
+	}
+	if sp := srv.spare; sp != nil {
+		srv.spare = nil
+		if sp.usable() {
+			return sp, nil
+		}
+		sp.discard()
+	}
+	return f.fork(srv)
+}
+
+// refill forks srv's next spare unless it has one.
+func (f *forkServers) refill(path string, srv *forkServer) {
+	srv.mu.Lock()
+	if srv.stopped || srv.spare != nil {
+		srv.mu.Unlock()
+		return
+	}
+	sp, err := f.fork(srv)
+	srv.spare = sp
+	srv.mu.Unlock()
+	if err != nil {
+		f.fail(path, srv, err)
+	}
 }
 
 // server returns path's resident interpreter if it is ready, and otherwise starts one in
@@ -219,6 +282,7 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 		status := <-exited
 		close(srv.dead)
 		sock.Close()
+		srv.stop()
 		code, sig := exitOf(status)
 		f.log.Info("resident Python interpreter ended", "pid", pid, "exit_code", code, "signal", sig, "stderr", <-stderr)
 	}()
@@ -233,37 +297,61 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 		}
 		f.log.Info("resident Python interpreter ready", "pid", pid, "ms", time.Since(started).Milliseconds())
 		close(srv.ready)
+		f.refill(path, srv)
 	}()
 	return srv, nil
 }
 
-// fork asks srv for a process with child's descriptors and adopts it; the process then
-// waits for its request on child.stdin.
-func (f *forkServers) fork(srv *forkServer, child *childEnds) (int, <-chan syscall.WaitStatus, error) {
-	reportR, reportW, err := os.Pipe()
-	if err != nil {
-		return 0, nil, fmt.Errorf("creating the report pipe: %w", err)
+// fork asks srv for a process, adopts it and returns it as a spare, waiting for its
+// request; srv.mu is held.
+func (f *forkServers) fork(srv *forkServer) (*spare, error) {
+	var mine, theirs []*os.File // pipe ends: the agent's, and those sent to the process
+	closeAll := func(files []*os.File) {
+		for _, file := range files {
+			file.Close()
+		}
 	}
-	defer reportR.Close()
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	err = sendFDs(srv.sock, []byte("c"), child.stdout, child.stderr, child.stdin, reportW)
-	reportW.Close()
+	for range 4 { // stdout, stderr, request, report
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(mine)
+			closeAll(theirs)
+			return nil, fmt.Errorf("creating pipes: %w", err)
+		}
+		if len(mine) == 2 { // the request pipe: the process reads it
+			r, w = w, r
+		}
+		mine, theirs = append(mine, r), append(theirs, w)
+	}
+	sp := &spare{stdout: mine[0], stderr: mine[1], request: mine[2]}
+	report := mine[3]
+	defer report.Close()
+	fail := func(err error) (*spare, error) {
+		sp.request.Close()
+		sp.stdout.Close()
+		sp.stderr.Close()
+		return nil, err
+	}
+	// Until the process is adopted it is nobody's, and an orphan sweep would kill it.
+	liveTrees.hold()
+	defer liveTrees.release()
+	err := sendFDs(srv.sock, []byte("c"), theirs...)
+	closeAll(theirs) // the server and the process have their own copies now
 	if err != nil {
-		return 0, nil, fmt.Errorf("sending the call: %w", err)
+		return fail(fmt.Errorf("sending the call: %w", err))
 	}
 	// The intermediate writes the pid and exits; EOF means every copy of the pipe is closed.
-	reportR.SetReadDeadline(time.Now().Add(forkReplyWait))
-	reply := readCapped(reportR, 32)
+	report.SetReadDeadline(time.Now().Add(forkReplyWait))
+	reply := readCapped(report, 32)
 	pid, err := strconv.Atoi(strings.TrimSpace(reply))
 	if err != nil || pid <= 1 {
-		return 0, nil, fmt.Errorf("reading the forked pid: got %q", reply)
+		return fail(fmt.Errorf("reading the forked pid: got %q", reply))
 	}
-	exited, err := f.reaper.adopt(pid, time.Now().Add(forkReplyWait))
-	if err != nil {
-		return 0, nil, err
+	if sp.exited, err = f.reaper.adopt(pid, time.Now().Add(forkReplyWait)); err != nil {
+		return fail(err)
 	}
-	return pid, exited, nil
+	sp.pid = pid
+	return sp, nil
 }
 
 // sendFDs sends msg with files attached over sock.
@@ -304,11 +392,11 @@ func readCapped(r *os.File, max int) string {
 
 // fail kills srv after it misbehaved and counts the failure; the next call starts another.
 func (f *forkServers) fail(path string, srv *forkServer, err error) {
-	f.log.Warn("resident Python interpreter failed; replacing it", "pid", srv.pid, "err", err)
 	syscall.Kill(srv.pid, syscall.SIGKILL)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.servers[path] == srv {
+		f.log.Warn("resident Python interpreter failed; replacing it", "pid", srv.pid, "err", err)
 		delete(f.servers, path)
 		f.failures++
 	}
@@ -332,6 +420,19 @@ func (f *forkServers) stop(reopen bool) {
 	f.mu.Unlock()
 	for _, srv := range servers {
 		syscall.Kill(srv.pid, syscall.SIGKILL)
+		srv.stop()
 		<-srv.dead
+	}
+}
+
+// stop makes srv fork nothing more and kills its spare: a server that ends takes its spare
+// with it, or it would wait for a request forever.
+func (srv *forkServer) stop() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.stopped = true
+	if srv.spare != nil {
+		srv.spare.discard()
+		srv.spare = nil
 	}
 }

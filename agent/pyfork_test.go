@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,42 +155,83 @@ func TestForkedCallLimits(t *testing.T) {
 	})
 }
 
-// forkServerPID is the resident interpreter's pid: the agent's child that no call started.
-// The tests of this file run one agent at a time, and wait for no call while asking.
-func forkServerPID(t *testing.T, a *testAgent) int {
+// residentPIDs lists the agent's resident interpreter processes: the server, whose
+// descriptor 3 is its socket, and the spares forked ahead of calls. The tests of this file
+// run one agent at a time, and ask while no call runs.
+func residentPIDs(t *testing.T) (server int, spares []int) {
 	t.Helper()
 	for _, p := range readProcs() {
-		if p.ppid == os.Getpid() && !p.dead && p.sid == p.pid {
-			if comm, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/comm"); err == nil && strings.HasPrefix(string(comm), "python3") {
-				return p.pid
-			}
+		if p.ppid != os.Getpid() || p.dead || p.sid != p.pid {
+			continue
+		}
+		if comm, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/comm"); err != nil || !strings.HasPrefix(string(comm), "python3") {
+			continue
+		}
+		if fd3, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/fd/3"); err == nil && strings.HasPrefix(fd3, "socket:") {
+			server = p.pid
+		} else {
+			spares = append(spares, p.pid)
 		}
 	}
-	t.Fatal("no resident interpreter among the agent's children")
-	return 0
+	return server, spares
 }
 
-// TestForkServerHostile: a call that kills or stops the resident interpreter does not fail,
-// and the calls after it work and are forked again.
+// forkServerPID is the resident interpreter's pid.
+func forkServerPID(t *testing.T) int {
+	t.Helper()
+	server, _ := residentPIDs(t)
+	if server == 0 {
+		t.Fatal("no resident interpreter among the agent's children")
+	}
+	return server
+}
+
+// TestForkServerHostile: a call that kills or stops the resident interpreter, or the spare
+// forked for the next call, does not fail, and the calls after it work and are forked again.
 func TestForkServerHostile(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP} {
-		t.Run(sig.String(), func(t *testing.T) {
-			a := startAgent(t)
-			forkReady(t, a)
-			server := forkServerPID(t, a)
-			res := a.exec(python(fmt.Sprintf("import os; os.kill(%d, %d); print('done')", server, sig), true))
-			if !res.Forked || res.Stdout != "done\n" || res.ExitCode != 0 {
-				t.Fatalf("the hostile call: %+v", res)
-			}
-			after := a.exec(python("print(6 * 7)", true))
-			if after.Stdout != "42\n" || after.ExitCode != 0 {
-				t.Fatalf("the next call: %+v", after)
-			}
-			forkReady(t, a)
-			if again := forkServerPID(t, a); again == server {
-				t.Errorf("still served by %d", server)
-			}
-		})
+	for _, target := range []string{"server", "spare"} {
+		for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP} {
+			t.Run(target+" "+sig.String(), func(t *testing.T) {
+				a := startAgent(t)
+				forkReady(t, a)
+				server := forkServerPID(t)
+				// The spare that exists now serves the hostile call itself; the one it
+				// attacks is forked for the next call while it runs.
+				script := fmt.Sprintf(`import os, time
+def find():
+    if %[1]q == "server":
+        return %[2]d
+    for _ in range(1000):
+        for p in os.listdir("/proc"):
+            if not p.isdigit() or int(p) in (os.getpid(), %[2]d):
+                continue
+            try:
+                stat = open(f"/proc/{p}/stat").read()
+            except OSError:
+                continue
+            if "(python3)" in stat and int(stat[stat.rindex(")") + 2:].split()[1]) == os.getppid():
+                return int(p)
+        time.sleep(0.01)
+victim = find()
+os.kill(victim, %[3]d)
+print(victim)`, target, server, int(sig))
+				res := a.exec(python(script, true))
+				victim, err := strconv.Atoi(strings.TrimSpace(res.Stdout))
+				if !res.Forked || err != nil || res.ExitCode != 0 {
+					t.Fatalf("the hostile call: %+v", res)
+				}
+				for range 3 {
+					after := a.exec(python("print(6 * 7)", true))
+					if after.Stdout != "42\n" || after.ExitCode != 0 || after.TimedOut {
+						t.Fatalf("a call after it: %+v", after)
+					}
+				}
+				forkReady(t, a)
+				if server, spares := residentPIDs(t); server == victim || slices.Contains(spares, victim) {
+					t.Errorf("%d is still in use", victim)
+				}
+			})
+		}
 	}
 }
 
@@ -199,7 +241,7 @@ func TestForkServerHostile(t *testing.T) {
 func TestForkServerGoneAtShutdownAndReset(t *testing.T) {
 	a := startAgent(t)
 	forkReady(t, a)
-	before := forkServerPID(t, a)
+	before := forkServerPID(t)
 	if r := a.call(wire.Request{Op: wire.OpReset, Reset: &wire.Reset{}}); r.Kind != wire.KindResult {
 		t.Fatalf("reset: %+v", r)
 	}
@@ -207,7 +249,7 @@ func TestForkServerGoneAtShutdownAndReset(t *testing.T) {
 		t.Errorf("resident interpreter %d survived the reset", before)
 	}
 	forkReady(t, a)
-	after := forkServerPID(t, a)
+	after := forkServerPID(t)
 	if after == before {
 		t.Errorf("the same resident interpreter %d after the reset", after)
 	}
