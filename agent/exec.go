@@ -37,12 +37,13 @@ var errCancelled = errors.New("cancelled by request")
 
 // command is a process the agent started for an exec request, foreground or background.
 type command struct {
-	argv    []string
-	pid     int
-	tree    *tree
-	exited  <-chan syscall.WaitStatus
-	started time.Time
-	forked  bool // from the resident interpreter (pyfork.go)
+	argv     []string
+	pid      int
+	tree     *tree
+	exited   <-chan syscall.WaitStatus
+	started  time.Time
+	forked   bool   // from the resident interpreter (pyfork.go)
+	exitHook func() // if set, called once the main process has exited
 
 	stdout, stderr *stream    // nil for a background job, whose output is discarded
 	stdin          *os.File   // the write end of the stdin pipe, if any
@@ -76,6 +77,9 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.Ex
 	}
 	liveTrees.add(cmd.tree, true)
 	ending, status := s.waitForExit(ctx, id, cmd, spec)
+	if cmd.exitHook != nil {
+		cmd.exitHook()
+	}
 
 	// Whatever the command left behind dies with it, even processes still holding its
 	// output pipes, which is why this comes before waiting for the pipes to drain.

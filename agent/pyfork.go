@@ -135,12 +135,14 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error)
 		return nil, errNoFork
 	}
 	f.succeeded()
-	go f.refill(path, srv)
 
 	// The script reaches the process through what would have been its stdin, after a
 	// header line; the process then takes /dev/null as stdin, where `python3 -` would be
 	// at EOF.
-	cmd := &command{argv: spec.Argv, stdin: sp.request, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true}
+	cmd := &command{argv: spec.Argv, stdin: sp.request, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true,
+		// The next spare is forked once this call's process has exited, so that the fork
+		// does not compete with the call for the CPU.
+		exitHook: func() { go f.refill(path, srv) }}
 	cmd.stdout, cmd.stderr = outputStreams(spec)
 	cmd.run(sp.pid, sp.exited, marker, slices.Concat(header, []byte("\n"), spec.Stdin))
 	return cmd, nil
