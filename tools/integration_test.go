@@ -144,9 +144,8 @@ func TestIntegrationResidentInterpreter(t *testing.T) {
 	if res.Output != "True True\n3\n" || res.Metadata["forked"] != true {
 		t.Errorf("the data stack in a forked call: %+v", res)
 	}
-	// The other python3 processes are the resident interpreter and its spare.
-	// The other python3 processes are the resident interpreter and the spare being forked
-	// for the next call while this one runs.
+	// A fresh python3 (not forked: a forked call is the spare itself) finds the resident
+	// interpreter and the spare forked for the next call once the last one ended.
 	script := `import os, time
 def others():
     found = []
@@ -169,7 +168,7 @@ for p in others():
     except OSError as e:
         print(type(e).__name__)`
 	args, _ := json.Marshal(map[string]string{"code": script})
-	res = invoke(t, sb, nil, "python_executor", string(args))
+	res = invoke(t, sb, map[string]any{"fork": false}, "python_executor", string(args))
 	if res.Output != "PermissionError\nPermissionError\n" {
 		t.Errorf("reading the resident processes' memory: %q %q, want two PermissionErrors", res.Output, res.Error)
 	}
