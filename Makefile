@@ -11,6 +11,7 @@ all: build
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/enclave-mcp
+	$(GO) build -trimpath -ldflags "-s -w" -o bin/enclave-agent ./cmd/enclave-agent
 
 # Installs and starts a Docker engine when none answers, then builds the default images
 # from Debian packages when the engine lacks them.
