@@ -92,7 +92,13 @@ type footprint struct {
 	Daemons    int64 // dockerd and containerd RSS growth over N
 	Processes  int   // the most processes in one container
 	Containers int   // how many were sampled
+	// IdleCPU is the CPU time all N containers used together over densityIdleWindow, per
+	// second: what idle sandboxes take from the host's cores.
+	IdleCPU time.Duration
 }
+
+// densityIdleWindow is how long the containers' CPU use is watched while they are idle.
+const densityIdleWindow = 10 * time.Second
 
 func (b *bench) density(ctx context.Context) error {
 	defs, err := b.toolDefs()
@@ -296,6 +302,7 @@ func (b *bench) footprint(ctx context.Context, ids []string, before, after hostS
 		return f, err
 	}
 	var cg, shimPSS, shimRSS, pid1RSS, pid1PSS []int64
+	var pids []int
 	for _, id := range ids {
 		insp, err := b.cli.ContainerInspect(ctx, id)
 		if err != nil {
@@ -305,6 +312,7 @@ func (b *bench) footprint(ctx context.Context, ids []string, before, after hostS
 			return f, fmt.Errorf("container %.12s is not running", id)
 		}
 		pid := insp.State.Pid
+		pids = append(pids, pid)
 		dir, err := memoryCgroup(pid)
 		if err != nil {
 			return f, err
@@ -328,7 +336,39 @@ func (b *bench) footprint(ctx context.Context, ids []string, before, after hostS
 	}
 	f.Cgroup, f.ShimPSS, f.ShimRSS = medianInt(cg), medianInt(shimPSS), medianInt(shimRSS)
 	f.PID1RSS, f.PID1PSS = medianInt(pid1RSS), medianInt(pid1PSS)
-	return f, nil
+	f.IdleCPU, err = idleCPU(ctx, pids)
+	return f, err
+}
+
+// idleCPU is the CPU time the cgroups of pids used together over densityIdleWindow, per
+// second.
+func idleCPU(ctx context.Context, pids []int) (time.Duration, error) {
+	total := func() (time.Duration, error) {
+		var sum time.Duration
+		for _, pid := range pids {
+			used, err := cgroupCPU(pid)
+			if err != nil {
+				return 0, err
+			}
+			sum += used
+		}
+		return sum, nil
+	}
+	start := time.Now()
+	before, err := total()
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(densityIdleWindow):
+	}
+	after, err := total()
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(float64(after-before) / time.Since(start).Seconds()), nil
 }
 
 // busySandboxes counts the idle sandboxes running any process besides their agent, and
@@ -457,7 +497,11 @@ func kib(v string) int64 {
 
 // memoryCgroup is the directory of pid's memory cgroup: the v1 memory hierarchy's, or the
 // unified one's.
-func memoryCgroup(pid int) (string, error) {
+func memoryCgroup(pid int) (string, error) { return cgroupDir(pid, "memory") }
+
+// cgroupDir is the directory of pid's cgroup in the v1 hierarchy of controller, or in the
+// unified one.
+func cgroupDir(pid int, controller string) (string, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return "", fmt.Errorf("reading process %d's cgroups: %w", pid, err)
@@ -468,15 +512,15 @@ func memoryCgroup(pid int) (string, error) {
 		if len(parts) != 3 {
 			continue
 		}
-		if slices.Contains(strings.Split(parts[1], ","), "memory") {
-			return filepath.Join("/sys/fs/cgroup/memory", parts[2]), nil
+		if slices.Contains(strings.Split(parts[1], ","), controller) {
+			return filepath.Join("/sys/fs/cgroup", parts[1], parts[2]), nil
 		}
 		if parts[0] == "0" && parts[1] == "" {
 			unified = filepath.Join("/sys/fs/cgroup", parts[2])
 		}
 	}
 	if unified == "" {
-		return "", fmt.Errorf("process %d has no memory cgroup", pid)
+		return "", fmt.Errorf("process %d has no %s cgroup", pid, controller)
 	}
 	return unified, nil
 }
@@ -490,6 +534,32 @@ func cgroupMemory(dir string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("reading the memory usage of cgroup %s: no memory.usage_in_bytes or memory.current", dir)
+}
+
+// cgroupCPU is the CPU time a cgroup's processes have used: cpuacct.usage on cgroup v1,
+// cpu.stat's usage_usec on v2.
+func cgroupCPU(pid int) (time.Duration, error) {
+	if dir, err := cgroupDir(pid, "cpuacct"); err == nil {
+		if data, err := os.ReadFile(filepath.Join(dir, "cpuacct.usage")); err == nil {
+			ns, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+			return time.Duration(ns), err
+		}
+	}
+	dir, err := cgroupDir(pid, "cpu")
+	if err != nil {
+		return 0, err
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return 0, fmt.Errorf("reading the CPU time of cgroup %s: %w", dir, err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			us, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return time.Duration(us) * time.Microsecond, err
+		}
+	}
+	return 0, fmt.Errorf("no usage_usec in %s/cpu.stat", dir)
 }
 
 // cgroupProcs lists the processes in a cgroup.
@@ -615,6 +685,9 @@ func printDensity(w io.Writer, r *report) {
 		mem("PID 1 RSS (agent / sleep)", func(f footprint) int64 { return f.PID1RSS }, true)
 		mem("PID 1 PSS (agent / sleep)", func(f footprint) int64 { return f.PID1PSS }, true)
 		mem("dockerd + containerd growth / N", func(f footprint) int64 { return f.Daemons }, true)
+		mem("sum: cgroup + shim PSS + daemons", func(f footprint) int64 { return f.Cgroup + f.ShimPSS + f.Daemons }, true)
+		line("CPU of all N idle containers (per second, cgroup)", func(o densityRun) string { return fmtDur(o.Mem.IdleCPU) },
+			fmtDur(d.Base.IdleCPU), "—", "—", "—")
 		line("agent goroutines (most) / live heap (median)", func(o densityRun) string {
 			return fmt.Sprintf("%d / %.0f KiB", o.AgentGoroutinesMax, float64(o.AgentHeapMedian)/1024)
 		}, "—", "—", "—", "—")
@@ -668,14 +741,15 @@ type jsonDensity struct {
 }
 
 type jsonFootprint struct {
-	HostBytes    int64 `json:"host_bytes"`
-	CgroupBytes  int64 `json:"cgroup_bytes"`
-	ShimPSS      int64 `json:"shim_pss_bytes"`
-	ShimRSS      int64 `json:"shim_rss_bytes"`
-	PID1RSS      int64 `json:"pid1_rss_bytes"`
-	PID1PSS      int64 `json:"pid1_pss_bytes"`
-	DaemonsBytes int64 `json:"daemons_bytes"`
-	Processes    int   `json:"processes_max"`
+	HostBytes    int64   `json:"host_bytes"`
+	CgroupBytes  int64   `json:"cgroup_bytes"`
+	ShimPSS      int64   `json:"shim_pss_bytes"`
+	ShimRSS      int64   `json:"shim_rss_bytes"`
+	PID1RSS      int64   `json:"pid1_rss_bytes"`
+	PID1PSS      int64   `json:"pid1_pss_bytes"`
+	DaemonsBytes int64   `json:"daemons_bytes"`
+	Processes    int     `json:"processes_max"`
+	IdleCPUMS    float64 `json:"idle_cpu_ms_per_s"`
 }
 
 type jsonDensityRun struct {
@@ -696,7 +770,7 @@ type jsonDensityRun struct {
 
 func (f footprint) toJSON() jsonFootprint {
 	return jsonFootprint{HostBytes: f.Host, CgroupBytes: f.Cgroup, ShimPSS: f.ShimPSS, ShimRSS: f.ShimRSS,
-		PID1RSS: f.PID1RSS, PID1PSS: f.PID1PSS, DaemonsBytes: f.Daemons, Processes: f.Processes}
+		PID1RSS: f.PID1RSS, PID1PSS: f.PID1PSS, DaemonsBytes: f.Daemons, Processes: f.Processes, IdleCPUMS: ms(f.IdleCPU)}
 }
 
 func (r *report) densityJSON() []jsonDensity {
