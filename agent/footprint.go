@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"runtime"
 	"runtime/metrics"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
@@ -19,7 +20,7 @@ func selfStats() *wire.AgentStats {
 		{Name: "/memory/classes/total:bytes"},
 	}
 	metrics.Read(samples)
-	st := &wire.AgentStats{}
+	st := &wire.AgentStats{Procs: runtime.GOMAXPROCS(0)}
 	if v := samples[0].Value; v.Kind() == metrics.KindUint64 {
 		st.Goroutines = int(v.Uint64())
 	}

@@ -204,6 +204,7 @@ type Response struct {
 // AgentStats is the agent process's own footprint, as its Go runtime sees it.
 type AgentStats struct {
 	Goroutines int    `json:"goroutines"`
+	Procs      int    `json:"procs"`       // GOMAXPROCS: the runtime starts a GC worker per P at its first collection
 	HeapBytes  uint64 `json:"heap_bytes"`  // live and not yet swept heap objects
 	TotalBytes uint64 `json:"total_bytes"` // everything the runtime has mapped (an upper bound of its RSS)
 }

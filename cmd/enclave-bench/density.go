@@ -251,6 +251,10 @@ func (b *bench) densityOurs(ctx context.Context, engine *sandbox.Docker, n int, 
 		}
 		ids[i] = a.ContainerID()
 		st, err := a.AgentStats(ctx)
+		if err != nil && a.Alive() { // an agent built before ping had stats answers without them
+			row.AgentGoroutinesMax = -1
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("asking sandbox %s's agent for its stats: %w", a.ID(), err)
 		}
@@ -258,6 +262,9 @@ func (b *bench) densityOurs(ctx context.Context, engine *sandbox.Docker, n int, 
 		heaps[i] = int64(st.HeapBytes)
 	}
 	row.AgentHeapMedian = medianInt(heaps)
+	if row.AgentGoroutinesMax < 0 {
+		row.AgentHeapMedian = -1
+	}
 	if row.Mem, err = b.footprint(ctx, ids, before, after); err != nil {
 		return err
 	}
@@ -689,6 +696,9 @@ func printDensity(w io.Writer, r *report) {
 		line("CPU of all N idle containers (per second, cgroup)", func(o densityRun) string { return fmtDur(o.Mem.IdleCPU) },
 			fmtDur(d.Base.IdleCPU), "—", "—", "—")
 		line("agent goroutines (most) / live heap (median)", func(o densityRun) string {
+			if o.AgentGoroutinesMax < 0 {
+				return "not reported"
+			}
 			return fmt.Sprintf("%d / %.0f KiB", o.AgentGoroutinesMax, float64(o.AgentHeapMedian)/1024)
 		}, "—", "—", "—", "—")
 		procsOK := true
