@@ -71,27 +71,26 @@ type densityRun struct {
 	Agent string // which binary
 	Mem   footprint
 
-	ServerRSSBefore, ServerRSS   int64 // this process's VmRSS before the sandboxes and with N
-	ServerHeapPerSandbox         int64 // the Go heap's growth (after a GC) over N
-	ServerGoroutinesPerSandbox   float64
-	AgentGoroutinesMax           int   // the most goroutines any idle agent had
-	AgentHeapMedian              int64 // the agents' live heap, median
-	IdleCall, LoadedCall         stats // a tool call with one sandbox alive, and in the Nth with N
-	Create, Remove               time.Duration
-	ExtraProcesses, PythonAgents int // idle sandboxes running anything beside the agent; python among them
+	ServerRSSBefore, ServerRSS int64 // this process's VmRSS before the sandboxes and with N
+	ServerHeapPerSandbox       int64 // the Go heap's growth (after a GC) over N
+	ServerGoroutinesPerSandbox float64
+	AgentGoroutinesMax         int   // the most goroutines any idle agent had
+	AgentHeapMedian            int64 // the agents' live heap, median
+	IdleCall, LoadedCall       stats // a tool call with one sandbox alive, and in the Nth with N
+	Create, Remove             time.Duration
+	PythonAgents               int // idle sandboxes running python (their fork server)
 }
 
 // footprint is what N containers cost, each figure per container.
 type footprint struct {
-	Host       int64 // MemAvailable drop over N
-	Cgroup     int64 // median of the containers' cgroup memory
-	ShimPSS    int64 // median
-	ShimRSS    int64 // median
-	PID1RSS    int64 // median: the agent, or sleep
-	PID1PSS    int64
-	Daemons    int64 // dockerd and containerd RSS growth over N
-	Processes  int   // the most processes in one container
-	Containers int   // how many were sampled
+	Host      int64 // MemAvailable drop over N
+	Cgroup    int64 // median of the containers' cgroup memory
+	ShimPSS   int64 // median
+	ShimRSS   int64 // median
+	PID1RSS   int64 // median: the agent, or sleep
+	PID1PSS   int64
+	Daemons   int64 // dockerd and containerd RSS growth over N
+	Processes int   // the most processes in one container
 	// IdleCPU is the CPU time all N containers used together over densityIdleWindow, per
 	// second: what idle sandboxes take from the host's cores.
 	IdleCPU time.Duration
@@ -268,7 +267,7 @@ func (b *bench) densityOurs(ctx context.Context, engine *sandbox.Docker, n int, 
 	if row.Mem, err = b.footprint(ctx, ids, before, after); err != nil {
 		return err
 	}
-	if row.ExtraProcesses, row.PythonAgents, err = b.busySandboxes(ctx, ids); err != nil {
+	if row.PythonAgents, err = b.pythonSandboxes(ctx, ids); err != nil {
 		return err
 	}
 
@@ -300,9 +299,8 @@ func (b *bench) densityOurs(ctx context.Context, engine *sandbox.Docker, n int, 
 func (b *bench) footprint(ctx context.Context, ids []string, before, after hostSample) (footprint, error) {
 	n := int64(len(ids))
 	f := footprint{
-		Host:       (before.available - after.available) / n,
-		Daemons:    (after.daemons - before.daemons) / n,
-		Containers: len(ids),
+		Host:    (before.available - after.available) / n,
+		Daemons: (after.daemons - before.daemons) / n,
 	}
 	shims, err := shimsByContainer()
 	if err != nil {
@@ -378,24 +376,25 @@ func idleCPU(ctx context.Context, pids []int) (time.Duration, error) {
 	return time.Duration(float64(after-before) / time.Since(start).Seconds()), nil
 }
 
-// busySandboxes counts the idle sandboxes running any process besides their agent, and
-// those among them running python: an idle sandbox must not have started its fork server.
-func (b *bench) busySandboxes(ctx context.Context, ids []string) (extra, python int, err error) {
+// pythonSandboxes counts the sandboxes running python: an idle sandbox must not have started
+// its fork server.
+func (b *bench) pythonSandboxes(ctx context.Context, ids []string) (int, error) {
+	python := 0
 	for _, id := range ids {
 		insp, err := b.cli.ContainerInspect(ctx, id)
-		if err != nil || insp.State == nil {
-			return 0, 0, fmt.Errorf("inspecting container %.12s: %w", id, err)
+		if err != nil {
+			return 0, fmt.Errorf("inspecting container %.12s: %w", id, err)
+		}
+		if insp.State == nil || insp.State.Pid == 0 {
+			return 0, fmt.Errorf("container %.12s is not running", id)
 		}
 		dir, err := memoryCgroup(insp.State.Pid)
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 		procs, err := cgroupProcs(dir)
 		if err != nil {
-			return 0, 0, err
-		}
-		if len(procs) > 1 {
-			extra++
+			return 0, err
 		}
 		for _, p := range procs {
 			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); strings.HasPrefix(string(comm), "python") {
@@ -404,7 +403,7 @@ func (b *bench) busySandboxes(ctx context.Context, ids []string) (extra, python 
 			}
 		}
 	}
-	return extra, python, nil
+	return python, nil
 }
 
 // hostSample is the host-wide memory a density step compares.
