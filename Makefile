@@ -5,12 +5,13 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The binary is also the in-sandbox agent, injected into images without libc: static only.
 export CGO_ENABLED := 0
 
-.PHONY: all build setup images run test test-short bench load faults snapshots fmt vet clean gvisor test-gvisor bench-gvisor conformance
+.PHONY: all build setup images run test test-short bench bench-density load faults snapshots fmt vet clean gvisor test-gvisor bench-gvisor conformance
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/enclave-mcp
+	$(GO) build -trimpath -ldflags "-s -w" -o bin/enclave-agent ./cmd/enclave-agent
 
 # Installs and starts a Docker engine when none answers, then builds the default images
 # from Debian packages when the engine lacks them.
@@ -51,6 +52,12 @@ test-short:
 
 bench: setup
 	$(GO) run ./cmd/enclave-bench
+
+# Density: what 100 and 500 idle sandboxes cost the host and the server, beside as many plain
+# containers and beside enclave-mcp as its own agent, and a tool call with N alive beside one
+# alive (about 30 minutes on 2 cores; it creates 3 x 600 containers and removes them all).
+bench-density: setup
+	$(GO) run ./cmd/enclave-bench -density-only -density-sizes 100,500
 
 # gVisor: installs Debian's runsc, registers it with the running dockerd (config file +
 # SIGHUP: dockerd is never restarted) and checks that a hardened container runs under it.

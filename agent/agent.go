@@ -11,7 +11,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -192,7 +191,7 @@ func (s *server) dispatch(ctx context.Context, req wire.Request) bool {
 func (s *server) answer(ctx context.Context, req wire.Request) (*wire.Response, error) {
 	switch req.Op {
 	case wire.OpPing:
-		return &wire.Response{Kind: wire.KindResult}, nil
+		return &wire.Response{Kind: wire.KindResult, Stats: selfStats()}, nil
 	case wire.OpExec:
 		res, err := s.exec(ctx, req.ID, req.Exec)
 		return &wire.Response{Kind: wire.KindResult, Exec: res}, err
@@ -252,22 +251,22 @@ func (s *server) shutdown() {
 }
 
 // responseWriter serialises responses from many goroutines onto one stream, one line each.
+// The encoder writes each response in one Write, so the server sees it as soon as it exists
+// and an idle agent holds no output buffer.
 type responseWriter struct {
 	closed atomic.Bool
 	mu     sync.Mutex
-	buf    *bufio.Writer
 	enc    *json.Encoder
 	err    error
 }
 
 func newResponseWriter(w io.Writer) *responseWriter {
-	buf := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(buf)
+	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false) // output is text for a model, not for a browser
-	return &responseWriter{buf: buf, enc: enc}
+	return &responseWriter{enc: enc}
 }
 
-// send writes resp and flushes it, so the server sees each message as soon as it exists.
+// send writes resp.
 func (w *responseWriter) send(resp *wire.Response) error {
 	if w.closed.Load() {
 		return nil
@@ -278,10 +277,6 @@ func (w *responseWriter) send(resp *wire.Response) error {
 		return w.err
 	}
 	if err := w.enc.Encode(resp); err != nil {
-		w.err = fmt.Errorf("writing response: %w", err)
-		return w.err
-	}
-	if err := w.buf.Flush(); err != nil {
 		w.err = fmt.Errorf("writing response: %w", err)
 	}
 	return w.err

@@ -19,7 +19,9 @@ import (
 // The reaper is process-wide because wait4(-1) is: two of them would steal each other's
 // children. Every Run in the process shares it.
 
-// reaperSafetyPoll bounds how long a status can wait if a SIGCHLD were ever missed.
+// reaperSafetyPoll bounds how long a status can wait if a SIGCHLD were ever missed. It runs
+// only while a process the agent started is waited for: an idle agent sleeps until a signal,
+// so hundreds of idle sandboxes wake nothing on the host.
 const reaperSafetyPoll = time.Second
 
 type reaper struct {
@@ -99,15 +101,26 @@ func (r *reaper) started(pid int) bool {
 }
 
 func (r *reaper) loop(sigchld <-chan os.Signal) {
-	poll := time.NewTicker(reaperSafetyPoll)
-	defer poll.Stop()
+	poll := time.NewTimer(reaperSafetyPoll)
 	for {
 		r.reapAll()
+		if !r.waiting() {
+			<-sigchld // spawn starts processes, whose exits send one, only after registering
+			continue
+		}
+		poll.Reset(reaperSafetyPoll)
 		select {
 		case <-sigchld:
 		case <-poll.C:
 		}
 	}
+}
+
+// waiting reports whether a started process's status is awaited.
+func (r *reaper) waiting() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.waiters) > 0
 }
 
 // reapAll collects every child that has exited. SIGCHLDs coalesce, so one signal may stand

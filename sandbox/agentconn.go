@@ -53,6 +53,11 @@ const (
 	// without complaint. Past it the oldest are forgotten, and a very late answer to one of
 	// them counts as a violation.
 	maxAbandoned = 1024
+	// readBuffer is the reader's buffer. Most frames (greetings, small answers, output
+	// chunks) fit; a longer one is assembled apart, in a buffer dropped after it. An idle
+	// connection holds this much and no more: with hundreds of sandboxes per server, a
+	// 64 KiB buffer each would be tens of MiB held for nothing.
+	readBuffer = 4 << 10
 )
 
 // frameLimit is the longest answer req may get.
@@ -95,8 +100,7 @@ type agentConn struct {
 
 	wmu sync.Mutex
 	w   io.WriteCloser
-	enc *json.Encoder
-	buf *bufio.Writer
+	enc *json.Encoder // writes each request in one Write, so it needs no buffer of its own
 
 	nextID atomic.Uint64 // the last request ID issued
 	// tunnelBytes is the tunnel data received and not read yet, all streams together;
@@ -131,8 +135,7 @@ const cancelGrace = 5 * time.Second
 // failed, must tear down the transport under w and r so that nothing stays blocked on it;
 // nil means closing w is enough.
 func newAgentConn(w io.WriteCloser, r io.Reader, abort func(), log *slog.Logger) *agentConn {
-	buf := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(buf)
+	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	if abort == nil {
 		abort = func() { _ = w.Close() }
@@ -143,7 +146,6 @@ func newAgentConn(w io.WriteCloser, r io.Reader, abort func(), log *slog.Logger)
 		abort:       abort,
 		tunnelLimit: maxTunnelBuffer,
 		w:           w,
-		buf:         buf,
 		enc:         enc,
 		pending:     map[uint64]*pendingCall{},
 		abandoned:   map[uint64]struct{}{},
@@ -156,7 +158,7 @@ func newAgentConn(w io.WriteCloser, r io.Reader, abort func(), log *slog.Logger)
 }
 
 func (c *agentConn) readLoop(r io.Reader) {
-	frames := &frameReader{r: bufio.NewReaderSize(r, 64<<10)}
+	frames := &frameReader{r: bufio.NewReaderSize(r, readBuffer)}
 	var err error
 	for {
 		var frame []byte
@@ -298,9 +300,6 @@ func (c *agentConn) send(req wire.Request) error {
 	if err := c.enc.Encode(req); err != nil {
 		return fmt.Errorf("sending %s request to agent: %w", req.Op, err)
 	}
-	if err := c.buf.Flush(); err != nil {
-		return fmt.Errorf("sending %s request to agent: %w", req.Op, err)
-	}
 	return nil
 }
 
@@ -424,17 +423,14 @@ func jsonValues(frame []byte) int {
 // holding more of one than the limit it is given.
 type frameReader struct {
 	r    *bufio.Reader
-	long []byte // assembles a frame longer than r's buffer
+	long []byte // assembles a frame longer than r's buffer; dropped once it is read
 }
 
 // next returns the next frame without its newline; the slice is valid until the next call.
 // limit is asked only once a frame outgrows baseFrameLimit, so that a limit raised while
 // the frame arrives (a call for a large answer began) counts.
 func (f *frameReader) next(limit func() int) ([]byte, error) {
-	if cap(f.long) > baseFrameLimit {
-		f.long = nil // do not keep a large frame's buffer for good
-	}
-	f.long = f.long[:0]
+	f.long = nil // an idle connection keeps no large frame's buffer
 	allowed := baseFrameLimit
 	for {
 		chunk, err := f.r.ReadSlice('\n')

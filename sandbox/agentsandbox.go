@@ -228,6 +228,18 @@ func (s *AgentSandbox) KillJob(ctx context.Context, id string) (Job, error) {
 	return resp.Jobs[0], nil
 }
 
+// AgentStats pings the agent and returns its own footprint (goroutines, heap).
+func (s *AgentSandbox) AgentStats(ctx context.Context) (wire.AgentStats, error) {
+	resp, err := s.request(ctx, wire.Request{Op: wire.OpPing})
+	if err != nil {
+		return wire.AgentStats{}, err
+	}
+	if resp.Stats == nil {
+		return wire.AgentStats{}, errors.New("agent answered ping without its stats")
+	}
+	return *resp.Stats, nil
+}
+
 // request is a plain request/response exchange with the agent.
 func (s *AgentSandbox) request(ctx context.Context, req wire.Request) (wire.Response, error) {
 	if err := s.enter(); err != nil {

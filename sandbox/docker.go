@@ -17,7 +17,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
 )
@@ -191,7 +190,7 @@ func (e *Docker) start(ctx context.Context, id, containerID string) (Streams, er
 	if err != nil {
 		return Streams{}, fmt.Errorf("%w: attaching to sandbox %s: %w", ErrEngine, id, err)
 	}
-	// The engine multiplexes the agent's stdout and stderr on the one connection; StdCopy
+	// The engine multiplexes the agent's stdout and stderr on the one connection; demux
 	// splits them into two pipes, and blocks while either is not read. So both are read
 	// until they end, whatever arrives, and teardown unblocks everything at once.
 	stdoutR, stdoutW := io.Pipe()
@@ -202,7 +201,7 @@ func (e *Docker) start(ctx context.Context, id, containerID string) (Streams, er
 		_ = stderrR.Close()
 	})
 	go func() {
-		_, err := stdcopy.StdCopy(stdoutW, stderrW, hijack.Reader)
+		err := demux(stdoutW, stderrW, hijack.Reader)
 		if err == nil {
 			err = io.EOF
 		}

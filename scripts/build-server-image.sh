@@ -16,6 +16,7 @@
 # add the socket's group: docker run --user 10001:10001 --group-add "$(stat -c %g /var/run/docker.sock)".
 #
 # Usage: scripts/build-server-image.sh [BINARY]   (default bin/enclave-mcp; make server-image)
+# An enclave-agent beside BINARY, not older than it, goes into the image too.
 # Environment: ENCLAVE_SERVER_IMAGE (repository, default enclave/enclave-mcp),
 # ENCLAVE_SERVER_TAGS (space-separated tags, default "<the binary's version> latest").
 # Prints the image references it tagged, one a line, on stdout.
@@ -43,6 +44,14 @@ install -d -m 0755 "$root/usr/local/bin" "$root/etc" "$root/var/run"
 install -d -m 0700 "$root/root"
 install -d -m 1777 "$root/tmp"
 install -m 0755 "$bin" "$root/usr/local/bin/enclave-mcp"
+# The agent built alone (make build writes it beside the server), which the server injects
+# into sandboxes instead of itself: an idle sandbox then costs a quarter of the memory.
+agent="$(dirname "$bin")/enclave-agent"
+if [ -x "$agent" ] && ! [ "$agent" -ot "$bin" ]; then
+  install -m 0755 "$agent" "$root/usr/local/bin/enclave-agent"
+else
+  log "no up-to-date $agent beside $bin: the server will inject itself as the agent"
+fi
 cat >"$root/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/sbin/nologin
 enclave:x:10001:10001:enclave-mcp:/tmp:/sbin/nologin

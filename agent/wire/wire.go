@@ -17,7 +17,7 @@ type Operation string
 
 // The operations the agent serves.
 const (
-	OpPing   Operation = "ping"   // answers at once; a liveness probe
+	OpPing   Operation = "ping"   // answers at once, with the agent's Stats; a liveness probe
 	OpExec   Operation = "exec"   // runs a process (Request.Exec)
 	OpCancel Operation = "cancel" // kills the process tree of exec request Request.Target
 	OpFile   Operation = "file"   // a file-system operation (Request.File)
@@ -196,6 +196,17 @@ type Response struct {
 
 	// Reset answers OpReset.
 	Reset *ResetResult `json:"reset,omitempty"`
+
+	// Stats answers OpPing: what the agent itself costs right now.
+	Stats *AgentStats `json:"stats,omitempty"`
+}
+
+// AgentStats is the agent process's own footprint, as its Go runtime sees it.
+type AgentStats struct {
+	Goroutines int    `json:"goroutines"`
+	Procs      int    `json:"procs"`       // GOMAXPROCS: the runtime starts a GC worker per P at its first collection
+	HeapBytes  uint64 `json:"heap_bytes"`  // live and not yet swept heap objects
+	TotalBytes uint64 `json:"total_bytes"` // everything the runtime has mapped (an upper bound of its RSS)
 }
 
 // Ready is the agent's greeting.

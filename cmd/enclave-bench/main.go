@@ -22,6 +22,7 @@
 //	go run ./cmd/enclave-bench [-n 30] [-json results.json] [-agent-binary bin/enclave-mcp] [-slow] [-polyglot-only]
 //	go run ./cmd/enclave-bench -warm-only [-n 30]
 //	go run ./cmd/enclave-bench -removal-only [-removal-sizes 10,50,200] [-removal-rounds 3]
+//	go run ./cmd/enclave-bench -density-only [-density-sizes 100,500]
 //
 // The agent binary must be a static build. Unless -agent-binary is given, bin/enclave-mcp is
 // used when it is newer than every Go source file of the module; otherwise a fresh one is
@@ -72,6 +73,14 @@ type options struct {
 	pythonOnly    bool
 	removalSizes  []int
 	removalRounds int
+	// densityOnly measures only N idle sandboxes' cost, for each of densitySizes.
+	densityOnly  bool
+	densitySizes []int
+	// densityAgent is the agent built alone (cmd/enclave-agent), measured beside
+	// agentBinary (enclave-mcp as its own agent) unless densityCompare is off.
+	densityAgent    string
+	densityAgentSet bool
+	densityCompare  bool
 }
 
 func run() int {
@@ -89,9 +98,17 @@ func run() int {
 	flag.BoolVar(&opts.removalOnly, "removal-only", false, "measure only bulk removal: Manager.Close of N sandboxes, serial and with 4, 8 and 16 workers")
 	removalSizes := flag.String("removal-sizes", "10,50,200", "with -removal-only: the sandbox counts N")
 	flag.IntVar(&opts.removalRounds, "removal-rounds", 3, "with -removal-only: rounds per count and concurrency")
+	flag.BoolVar(&opts.densityOnly, "density-only", false, "measure only density: what N idle sandboxes cost the host and the server, beside N plain containers, and a tool call with N alive beside one alive")
+	densitySizes := flag.String("density-sizes", "100,500", "with -density-only: the sandbox counts N")
+	flag.StringVar(&opts.densityAgent, "density-agent", "bin/enclave-agent", "with -density-only: the agent built alone (cmd/enclave-agent), rebuilt like -agent-binary when missing or stale")
+	flag.BoolVar(&opts.densityCompare, "density-compare", true, "with -density-only: also measure N sandboxes whose agent is -agent-binary (enclave-mcp as its own agent), the way before enclave-agent")
 	flag.Parse()
 	var err error
-	if opts.removalSizes, err = parseSizes(*removalSizes); err != nil {
+	if opts.removalSizes, err = parseSizes("-removal-sizes", *removalSizes); err != nil {
+		fmt.Fprintln(os.Stderr, "enclave-bench:", err)
+		return 2
+	}
+	if opts.densitySizes, err = parseSizes("-density-sizes", *densitySizes); err != nil {
 		fmt.Fprintln(os.Stderr, "enclave-bench:", err)
 		return 2
 	}
@@ -100,7 +117,10 @@ func run() int {
 			opts.runtimes = append(opts.runtimes, rt)
 		}
 	}
-	flag.Visit(func(f *flag.Flag) { opts.agentSet = opts.agentSet || f.Name == "agent-binary" })
+	flag.Visit(func(f *flag.Flag) {
+		opts.agentSet = opts.agentSet || f.Name == "agent-binary"
+		opts.densityAgentSet = opts.densityAgentSet || f.Name == "density-agent"
+	})
 	if opts.n < 1 || opts.removalRounds < 1 || flag.NArg() > 0 {
 		flag.Usage()
 		return 2
@@ -194,6 +214,29 @@ func runBench(ctx context.Context, opts options) (err error) {
 		pythonOnly:    opts.pythonOnly,
 		removalSizes:  opts.removalSizes,
 		removalRounds: opts.removalRounds,
+
+		densityOnly:    opts.densityOnly,
+		densitySizes:   opts.densitySizes,
+		densityCompare: opts.densityCompare,
+	}
+	if opts.densityOnly {
+		path, cleanupDensityAgent, berr := staticBinary(ctx, opts.densityAgent, opts.densityAgentSet, "./cmd/enclave-agent")
+		if berr != nil {
+			return berr
+		}
+		defer cleanupDensityAgent()
+		if b.densityEngine, berr = sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: path}); berr != nil {
+			return fmt.Errorf("loading the agent binary %s: %w", path, berr)
+		}
+		defer b.densityEngine.Close()
+		defer func() { // the sweep of the enclave-agent sandboxes' instance label
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			defer cancel()
+			if cerr := track.cleanup(cctx, cli, b.densityEngine, runID); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+			}
+		}()
+		fmt.Fprintf(os.Stderr, "enclave-bench: density agent %s (containers labelled %s=%s)\n", path, sandbox.LabelInstance, b.densityEngine.Instance())
 	}
 	fmt.Fprintf(os.Stderr, "enclave-bench: %s\nenclave-bench: containers are labelled %s=%s (sandboxes) and %s=%s (baseline)\n",
 		rep.header(), sandbox.LabelInstance, engine.Instance(), benchLabel, runID)
@@ -202,7 +245,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 	rep.Took = time.Since(start).Round(time.Millisecond).String()
 
 	// What was measured is printed even when a later operation failed.
-	measured := len(rep.Rows) > 0 || len(rep.Variants) > 0 || len(rep.Removals) > 0
+	measured := len(rep.Rows) > 0 || len(rep.Variants) > 0 || len(rep.Removals) > 0 || len(rep.Density) > 0
 	if measured {
 		printReport(os.Stdout, rep)
 	}
@@ -217,15 +260,21 @@ func runBench(ctx context.Context, opts options) (err error) {
 // agentBinary returns the agent executable to inject, building one when needed, and a
 // function that removes what it built.
 func agentBinary(ctx context.Context, opts options) (string, func(), error) {
+	return staticBinary(ctx, opts.agentBinary, opts.agentSet, "./cmd/enclave-mcp")
+}
+
+// staticBinary returns the static build of pkg at path, building one into a temporary
+// directory when path is missing or older than the sources (unless set: the user named it),
+// and a function that removes what it built.
+func staticBinary(ctx context.Context, path string, set bool, pkg string) (string, func(), error) {
 	nothing := func() {}
-	if opts.agentSet {
-		return opts.agentBinary, nothing, nil
+	if set {
+		return path, nothing, nil
 	}
 	root, err := moduleRoot(ctx)
 	if err != nil {
 		return "", nothing, err
 	}
-	path := opts.agentBinary
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(root, path)
 	}
@@ -244,13 +293,13 @@ func agentBinary(ctx context.Context, opts options) (string, func(), error) {
 		return "", nothing, fmt.Errorf("making a directory for the agent build: %w", err)
 	}
 	cleanup := func() { os.RemoveAll(dir) }
-	built := filepath.Join(dir, "enclave-mcp")
+	built := filepath.Join(dir, filepath.Base(pkg))
 	reason := "missing"
 	if statErr == nil {
 		reason = "older than the sources"
 	}
 	fmt.Fprintf(os.Stderr, "enclave-bench: %s is %s; building a static agent into %s\n", path, reason, built)
-	if err := goBuild(ctx, root, built); err != nil {
+	if err := goBuild(ctx, root, built, pkg); err != nil {
 		cleanup()
 		if statErr == nil {
 			fmt.Fprintf(os.Stderr, "enclave-bench: %v\nenclave-bench: using the stale %s\n", err, path)
@@ -310,13 +359,13 @@ func newestSource(root string) (time.Time, error) {
 	return newest, nil
 }
 
-func goBuild(ctx context.Context, root, out string) error {
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, "./cmd/enclave-mcp")
+func goBuild(ctx context.Context, root, out, pkg string) error {
+	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building the agent (CGO_ENABLED=0 go build ./cmd/enclave-mcp in %s): %w", root, err)
+		return fmt.Errorf("building the agent (CGO_ENABLED=0 go build %s in %s): %w", pkg, root, err)
 	}
 	return nil
 }

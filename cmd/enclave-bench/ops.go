@@ -49,6 +49,12 @@ type bench struct {
 	pythonOnly    bool  // only python_executor's forked rows (pyfork.go)
 	removalSizes  []int // its sandbox counts
 	removalRounds int
+
+	densityOnly    bool  // only density (density.go)
+	densitySizes   []int // its sandbox counts
+	densityCompare bool  // also with enclave-mcp as the agent
+	// densityEngine injects the agent built alone (enclave-agent); engine injects enclave-mcp.
+	densityEngine *sandbox.Docker
 }
 
 // createRuns is the run count for operations that create a container per run.
@@ -64,6 +70,9 @@ func (b *bench) all(ctx context.Context) error {
 	}
 	if b.removalOnly {
 		return b.removal(ctx)
+	}
+	if b.densityOnly {
+		return b.density(ctx)
 	}
 	if b.polyglotOnly {
 		fmt.Fprintln(os.Stderr, "languages (multi_code_executor):")

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -33,7 +32,7 @@ type removalRow struct {
 }
 
 // parseSizes reads a comma-separated list of positive counts.
-func parseSizes(s string) ([]int, error) {
+func parseSizes(flagName, s string) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -41,12 +40,12 @@ func parseSizes(s string) ([]int, error) {
 		}
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-removal-sizes: %q is not a positive count", f)
+			return nil, fmt.Errorf("%s: %q is not a positive count", flagName, f)
 		}
 		out = append(out, n)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("-removal-sizes: no count in %q", s)
+		return nil, fmt.Errorf("%s: no count in %q", flagName, s)
 	}
 	return out, nil
 }
@@ -92,33 +91,15 @@ func (b *bench) closeMany(ctx context.Context, n, workers int) (time.Duration, e
 			_ = m.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-		next = make(chan int)
-	)
-	for range min(n, removalCreateWorkers) {
-		wg.Go(func() {
-			for i := range next {
-				if _, err := m.Create(ctx, fmt.Sprintf("enclave-bench-removal-%d", i), sandbox.TypeDocker, sandbox.Config{}); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	if err := firstError(errs); err != nil {
+	err := bounded(ctx, n, removalCreateWorkers, func(i int) error {
+		_, err := m.Create(ctx, fmt.Sprintf("enclave-bench-removal-%d", i), sandbox.TypeDocker, sandbox.Config{})
+		return err
+	})
+	if err != nil {
 		return 0, fmt.Errorf("creating the sandboxes: %w", err)
 	}
 	start := time.Now()
-	err := m.Close(ctx)
+	err = m.Close(ctx)
 	took := time.Since(start)
 	closed = true
 	if err != nil {

@@ -40,6 +40,7 @@ type report struct {
 	Parts      []part
 	Variants   []variant    // the same operation two ways (see variants.go)
 	Removals   []removalRow // bulk removal by concurrency (see removal.go)
+	Density    []densityRow // N idle sandboxes (see density.go)
 }
 
 func (r *report) add(row row) { r.Rows = append(r.Rows, row) }
@@ -65,6 +66,7 @@ func printReport(w io.Writer, r *report) {
 	printRows(w, r)
 	printVariants(w, r)
 	printRemovals(w, r)
+	printDensity(w, r)
 }
 
 // printRows writes the main table, ours beside the baseline, and the breakdown, when there
@@ -228,6 +230,7 @@ type jsonReport struct {
 	Parts      []jsonPart    `json:"breakdown"`
 	Variants   []jsonVariant `json:"variants,omitempty"`
 	Removals   []jsonRemoval `json:"bulk_removal,omitempty"`
+	Density    []jsonDensity `json:"density,omitempty"`
 }
 
 func (r *report) toJSON() jsonReport {
@@ -250,5 +253,6 @@ func (r *report) toJSON() jsonReport {
 	}
 	j.Variants = r.variantsJSON()
 	j.Removals = r.removalsJSON()
+	j.Density = r.densityJSON()
 	return j
 }

@@ -73,7 +73,7 @@ func toolSchemas(defs []tools.Def, format schema.Format) ([]json.RawMessage, err
 // doctorCmd checks what enclave-mcp needs and says how to fix what is missing.
 func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
-	agentBinary := fs.String("agent-binary", "", "static binary injected into sandboxes (default: this executable)")
+	agentBinary := fs.String("agent-binary", "", agentBinaryFlag)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: *agentBinary})
+	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: defaultAgent(*agentBinary)})
 	if err != nil {
 		fix := "start the engine (make setup, or dockerd &), or point DOCKER_HOST at one"
 		if !errors.Is(err, sandbox.ErrEngine) {

@@ -141,7 +141,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.Float64Var(&f.timeout, "timeout", 0, "default tool timeout in seconds (default 30)")
 	fs.BoolVar(&f.network, "network", false, "DANGEROUS: give sandboxes network access")
 	fs.StringVar(&f.runtime, "runtime", "", "OCI runtime for sandboxes, e.g. runsc (default: the engine's)")
-	fs.StringVar(&f.agentBinary, "agent-binary", "", "static enclave-mcp binary injected into sandboxes (default: this executable)")
+	fs.StringVar(&f.agentBinary, "agent-binary", "", agentBinaryFlag)
 	f.backend.register(fs)
 	fs.StringVar(&f.httpAddr, "http", "", "serve MCP and the REST API over HTTP on ADDR (e.g. 127.0.0.1:8000) instead of stdio")
 	fs.StringVar(&f.token, "token", "", "bearer token required by the HTTP endpoints; visible in ps: prefer --token-file or "+tokenEnv+". Generated when listening on loopback without any")
@@ -218,7 +218,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		}
 	}
 
-	engine, err := f.backend.open(ctx, f.agentBinary, log)
+	engine, err := f.backend.open(ctx, defaultAgent(f.agentBinary), log)
 	if err != nil {
 		return err
 	}

@@ -17,11 +17,15 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-)
+// staticBuild is a static build of one command, made once per test process.
+type staticBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// The two binaries tests inject as agents: enclave-mcp (its own agent) and enclave-agent.
+var mcpBuild, agentBuild staticBuild
 
 // RepoRoot is the module's root directory.
 func RepoRoot() string {
@@ -32,24 +36,36 @@ func RepoRoot() string {
 // Binary builds ./cmd/enclave-mcp (static, CGO off) once per test process and returns its path.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	return mcpBuild.get(t, "enclave-mcp")
+}
+
+// AgentBinary builds ./cmd/enclave-agent, the agent alone, as Binary builds enclave-mcp.
+func AgentBinary(t testing.TB) string {
+	t.Helper()
+	return agentBuild.get(t, "enclave-agent")
+}
+
+// get builds ./cmd/name the first time and returns its path.
+func (b *staticBuild) get(t testing.TB, name string) string {
+	t.Helper()
+	b.once.Do(func() {
 		dir, err := os.MkdirTemp("", "enclave-test-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		buildPath = filepath.Join(dir, "enclave-mcp")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/enclave-mcp")
+		b.path = filepath.Join(dir, name)
+		cmd := exec.Command("go", "build", "-o", b.path, "./cmd/"+name)
 		cmd.Dir = RepoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = &buildError{err: err, out: string(out)}
+			b.err = &buildError{err: err, out: string(out)}
 		}
 	})
-	if buildErr != nil {
-		t.Fatalf("building enclave-mcp: %v", buildErr)
+	if b.err != nil {
+		t.Fatalf("building %s: %v", name, b.err)
 	}
-	return buildPath
+	return b.path
 }
 
 type buildError struct {
@@ -80,8 +96,15 @@ func RequireDocker(t testing.TB) {
 // only this test's containers.
 func Engine(t testing.TB) *sandbox.Docker {
 	t.Helper()
+	return EngineWith(t, Binary)
+}
+
+// EngineWith is Engine injecting the agent binary agent builds (Binary or AgentBinary),
+// built only once the engine is known to be there.
+func EngineWith(t testing.TB, agent func(testing.TB) string) *sandbox.Docker {
+	t.Helper()
 	RequireDocker(t)
-	e, err := sandbox.NewDocker(t.Context(), sandbox.DockerOptions{AgentBinary: Binary(t)})
+	e, err := sandbox.NewDocker(t.Context(), sandbox.DockerOptions{AgentBinary: agent(t)})
 	if err != nil {
 		t.Fatalf("connecting to the engine: %v", err)
 	}
