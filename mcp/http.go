@@ -55,6 +55,8 @@ type Transports struct {
 	SSE        *server.SSEServer
 	sessions   *sessionIDs
 	opts       HTTPOptions
+	// tasks is the tasks extension's middleware (tasks.go).
+	tasks func(http.Handler) http.Handler
 }
 
 // HTTPTransports builds the streamable HTTP and SSE transports over this server; idle
@@ -103,7 +105,8 @@ func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transport
 		server.WithKeepAlive(true),
 		server.WithSSEDisableLocalhostProtection(opts.HostsCheckedOutside),
 	)
-	return Transports{Streamable: streamable, SSE: sse, sessions: s.sessions, opts: opts}
+	tasks := func(next http.Handler) http.Handler { return s.tasksHTTP(principal, next) }
+	return Transports{Streamable: streamable, SSE: sse, sessions: s.sessions, opts: opts, tasks: tasks}
 }
 
 // Mount registers the transports on mux: /mcp, /sse and /message, each wrapped by guard
@@ -114,7 +117,7 @@ func (t Transports) Mount(mux *http.ServeMux, guard func(http.Handler) http.Hand
 		guard = func(h http.Handler) http.Handler { return h }
 	}
 	limit := func(h http.Handler) http.Handler { return limitBody(t.opts.MaxBodyBytes, h) }
-	mux.Handle("/mcp", endWithoutToken(guard(limit(t.sessions.admit(t.opts.Principal, t.sessions.track(t.Streamable)))), t.Streamable))
+	mux.Handle("/mcp", endWithoutToken(guard(limit(t.sessions.admit(t.opts.Principal, t.sessions.track(t.tasks(t.Streamable))))), t.Streamable))
 	mux.Handle("/sse", guard(t.sessions.admit(t.opts.Principal, t.SSE.SSEHandler())))
 	mux.Handle("/message", guard(limit(t.SSE.MessageHandler())))
 }
@@ -163,14 +166,7 @@ func formatBytes(n int64) string {
 
 // writeRPCError answers with a JSON-RPC error response.
 func writeRPCError(w http.ResponseWriter, status int, id any, code int, message string) {
-	body, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0", "id": id,
-		"error": map[string]any{"code": code, "message": message},
-	})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	writeRPCErrorData(w, status, id, code, message, nil)
 }
 
 // sessionIDs mints streamable-HTTP session ids, remembers which have ended, and counts the
