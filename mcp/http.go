@@ -273,6 +273,13 @@ func (m *sessionIDs) mint(t *ticket) string {
 	return id
 }
 
+// isLive reports whether id is a live session.
+func (m *sessionIDs) isLive(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.live[id] != nil
+}
+
 // Validate implements server.SessionIdManager.
 func (m *sessionIDs) Validate(id string) (bool, error) {
 	m.mu.Lock()

@@ -237,6 +237,11 @@ func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpc
 			return
 		}
 	}
+	if sid != "" && !s.sessions.isLive(sid) {
+		writeRPCErrorData(w, http.StatusNotFound, msg.ID, mcp.INVALID_REQUEST,
+			"the MCP session ended (or never existed), and its tasks with it: start a new session", nil)
+		return
+	}
 	if !s.tasksDeclared(sid, msg.Params) {
 		writeRPCErrorData(w, http.StatusOK, msg.ID, mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
 			msg.Method+" needs the client capability extensions[\""+TasksExtension+"\"]: declare it in the request's "+
