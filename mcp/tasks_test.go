@@ -148,16 +148,68 @@ func (c *rpcClient) startTask(t *testing.T, handle, name string, args map[string
 	if res["resultType"] != "task" || id == "" || res["status"] != "working" {
 		t.Fatalf("%s did not become a task: %v", name, res)
 	}
-	if _, nested := res["task"]; nested {
-		t.Errorf("CreateTaskResult has a nested task: %v", res)
-	}
+	assertTaskWire(t, res, "task")
 	return id
 }
 
 // getTask is tasks/get.
 func (c *rpcClient) getTask(t *testing.T, id string) map[string]any {
 	t.Helper()
-	return c.must(t, "tasks/get", map[string]any{"taskId": id})
+	task := c.must(t, "tasks/get", map[string]any{"taskId": id})
+	assertTaskWire(t, task, "complete")
+	if task["taskId"] != id {
+		t.Errorf("tasks/get %s answered for %v", id, task["taskId"])
+	}
+	return task
+}
+
+// assertTaskWire checks a task on the wire the way the extension (and the conformance
+// suite's tasks scenarios) shape it: flat, with the 2026-07-28 field names, and a result
+// or an error only where its status has one.
+func assertTaskWire(t *testing.T, task map[string]any, resultType string) {
+	t.Helper()
+	if task["resultType"] != resultType {
+		t.Errorf("resultType %v, want %s: %v", task["resultType"], resultType, task)
+	}
+	for _, key := range []string{"task", "ttl", "pollInterval", "requestState", "inputRequests"} {
+		if _, ok := task[key]; ok {
+			t.Errorf("a task carries %q, which the extension does not define: %v", key, task)
+		}
+	}
+	for _, key := range []string{"createdAt", "lastUpdatedAt"} {
+		if s, _ := task[key].(string); s == "" {
+			t.Errorf("%s %v, want an ISO 8601 time", key, task[key])
+		} else if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+			t.Errorf("%s: %v", key, err)
+		}
+	}
+	ttl, present := task["ttlMs"]
+	if n, isNum := ttl.(float64); !present || (ttl != nil && (!isNum || n <= 0 || n != float64(int64(n)))) {
+		t.Errorf("ttlMs %v (present %v), want null or a positive integer", ttl, present)
+	}
+	if n, _ := task["pollIntervalMs"].(float64); n <= 0 || n != float64(int64(n)) {
+		t.Errorf("pollIntervalMs %v, want a positive integer", task["pollIntervalMs"])
+	}
+	_, hasResult := task["result"]
+	_, hasError := task["error"]
+	switch task["status"] {
+	case "completed":
+		res, _ := task["result"].(map[string]any)
+		content, _ := res["content"].([]any)
+		meta, _ := res["_meta"].(map[string]any)
+		if len(content) == 0 || hasError || meta["io.modelcontextprotocol/related-task"] != nil {
+			t.Errorf("a completed task must inline its result (content, no related-task _meta) and no error: %v", task)
+		}
+	case "failed":
+		e, _ := task["error"].(map[string]any)
+		if _, ok := e["code"].(float64); !ok || hasResult {
+			t.Errorf("a failed task must carry error{code,message} and no result: %v", task)
+		}
+	default:
+		if hasResult || hasError {
+			t.Errorf("a %v task carries a result or an error: %v", task["status"], task)
+		}
+	}
 }
 
 // awaitTask polls tasks/get until the task is not working, and returns it.
