@@ -97,7 +97,7 @@ func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transport
 		}),
 	)
 	go s.handles.Sweep(ctx, opts.SessionIdleTTL)
-	go s.sessions.sweep(ctx, opts.SessionIdleTTL, streamable)
+	go s.sessions.sweep(ctx, opts.SessionIdleTTL, streamable, s.core.Tasks().Running)
 	sse := server.NewSSEServer(s.mcp,
 		server.WithSSEEndpoint("/sse"),
 		server.WithMessageEndpoint("/message"),
@@ -457,8 +457,9 @@ func (m *sessionIDs) idle(now time.Time, ttl time.Duration) []string {
 
 // sweep ends idle sessions until ctx ends. A session is ended the way a client's DELETE
 // ends it, through the transport, so that mcp-go drops its per-session state and the
-// unregister hook removes the session's sandbox.
-func (m *sessionIDs) sweep(ctx context.Context, ttl time.Duration, end http.Handler) {
+// unregister hook removes the session's sandbox. A session with a task still running
+// (working) is not idle: the task is its client's work under way.
+func (m *sessionIDs) sweep(ctx context.Context, ttl time.Duration, end http.Handler, working func(sid string) bool) {
 	tick := time.NewTicker(max(ttl/4, 250*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -467,6 +468,10 @@ func (m *sessionIDs) sweep(ctx context.Context, ttl time.Duration, end http.Hand
 			return
 		case now := <-tick.C:
 			for _, id := range m.idle(now, ttl) {
+				if working(id) {
+					m.touch(id, 0) // its idle time starts when its last task ends
+					continue
+				}
 				req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "/mcp", nil)
 				if err != nil {
 					continue

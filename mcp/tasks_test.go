@@ -16,6 +16,7 @@ import (
 
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
 // No MCP client library speaks the 2026-07-28 tasks extension yet (go-sdk v1.8.0 and
@@ -388,9 +389,9 @@ func TestIntegrationHTTPTasksStateless(t *testing.T) {
 
 // TestIntegrationHTTPTasksSession: a session-bearing client (initialize, 2025-11-25) that
 // declared the extension in initialize gets tasks too; they are its session's, and end
-// with the session.
+// with the session; a session with a task running is not idle.
 func TestIntegrationHTTPTasksSession(t *testing.T) {
-	f := newStatelessFixtureConfig(t, time.Minute, mcp.Config{TaskAfter: time.Second})
+	f := newStatelessFixtureConfig(t, time.Second, mcp.Config{TaskAfter: time.Second})
 	c := &rpcClient{url: f.url, token: httpTestToken, http: freshHTTP()}
 	c.must(t, "initialize", map[string]any{
 		"protocolVersion": "2025-11-25",
@@ -401,8 +402,20 @@ func TestIntegrationHTTPTasksSession(t *testing.T) {
 		t.Fatal("initialize gave no session id")
 	}
 
-	id := c.startTask(t, "", "python_executor", map[string]any{"code": "import time\ntime.sleep(2)\nprint('from the session')"})
-	task := c.awaitTask(t, id, time.Minute)
+	// The session's idle TTL (1 s) passes while the task runs and the client sends nothing:
+	// a running task is work under way, so the session stays, and the result is read after.
+	c.callTool(t, "", "shell_executor", map[string]any{"command": "true"}) // the sandbox starts
+	id := c.startTask(t, "", "shell_executor", map[string]any{"command": "sleep 4; echo from the session"})
+	testwait.Until(t, 30*time.Second, "the task's call to end, without a request of the client's", func() bool {
+		list := f.manager.ListOwned(c.sid)
+		for _, sb := range list {
+			if sb.Info().Status == sandbox.StatusBusy {
+				return false
+			}
+		}
+		return len(list) == 1
+	})
+	task := c.getTask(t, id)
 	if res, _ := task["result"].(map[string]any); task["status"] != "completed" || !strings.Contains(resultText(res), "from the session") {
 		t.Fatalf("session task: %v", task)
 	}

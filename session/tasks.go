@@ -347,6 +347,18 @@ func (t *Tasks) EndScope(scope string) {
 	}
 }
 
+// Running reports whether scope has a task still running.
+func (t *Tasks) Running(scope string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tk := range t.byID {
+		if tk.scope == scope && !tk.currentStatus().Terminal() {
+			return true
+		}
+	}
+	return false
+}
+
 // Wait blocks until owner's task id has ended or ctx ends.
 func (t *Tasks) Wait(ctx context.Context, owner, id string) (TaskView, error) {
 	tk, err := t.find(owner, id)
