@@ -93,7 +93,7 @@ func taskOwner(c caller) string {
 // when the request is one that may become a task. It returns the result when the call
 // ended in time (or ran synchronously), or a placeholder once the call became a task:
 // the middleware answers with the task instead.
-func (s *Server) runAsTask(ctx context.Context, c caller, scope, tool string, run session.TaskRun) (res taskOutcome) {
+func (s *Server) runAsTask(ctx context.Context, c caller, scope, tool string, run session.TaskRun) taskOutcome {
 	slot, _ := ctx.Value(taskSlotKey{}).(*taskSlot)
 	if slot == nil || s.cfg.TaskAfter < 0 {
 		r, err := run(ctx, nil)

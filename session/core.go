@@ -187,10 +187,10 @@ func (c *Core) ToolDefs() []tools.Def { return c.tools }
 // Owner is the owner this view acts for.
 func (l *Caller) Owner() string { return l.owner }
 
-// End removes every sandbox the caller holds: an MCP session has ended. Its running tasks
-// (scope: the caller's owner) are cancelled.
+// End removes every sandbox the caller holds: an MCP session has ended. Its tasks (scope:
+// the caller's owner) are cancelled and forgotten.
 func (l *Caller) End(ctx context.Context) error {
-	l.tasks.EndScope(l.owner)
+	l.tasks.EndScope(l.owner, true)
 	return l.m.Release(ctx, l.owner)
 }
 

@@ -39,7 +39,8 @@ type TaskLimits struct {
 	MaxLive int
 	// Keep is how long a finished task, and its result, stays readable (default 10 min).
 	Keep time.Duration
-	// MaxKept caps an owner's finished tasks kept (default 64); the oldest go first.
+	// MaxKept caps an owner's finished tasks kept (default 16); the oldest go first. A
+	// kept result is at most what a tool returns (its output cap).
 	MaxKept int
 	// OutputTail is how much of the latest stdout, and of stderr, a running task keeps for
 	// polling (default 64 KiB each).
@@ -54,7 +55,7 @@ func (l TaskLimits) withDefaults() TaskLimits {
 		l.Keep = 10 * time.Minute
 	}
 	if l.MaxKept <= 0 {
-		l.MaxKept = 64
+		l.MaxKept = 16
 	}
 	if l.OutputTail <= 0 {
 		l.OutputTail = 64 << 10
@@ -118,6 +119,7 @@ type task struct {
 	dropped  int64
 	cancel   context.CancelFunc
 	cancelBy error // why it was cancelled, once it was
+	forget   bool  // drop it as soon as it ends: no one can read it any more
 }
 
 // ErrTaskCancelled is the reason of a task its client cancelled.
@@ -226,6 +228,15 @@ func (t *Tasks) pruneLocked(now time.Time) {
 func (t *Tasks) run(ctx context.Context, tk *task, fn TaskRun) {
 	defer close(tk.done)
 	res, err := fn(ctx, tk.record(t.limits.OutputTail))
+	if tk.finish(res, err) {
+		t.mu.Lock()
+		delete(t.byID, tk.id)
+		t.mu.Unlock()
+	}
+}
+
+// finish records how tk's call ended, and reports whether tk is to be forgotten.
+func (tk *task) finish(res tools.Result, err error) (forget bool) {
 	tk.mu.Lock()
 	defer tk.mu.Unlock()
 	tk.cancel()
@@ -240,6 +251,7 @@ func (t *Tasks) run(ctx context.Context, tk *task, fn TaskRun) {
 	default:
 		tk.status, tk.res = TaskCompleted, res
 	}
+	return tk.forget
 }
 
 // record keeps the tail of a running call's output.
@@ -331,20 +343,30 @@ func (tk *task) stop(why error) {
 }
 
 // EndScope cancels every running task of scope (an MCP session or a sandbox handle that
-// ended) and returns without waiting for them. Their owners still read them as cancelled
-// until TaskLimits.Keep after they end.
-func (t *Tasks) EndScope(scope string) {
+// ended) and returns without waiting for them. With forget, its tasks are dropped as soon
+// as they have ended (an MCP session's: no one can ask for them any more); otherwise their
+// owners read them as cancelled until TaskLimits.Keep after they end (a handle's: its
+// token still asks).
+func (t *Tasks) EndScope(scope string, forget bool) {
 	t.mu.Lock()
-	var list []*task
-	for _, tk := range t.byID {
-		if tk.scope == scope {
-			list = append(list, tk)
+	defer t.mu.Unlock()
+	for id, tk := range t.byID {
+		if tk.scope != scope {
+			continue
+		}
+		tk.stop(ErrScopeEnded)
+		if forget && !tk.mark() {
+			delete(t.byID, id)
 		}
 	}
-	t.mu.Unlock()
-	for _, tk := range list {
-		tk.stop(ErrScopeEnded)
-	}
+}
+
+// mark sets tk to be forgotten when it ends, and reports whether it is still running.
+func (tk *task) mark() (running bool) {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	tk.forget = true
+	return !tk.status.Terminal()
 }
 
 // Running reports whether scope has a task still running.

@@ -112,7 +112,7 @@ func TestTasks(t *testing.T) {
 		why  error
 	}{
 		{"cancel stops the call", func(tasks *session.Tasks, id string) error { return tasks.Cancel("alice", id) }, session.ErrTaskCancelled},
-		{"its scope ending stops the call", func(tasks *session.Tasks, _ string) error { tasks.EndScope("s1"); return nil }, session.ErrScopeEnded},
+		{"its scope ending stops the call", func(tasks *session.Tasks, _ string) error { tasks.EndScope("s1", false); return nil }, session.ErrScopeEnded},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tasks := session.NewTasks(session.TaskLimits{})
@@ -139,6 +139,31 @@ func TestTasks(t *testing.T) {
 			close(other.release)
 		})
 	}
+
+	t.Run("a scope that ends forgetting drops its tasks once they end", func(t *testing.T) {
+		tasks := session.NewTasks(session.TaskLimits{})
+		b, done := newBlocking(), newBlocking()
+		v := startTask(t, tasks, "alice", "s1", b)
+		w := startTask(t, tasks, "alice", "s1", done)
+		close(done.release)
+		if _, err := tasks.Wait(t.Context(), "alice", w.ID); err != nil {
+			t.Fatal(err)
+		}
+		tasks.EndScope("s1", true)
+		if _, err := tasks.Get("alice", w.ID); !errors.Is(err, session.ErrNoTask) {
+			t.Errorf("an ended task of the ended scope: %v, want dropped at once", err)
+		}
+		if err := <-b.stopped; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the running call's context: %v", err)
+		}
+		testwait.Until(t, 10*time.Second, "the cancelled task dropped", func() bool {
+			_, err := tasks.Get("alice", v.ID)
+			return errors.Is(err, session.ErrNoTask)
+		})
+		if tasks.Running("s1") {
+			t.Errorf("the ended scope still has a task running")
+		}
+	})
 
 	t.Run("a call that cannot run fails", func(t *testing.T) {
 		tasks := session.NewTasks(session.TaskLimits{})
