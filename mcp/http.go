@@ -70,6 +70,9 @@ type Transports struct {
 // server/discover advertises every version, so a client that asks for 2026-07-28 (go-sdk
 // v1.8.0's and mcp-go's default) uses it; a client that pins an older version, or whose
 // initialize asks for 2026-07-28, gets a session at 2025-11-25.
+//
+// In front of mcp-go, /mcp serves the tasks extension (tasks.go): tasks/get, tasks/update
+// and tasks/cancel, and tool calls of declaring clients that outlive Config.TaskAfter.
 func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transports {
 	if opts.SessionIdleTTL == 0 {
 		opts.SessionIdleTTL = 30 * time.Minute

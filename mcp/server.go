@@ -248,7 +248,7 @@ func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 		case outcome.task: // the middleware answers with the task
 			return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent("the call goes on as a task")}}, nil
 		case outcome.err != nil:
-			return errorResult(def.Name + ": " + limitAdvice(outcome.err)), nil
+			return errorResult(def.Name + ": " + outcome.err.Error()), nil
 		}
 		out := toMCPResult(outcome.res)
 		out.Content = append(out.Content, s.writtenLinks(c, handle, def.Name, outcome.res)...)
