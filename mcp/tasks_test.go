@@ -368,6 +368,22 @@ func TestIntegrationHTTPTasksStateless(t *testing.T) {
 		}
 	})
 
+	t.Run("a legacy task hint makes a task at once", func(t *testing.T) {
+		res := alice.must(t, "tools/call", map[string]any{
+			"name": "python_executor", "arguments": map[string]any{"code": "print('hinted')", mcp.HandleArg: handle},
+			"task": map[string]any{"ttl": 60000},
+		})
+		id, _ := res["taskId"].(string)
+		if res["resultType"] != "task" || id == "" {
+			t.Fatalf("a hinted call: %v, want a task", res)
+		}
+		assertTaskWire(t, res, "task")
+		task := alice.awaitTask(t, id, 30*time.Second)
+		if out, _ := task["result"].(map[string]any); !strings.Contains(resultText(out), "hinted") {
+			t.Fatalf("hinted task: %v", task)
+		}
+	})
+
 	t.Run("without the extension a long call stays synchronous", func(t *testing.T) {
 		plain := &rpcClient{url: f.url, token: httpTestToken, http: freshHTTP()}
 		res := plain.callTool(t, handle, "python_executor", map[string]any{"code": "import time\ntime.sleep(1.5)\nprint('sync')"})

@@ -141,7 +141,7 @@ func (c *Core) Tasks() *Tasks { return c.tasks }
 type TaskRun func(ctx context.Context, progress func(sandbox.Output)) (tools.Result, error)
 
 // Start runs fn for owner in scope on a context detached from ctx (keeping its values), and
-// waits up to wait for it. A call that ends in time is returned as it ended, with no task
+// waits up to wait for it (wait <= 0: not at all). A call that ends in time is returned as it ended, with no task
 // left behind (done is true). Otherwise it goes on as a task, already readable by Get when
 // Start returns, and Start returns its view (done is false). ctx ending (the client went
 // away) stops the wait, not the call. An owner at TaskLimits.MaxLive running tasks is
@@ -158,6 +158,9 @@ func (t *Tasks) Start(ctx context.Context, owner, scope, tool string, wait time.
 		return TaskView{}, false, err
 	}
 	go t.run(runCtx, tk, fn)
+	if wait <= 0 {
+		return tk.view(t.limits.Keep), false, nil
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
