@@ -55,6 +55,8 @@ type Transports struct {
 	SSE        *server.SSEServer
 	sessions   *sessionIDs
 	opts       HTTPOptions
+	// tasks is the tasks extension's middleware (tasks.go).
+	tasks func(http.Handler) http.Handler
 }
 
 // HTTPTransports builds the streamable HTTP and SSE transports over this server; idle
@@ -68,6 +70,9 @@ type Transports struct {
 // server/discover advertises every version, so a client that asks for 2026-07-28 (go-sdk
 // v1.8.0's and mcp-go's default) uses it; a client that pins an older version, or whose
 // initialize asks for 2026-07-28, gets a session at 2025-11-25.
+//
+// In front of mcp-go, /mcp serves the tasks extension (tasks.go): tasks/get, tasks/update
+// and tasks/cancel, and tool calls of declaring clients that outlive Config.TaskAfter.
 func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transports {
 	if opts.SessionIdleTTL == 0 {
 		opts.SessionIdleTTL = 30 * time.Minute
@@ -95,7 +100,7 @@ func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transport
 		}),
 	)
 	go s.handles.Sweep(ctx, opts.SessionIdleTTL)
-	go s.sessions.sweep(ctx, opts.SessionIdleTTL, streamable)
+	go s.sessions.sweep(ctx, opts.SessionIdleTTL, streamable, s.core.Tasks().Running)
 	sse := server.NewSSEServer(s.mcp,
 		server.WithSSEEndpoint("/sse"),
 		server.WithMessageEndpoint("/message"),
@@ -103,7 +108,8 @@ func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transport
 		server.WithKeepAlive(true),
 		server.WithSSEDisableLocalhostProtection(opts.HostsCheckedOutside),
 	)
-	return Transports{Streamable: streamable, SSE: sse, sessions: s.sessions, opts: opts}
+	tasks := func(next http.Handler) http.Handler { return s.tasksHTTP(principal, next) }
+	return Transports{Streamable: streamable, SSE: sse, sessions: s.sessions, opts: opts, tasks: tasks}
 }
 
 // Mount registers the transports on mux: /mcp, /sse and /message, each wrapped by guard
@@ -114,7 +120,7 @@ func (t Transports) Mount(mux *http.ServeMux, guard func(http.Handler) http.Hand
 		guard = func(h http.Handler) http.Handler { return h }
 	}
 	limit := func(h http.Handler) http.Handler { return limitBody(t.opts.MaxBodyBytes, h) }
-	mux.Handle("/mcp", endWithoutToken(guard(limit(t.sessions.admit(t.opts.Principal, t.sessions.track(t.Streamable)))), t.Streamable))
+	mux.Handle("/mcp", endWithoutToken(guard(limit(t.sessions.admit(t.opts.Principal, t.sessions.track(t.tasks(t.Streamable))))), t.Streamable))
 	mux.Handle("/sse", guard(t.sessions.admit(t.opts.Principal, t.SSE.SSEHandler())))
 	mux.Handle("/message", guard(limit(t.SSE.MessageHandler())))
 }
@@ -163,14 +169,7 @@ func formatBytes(n int64) string {
 
 // writeRPCError answers with a JSON-RPC error response.
 func writeRPCError(w http.ResponseWriter, status int, id any, code int, message string) {
-	body, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0", "id": id,
-		"error": map[string]any{"code": code, "message": message},
-	})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	writeRPCErrorData(w, status, id, code, message, nil)
 }
 
 // sessionIDs mints streamable-HTTP session ids, remembers which have ended, and counts the
@@ -275,6 +274,13 @@ func (m *sessionIDs) mint(t *ticket) string {
 	}
 	m.live[id] = a
 	return id
+}
+
+// isLive reports whether id is a live session.
+func (m *sessionIDs) isLive(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.live[id] != nil
 }
 
 // Validate implements server.SessionIdManager.
@@ -454,8 +460,9 @@ func (m *sessionIDs) idle(now time.Time, ttl time.Duration) []string {
 
 // sweep ends idle sessions until ctx ends. A session is ended the way a client's DELETE
 // ends it, through the transport, so that mcp-go drops its per-session state and the
-// unregister hook removes the session's sandbox.
-func (m *sessionIDs) sweep(ctx context.Context, ttl time.Duration, end http.Handler) {
+// unregister hook removes the session's sandbox. A session with a task still running
+// (working) is not idle: the task is its client's work under way.
+func (m *sessionIDs) sweep(ctx context.Context, ttl time.Duration, end http.Handler, working func(sid string) bool) {
 	tick := time.NewTicker(max(ttl/4, 250*time.Millisecond))
 	defer tick.Stop()
 	for {
@@ -464,6 +471,10 @@ func (m *sessionIDs) sweep(ctx context.Context, ttl time.Duration, end http.Hand
 			return
 		case now := <-tick.C:
 			for _, id := range m.idle(now, ttl) {
+				if working(id) {
+					m.touch(id, 0) // its idle time starts when its last task ends
+					continue
+				}
 				req, err := http.NewRequestWithContext(ctx, http.MethodDelete, "/mcp", nil)
 				if err != nil {
 					continue

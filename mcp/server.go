@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,10 @@ type Config struct {
 	// MaxResourceBytes caps a workspace file read as an MCP resource; 0 means
 	// DefaultMaxResourceBytes.
 	MaxResourceBytes int64
+	// TaskAfter is how long a tool call of a client that declared the tasks extension
+	// runs before it goes on as a task (tasks.go); 0 means DefaultTaskAfter, and a
+	// negative value keeps every call synchronous.
+	TaskAfter time.Duration
 }
 
 // Server is an MCP server over enclave-mcp's tools.
@@ -61,6 +66,10 @@ type Server struct {
 	// schemas as stateless callers see them, by tool name.
 	handles          *session.Handles
 	statelessSchemas map[string]json.RawMessage
+	// taskSessions are the sessions whose client declared the tasks extension in
+	// initialize.
+	taskMu       sync.Mutex
+	taskSessions map[string]bool
 }
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
@@ -103,11 +112,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxResourceBytes <= 0 {
 		cfg.MaxResourceBytes = DefaultMaxResourceBytes
 	}
+	if cfg.TaskAfter == 0 {
+		cfg.TaskAfter = DefaultTaskAfter
+	}
 	s := &Server{cfg: cfg, core: core, log: cfg.Logger, sessions: newSessionIDs(),
-		handles: session.NewHandles(core), statelessSchemas: map[string]json.RawMessage{}}
+		handles: session.NewHandles(core), statelessSchemas: map[string]json.RawMessage{},
+		taskSessions: map[string]bool{}}
 	hooks := &server.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
 		s.endSession(ctx, session.SessionID())
+	})
+	hooks.AddAfterInitialize(func(ctx context.Context, id any, req *mcp.InitializeRequest, res *mcp.InitializeResult) {
+		s.recordSessionTasks(ctx, id, req, res)
 	})
 	s.registerResources(hooks)
 	s.mcp = server.NewMCPServer(cfg.Name, cfg.Version,
@@ -118,6 +134,7 @@ func New(cfg Config) (*Server, error) {
 		server.WithInstructions(instructions),
 		server.WithLogger(cfg.Logger),
 		server.WithToolFilter(s.filterTools),
+		server.WithExtensions(map[string]any{TasksExtension: map[string]any{}}),
 	)
 	for _, def := range cfg.Tools {
 		tool, err := mcpTool(def)
@@ -172,6 +189,7 @@ func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) er
 
 func (s *Server) endSession(ctx context.Context, sid string) {
 	s.sessions.end(sid)
+	s.forgetSessionTasks(sid)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := s.core.Caller(sid).End(ctx); err != nil {
@@ -190,31 +208,50 @@ func (s *Server) endSession(ctx context.Context, sid string) {
 // reserved for the SDK's own.
 func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		start := time.Now()
 		handle, present, args, err := splitHandle(req.GetRawArguments())
 		c := callerOf(ctx)
-		call := session.Call{Tool: def.Name, Args: args, Progress: progressSender(ctx, req)}
-		var res tools.Result
+		scope := c.session
 		switch {
 		case !c.stateless():
-			res, err = s.core.Caller(c.session).Run(ctx, call)
+			err = nil // a session's call ignores a handle argument, whatever it is
 		case err != nil:
 		case !present:
 			err = errors.New("this request has no MCP session, so no sandbox of its own: " + handleUsage)
 		default:
-			res, err = s.handles.Run(ctx, c.principal, handle, call)
-			if err != nil {
-				err = errors.New(handleAdvice(err))
-			}
+			scope = handle
 		}
 		if err != nil {
 			return errorResult(def.Name + ": " + err.Error()), nil
 		}
-		if s.cfg.OnToolCall != nil {
-			s.cfg.OnToolCall(def.Name, res, time.Since(start))
+		run := func(ctx context.Context, progress func(sandbox.Output)) (tools.Result, error) {
+			start := time.Now()
+			if progress == nil {
+				progress = progressSender(ctx, req)
+			}
+			call := session.Call{Tool: def.Name, Args: args, Progress: progress}
+			var res tools.Result
+			var err error
+			if c.stateless() {
+				if res, err = s.handles.Run(ctx, c.principal, handle, call); err != nil {
+					err = errors.New(handleAdvice(err))
+				}
+			} else {
+				res, err = s.core.Caller(c.session).Run(ctx, call)
+			}
+			if err == nil && s.cfg.OnToolCall != nil {
+				s.cfg.OnToolCall(def.Name, res, time.Since(start))
+			}
+			return res, err
 		}
-		out := toMCPResult(res)
-		out.Content = append(out.Content, s.writtenLinks(c, handle, def.Name, res)...)
+		outcome := s.runAsTask(ctx, c, scope, def.Name, run)
+		switch {
+		case outcome.task: // the middleware answers with the task
+			return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent("the call goes on as a task")}}, nil
+		case outcome.err != nil:
+			return errorResult(def.Name + ": " + outcome.err.Error()), nil
+		}
+		out := toMCPResult(outcome.res)
+		out.Content = append(out.Content, s.writtenLinks(c, handle, def.Name, outcome.res)...)
 		return out, nil
 	}
 }

@@ -34,6 +34,12 @@ const (
 // them (httpapi.PrincipalOf).
 func newStatelessFixture(t *testing.T, ttl time.Duration) *httpFixture {
 	t.Helper()
+	return newStatelessFixtureConfig(t, ttl, mcp.Config{})
+}
+
+// newStatelessFixtureConfig is newStatelessFixture with cfg's options for the MCP server.
+func newStatelessFixtureConfig(t *testing.T, ttl time.Duration, cfg mcp.Config) *httpFixture {
+	t.Helper()
 	engine, manager := notebookManager(t)
 	core, err := session.New(session.Config{Manager: manager, Tools: tools.All(), DefaultTimeout: 30})
 	if err != nil {
@@ -43,7 +49,8 @@ func newStatelessFixture(t *testing.T, ttl time.Duration) *httpFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := mcp.New(mcp.Config{Core: core})
+	cfg.Core = core
+	srv, err := mcp.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,6 +90,8 @@ type Config struct {
 	Logger  *slog.Logger
 	// Check, when set, is run by Health: e.g. a ping of the container engine.
 	Check func(ctx context.Context) error
+	// Tasks bound the tool calls that go on as tasks (see Tasks).
+	Tasks TaskLimits
 }
 
 // Caller is one caller's view of the Core: an MCP session or a REST principal. It sees only
@@ -119,6 +121,9 @@ type Core struct {
 	// the manager can create it, else docker.
 	sessionType sandbox.Type
 
+	// tasks are the calls that outlive their request, for every face.
+	tasks *Tasks
+
 	mu    sync.Mutex
 	pools map[poolKey]*sandbox.Pool
 }
@@ -146,6 +151,7 @@ func New(cfg Config) (*Core, error) {
 		m: cfg.Manager, tools: cfg.Tools, byName: map[string]tools.Def{}, schemas: map[string]json.RawMessage{},
 		options: cfg.ToolOptions, timeout: cfg.DefaultTimeout, limits: cfg.Limits.withDefaults(), version: cfg.Version, check: cfg.Check,
 		log: cfg.Logger, started: time.Now(), pools: map[poolKey]*sandbox.Pool{}, sessionType: sandbox.TypeDocker,
+		tasks: NewTasks(cfg.Tasks),
 	}
 	if slices.Contains(cfg.Manager.Types(), SessionType) {
 		s.sessionType = SessionType
@@ -181,8 +187,12 @@ func (c *Core) ToolDefs() []tools.Def { return c.tools }
 // Owner is the owner this view acts for.
 func (l *Caller) Owner() string { return l.owner }
 
-// End removes every sandbox the caller holds: an MCP session has ended.
-func (l *Caller) End(ctx context.Context) error { return l.m.Release(ctx, l.owner) }
+// End removes every sandbox the caller holds: an MCP session has ended. Its tasks (scope:
+// the caller's owner) are cancelled and forgotten.
+func (l *Caller) End(ctx context.Context) error {
+	l.tasks.EndScope(l.owner, true)
+	return l.m.Release(ctx, l.owner)
+}
 
 // Close removes every owner's pooled sandboxes and stops lending them. Other sandboxes
 // belong to the manager, whose Close removes them.

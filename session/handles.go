@@ -142,6 +142,7 @@ func (h *Handles) Close(ctx context.Context, owner, id string) error {
 
 func (h *Handles) end(ctx context.Context, id string, hd *handle, why string) error {
 	h.forget(id, hd)
+	h.core.tasks.EndScope(id, false)
 	err := h.core.m.DeleteOwned(ctx, hd.owner, id)
 	if errors.Is(err, api.ErrNotFound) {
 		err = nil

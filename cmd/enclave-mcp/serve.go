@@ -54,6 +54,7 @@ type serveFlags struct {
 	named       session.NamedConfig // the sessions' config, file and flags merged
 	set         map[string]bool     // the flags given on the command line
 	sessionTTL  time.Duration
+	taskAfter   time.Duration
 	idleTTL     time.Duration
 	maxLifetime time.Duration
 	maxTotal    int
@@ -155,6 +156,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&f.allowedOrigins, "allowed-origins", "", "HTTP: comma-separated browser origins (https://app.example.com) allowed to call the server, with CORS; * allows any. Requests with any other Origin get 403")
 	fs.StringVar(&f.allowedHosts, "allowed-hosts", "", "HTTP: comma-separated host names the server may be addressed as, besides localhost and loopback addresses; on a loopback listener any other Host gets 403 (DNS rebinding)")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 30*time.Minute, "HTTP: end an MCP session (and remove its sandboxes) after this long without a request")
+	fs.DurationVar(&f.taskAfter, "task-after", mcp.DefaultTaskAfter, "HTTP: a tool call of a client that declared the MCP tasks extension goes on as a task (polled with tasks/get) once it has run this long (negative: never)")
 	fs.DurationVar(&f.idleTTL, "idle-ttl", 0, "remove a sandbox unused for this long (0: never)")
 	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "remove a sandbox this long after its creation (0: never)")
 	fs.IntVar(&f.maxTotal, "max-sandboxes", 100, "most sandboxes alive at once (0: no cap)")
@@ -298,7 +300,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		}
 	}
 	srv, err := mcp.New(mcp.Config{
-		Name: "enclave-mcp", Version: version, Core: core, Logger: log, OnToolCall: onToolCall,
+		Name: "enclave-mcp", Version: version, Core: core, Logger: log, OnToolCall: onToolCall, TaskAfter: f.taskAfter,
 	})
 	if err != nil {
 		return err
