@@ -78,33 +78,25 @@ def serve(sock):
 
 
 def become_call(sock, fds):
-    """Turns this forked process into the call: its descriptors, session, directory and
-    environment, as the agent would have started `python3 -`. Returns the script."""
+    """Turns this forked process into the call, as the agent would have started `python3 -`.
+    What does not depend on the call is done first, while the process waits as the spare
+    for the next call; then it reads its request (its directory and environment, then the
+    script) and returns the script."""
     stdout, stderr, request, report = fds
     os.close(report)
     sock.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
-    with os.fdopen(request, "rb") as f:
-        header = f.readline()
-        script = f.read()
-    req = json.loads(header)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
     for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
-        if fd > 2:
+        if fd > 2 and fd != request:
             try:
                 os.close(fd)
             except OSError:
                 pass  # the listing's own descriptor
-    os.chdir(req["dir"])
-    os.environ.clear()
-    for kv in req["env"]:
-        key, _, value = kv.partition("=")
-        os.environ[key] = value
-    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     sys.argv[:] = ["-"]
     importlib.invalidate_caches()  # the workspace may hold modules written since the server started
     if "numpy" in sys.modules:
@@ -114,6 +106,19 @@ def become_call(sock, fds):
     main.__dict__.update(__annotations__={}, __builtins__=builtins, __cached__=None, __file__="<stdin>",
                          __loader__=importlib.machinery.BuiltinImporter)
     sys.modules["__main__"] = main
+
+    with os.fdopen(request, "rb") as f:
+        header = f.readline()
+        script = f.read()
+    req = json.loads(header)
+    os.chdir(req["dir"])
+    env = dict(kv.partition("=")[::2] for kv in req["env"])
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     return script
 
 

@@ -91,6 +91,7 @@ func (b *bench) forkedPython(ctx context.Context, sb *sandbox.AgentSandbox) erro
 			return nil
 		}
 		r := row{Op: op, Baseline: "a fresh `python3 -` in the same sandbox", Target: c.target}
+		var inSandbox []time.Duration
 		r.Ours, err = measure(ctx, "ours: forked "+c.script, b.n, func(w *stopwatch) error {
 			if err := pause(w); err != nil {
 				return err
@@ -101,6 +102,9 @@ func (b *bench) forkedPython(ctx context.Context, sb *sandbox.AgentSandbox) erro
 			}
 			if res.Output != "1\n" || res.Metadata["forked"] != true {
 				return fmt.Errorf("python_executor %q: output %q, forked %v; want \"1\\n\" from a forked process", c.script, res.Output, res.Metadata["forked"])
+			}
+			if d, ok := agentMS(res); ok {
+				inSandbox = append(inSandbox, d)
 			}
 			return nil
 		})
@@ -124,6 +128,7 @@ func (b *bench) forkedPython(ctx context.Context, sb *sandbox.AgentSandbox) erro
 			return err
 		}
 		b.rep.add(r)
+		b.rep.addAgentTime(r.Op, r.Ours, inSandbox)
 	}
 	return nil
 }
