@@ -115,6 +115,8 @@ func TestProxyPlainHTTP(t *testing.T) {
 			if resp.StatusCode != tc.status || !strings.Contains(body, tc.want) {
 				t.Fatalf("got %d %q, want %d with %q", resp.StatusCode, body, tc.status, tc.want)
 			}
+			// The log entry is written once the answer has gone out.
+			testwait.Until(t, 10*time.Second, "the log entry", func() bool { return len(p.Report().Recent) > 0 })
 			rep := p.Report()
 			if len(rep.Recent) != 1 || rep.Recent[0].Allowed != (tc.status == 200) {
 				t.Errorf("egress log = %+v, want one entry, allowed %v", rep.Recent, tc.status == 200)
@@ -190,6 +192,7 @@ func TestProxyCredentialIsAddedAndTLSIntercepted(t *testing.T) {
 	if len(seen) != 2 || seen[0] != "Bearer "+secret || seen[1] != "Bearer "+secret {
 		t.Errorf("the upstream saw %q, want the operator's credential twice", seen)
 	}
+	testwait.Until(t, 10*time.Second, "the log entries", func() bool { return p.Report().Allowed == 2 })
 	if rep := p.Report(); rep.Allowed != 2 || !rep.Recent[0].Intercepted {
 		t.Errorf("report = %+v", rep)
 	}
