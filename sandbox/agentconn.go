@@ -116,8 +116,8 @@ type agentConn struct {
 
 	sawReady   bool   // reader goroutine only
 	lastOpened uint64 // reader goroutine only: the agent's last stream ID (KindOpen)
-	ready    chan wire.Ready
-	done     chan struct{}
+	ready      chan wire.Ready
+	done       chan struct{}
 }
 
 // pendingCall is a request waiting for its final answer.

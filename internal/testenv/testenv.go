@@ -80,8 +80,15 @@ func RequireDocker(t testing.TB) {
 // only this test's containers.
 func Engine(t testing.TB) *sandbox.Docker {
 	t.Helper()
+	return EngineWith(t, sandbox.DockerOptions{})
+}
+
+// EngineWith is Engine with opts; the agent binary is the test build's.
+func EngineWith(t testing.TB, opts sandbox.DockerOptions) *sandbox.Docker {
+	t.Helper()
 	RequireDocker(t)
-	e, err := sandbox.NewDocker(t.Context(), sandbox.DockerOptions{AgentBinary: Binary(t)})
+	opts.AgentBinary = Binary(t)
+	e, err := sandbox.NewDocker(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("connecting to the engine: %v", err)
 	}
