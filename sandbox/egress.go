@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
 	"github.com/enclave-mcp/enclave-mcp/egress"
@@ -89,4 +90,27 @@ func (s *AgentSandbox) EgressCACert() []byte {
 		return nil
 	}
 	return s.egress.CACertPEM()
+}
+
+// maxRefusalNotes bounds the refusals one call's result lists.
+const maxRefusalNotes = 5
+
+// EgressRefusalsSince lists the destinations the sandbox's egress refused since t, as
+// "host:port: why", for the result of a call that began at t (a refusal by a background
+// program of the same sandbox lands in it too). At most maxRefusalNotes, the latest.
+func (s *AgentSandbox) EgressRefusalsSince(t time.Time) []string {
+	if s.egress == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range s.egress.Report().Recent {
+		if e.Allowed || e.Time.Before(t) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s:%d: %s", e.Host, e.Port, e.Reason))
+	}
+	if len(out) > maxRefusalNotes {
+		out = out[len(out)-maxRefusalNotes:]
+	}
+	return out
 }
