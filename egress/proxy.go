@@ -26,6 +26,9 @@ const (
 	idleTimeout = 2 * time.Minute
 	// maxLog is how many recent entries a Proxy keeps for Report.
 	maxLog = 100
+	// relayBuffer is the size of the writes to a sandbox's stream: the most one message of
+	// the agent's stream carries.
+	relayBuffer = 64 << 10
 )
 
 // Proxy is one sandbox's egress: it serves the streams the sandbox's agent opens.
@@ -384,7 +387,9 @@ func relay(cc *countingConn, br *bufio.Reader, up net.Conn) {
 			_ = tc.CloseWrite()
 		}
 	}()
-	_, _ = io.Copy(cc, up)
+	// A reader without WriteTo, so that the copy goes in relayBuffer pieces: each write is
+	// one message on the agent's stream.
+	_, _ = io.CopyBuffer(cc, struct{ io.Reader }{up}, make([]byte, relayBuffer))
 	_ = cc.Close() // ends the copy above if the sandbox still sends
 	<-done
 }
@@ -460,7 +465,12 @@ func (p *Proxy) forward(w sandboxSide, start [2]int64, req *http.Request, scheme
 	if !keep {
 		resp.Close = true
 	}
-	werr := resp.Write(w)
+	// Whole stream messages: the agent stream carries a write as one message each.
+	bw := bufio.NewWriterSize(w, relayBuffer)
+	werr := resp.Write(bw)
+	if werr == nil {
+		werr = bw.Flush()
+	}
 	sent, received := w.counter().since(start)
 	p.record(Entry{Method: req.Method, Host: host, Port: port, Allowed: true, Intercepted: intercepted, Status: resp.StatusCode, Sent: sent, Received: received})
 	return keep && werr == nil
