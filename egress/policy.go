@@ -56,7 +56,8 @@ type Policy struct {
 	// MaxConnections caps one sandbox's proxy connections at once; 0 means 64.
 	MaxConnections int `json:"max_connections,omitempty"`
 	// MaxBytes caps the bytes one sandbox moves through the proxy in its life, both ways;
-	// 0 means 1 GiB.
+	// 0 means 1 GiB. It is checked before each write of at most 64 KiB: a transfer under
+	// way stops within that much past it, and later requests are refused (403).
 	MaxBytes int64 `json:"max_bytes,omitempty"`
 }
 

@@ -221,7 +221,16 @@ func (p *Proxy) Serve(conn net.Conn) {
 	case p.conns <- struct{}{}:
 		defer func() { <-p.conns }()
 	default:
-		p.refuse(cc, "", "", 0, http.StatusServiceUnavailable,
+		// The answer follows the request, as clients expect (an answer before it reads as
+		// one to an earlier request); the request is read within the usual bounds.
+		method, host := "", ""
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		hl := &headerLimit{r: cc}
+		hl.arm()
+		if req, err := http.ReadRequest(bufio.NewReader(hl)); err == nil {
+			method, host = req.Method, req.Host
+		}
+		p.refuse(cc, method, host, 0, http.StatusServiceUnavailable,
 			fmt.Sprintf("the sandbox has %d proxy connections open, the most its egress policy allows", p.rules.MaxConnections))
 		return
 	}
@@ -379,6 +388,7 @@ func (p *Proxy) connect(cc *countingConn, br *bufio.Reader, req *http.Request) {
 // relay copies both ways until the destination's side ends; the sandbox's end of input
 // half-closes the destination's connection.
 func relay(cc *countingConn, br *bufio.Reader, up net.Conn) {
+	cc.strict.Store(true)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -454,8 +464,11 @@ func (p *Proxy) forward(w sandboxSide, start [2]int64, req *http.Request, scheme
 		}
 		out.Header.Set(cred.Header, value)
 	}
+	cc := w.counter()
+	cc.strict.Store(true) // the request's body and the answer count against the limit
 	resp, err := p.transport.RoundTrip(out)
 	if err != nil {
+		cc.strict.Store(false)
 		p.refuseRequest(w, req.Method, host, port, http.StatusBadGateway, fmt.Sprintf("%s %s: %v", req.Method, host, err), intercepted)
 		return false
 	}
@@ -471,6 +484,7 @@ func (p *Proxy) forward(w sandboxSide, start [2]int64, req *http.Request, scheme
 	if werr == nil {
 		werr = bw.Flush()
 	}
+	cc.strict.Store(false)
 	sent, received := w.counter().since(start)
 	p.record(Entry{Method: req.Method, Host: host, Port: port, Allowed: true, Intercepted: intercepted, Status: resp.StatusCode, Sent: sent, Received: received})
 	return keep && werr == nil
@@ -543,17 +557,25 @@ type sandboxSide interface {
 	counter() *countingConn
 }
 
-// countingConn counts the bytes of a sandbox's stream, against its proxy's byte limit.
+// countingConn counts the bytes of a sandbox's stream against its proxy's byte limit.
+// While strict (bytes on their way to or from a destination), passing the limit cuts the
+// stream; otherwise (the proxy's own requests and answers, a few KiB each and bounded) it
+// only counts, so that a refusal saying why still gets through.
 type countingConn struct {
 	net.Conn
 	p              *Proxy
 	sent, received atomic.Int64 // from and to the sandbox
+	strict         atomic.Bool
 }
 
 var errQuota = errors.New("the sandbox's egress byte limit is used up")
 
+func (c *countingConn) over() bool {
+	return c.strict.Load() && c.p.bytes.Load() >= c.p.rules.MaxBytes
+}
+
 func (c *countingConn) Read(b []byte) (int, error) {
-	if c.p.bytes.Load() >= c.p.rules.MaxBytes {
+	if c.over() {
 		return 0, errQuota
 	}
 	n, err := c.Conn.Read(b)
@@ -564,7 +586,7 @@ func (c *countingConn) Read(b []byte) (int, error) {
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
-	if c.p.bytes.Load() >= c.p.rules.MaxBytes {
+	if c.over() {
 		return 0, errQuota
 	}
 	n, err := c.Conn.Write(b)

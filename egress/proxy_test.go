@@ -252,18 +252,22 @@ func TestProxyMissingCredentialIsAnError(t *testing.T) {
 
 func TestProxyLimits(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, strings.Repeat("x", 4096))
+		fmt.Fprint(w, strings.Repeat("x", 256<<10))
 	}))
 	defer up.Close()
 	port := mustAtoi(t, up.URL[strings.LastIndex(up.URL, ":")+1:])
 
 	t.Run("bytes", func(t *testing.T) {
-		p := newProxy(t, Options{}, Rules{Allow: []string{"127.0.0.1"}, Ports: []int{port}, MaxBytes: 2000})
+		// The limit is checked before each write of up to 64 KiB.
+		p := newProxy(t, Options{}, Rules{Allow: []string{"127.0.0.1"}, Ports: []int{port}, MaxBytes: 100 << 10})
 		c := client(t, startProxy(t, p), nil)
-		_, _ = get(t, c, up.URL) // passes the limit on the way
+		// The first answer passes the limit on its way and is cut.
+		if resp, body := get(t, c, up.URL); resp != nil && len(body) == 256<<10 {
+			t.Fatalf("a 256 KiB answer passed a 100 KiB limit whole")
+		}
 		resp, body := get(t, c, up.URL)
-		if resp != nil && (resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "the most its egress policy allows")) {
-			t.Fatalf("after the limit: %d %q", resp.StatusCode, body)
+		if resp == nil || resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "the most its egress policy allows") {
+			t.Fatalf("after the limit: %v %q, want 403 naming the limit", resp, body)
 		}
 	})
 	t.Run("connections", func(t *testing.T) {
