@@ -53,6 +53,10 @@ type Policy struct {
 	Ports []int `json:"ports,omitempty"`
 	// Credentials are added by the server to requests for their hosts.
 	Credentials []Credential `json:"credentials,omitempty"`
+	// UpstreamCAFile is a PEM file of CAs the server trusts, besides the system's, when it
+	// re-encrypts intercepted TLS to a credential's host (an internal API with a private
+	// CA). It is the server's setting, read at start (Roots); sandboxes never see it.
+	UpstreamCAFile string `json:"upstream_ca_file,omitempty"`
 	// MaxConnections caps one sandbox's proxy connections at once; 0 means 64.
 	MaxConnections int `json:"max_connections,omitempty"`
 	// MaxBytes caps the bytes one sandbox moves through the proxy in its life, both ways;

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -310,4 +311,33 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatalf("%q: %v", s, err)
 	}
 	return n
+}
+
+func TestPolicyRoots(t *testing.T) {
+	ca := egresstest.NewCA(t)
+	dir := t.TempDir()
+	good, bad := dir+"/ca.pem", dir+"/junk.pem"
+	if err := os.WriteFile(good, ca.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if roots, err := (Policy{}).Roots(); roots != nil || err != nil {
+		t.Errorf("no file: %v, %v; want nil (the system's roots)", roots, err)
+	}
+	roots, err := Policy{UpstreamCAFile: good}.Roots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := ca.Issue(t, "internal.test")
+	cert, _ := x509.ParseCertificate(leaf.Certificate[0])
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: "internal.test"}); err != nil {
+		t.Errorf("a certificate of the operator's CA does not verify: %v", err)
+	}
+	for _, f := range []string{bad, dir + "/missing.pem"} {
+		if _, err := (Policy{UpstreamCAFile: f}).Roots(); err == nil || !strings.Contains(err.Error(), "upstream_ca_file") {
+			t.Errorf("%s: %v, want an error naming the field", f, err)
+		}
+	}
 }

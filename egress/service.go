@@ -65,6 +65,26 @@ func NewService(opts Options) *Service {
 	return &Service{opts: opts, log: log}
 }
 
+// Roots returns the system's roots plus the CAs in p.UpstreamCAFile, or nil (the system's)
+// when p names no file.
+func (p Policy) Roots() (*x509.CertPool, error) {
+	if p.UpstreamCAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(p.UpstreamCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("policy.egress.upstream_ca_file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("policy.egress.upstream_ca_file %s holds no PEM certificate", p.UpstreamCAFile)
+	}
+	return pool, nil
+}
+
 // Stats are a Service's totals since it started.
 type Stats struct {
 	// Allowed counts connections (CONNECT) and requests (plain or intercepted HTTP) let

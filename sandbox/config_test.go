@@ -290,3 +290,17 @@ func TestResolveEgress(t *testing.T) {
 		t.Errorf("a policy with a bad egress entry validated: %v", err)
 	}
 }
+
+func TestPolicyEgressFromTheConfigFile(t *testing.T) {
+	t.Parallel()
+	var p Policy
+	err := json.Unmarshal([]byte(`{"egress": {"allow": ["pypi.org", "*.pythonhosted.org"], "ports": [443],
+		"credentials": [{"host": "api.example.com", "header": "Authorization", "value": "Bearer ${env:API_KEY}", "placeholder_env": "API_KEY"}],
+		"max_connections": 8, "max_bytes": 1000000}}`), &p)
+	if err != nil || p.Egress == nil || len(p.Egress.Allow) != 2 || p.Egress.Credentials[0].PlaceholderEnv != "API_KEY" || p.Egress.MaxConnections != 8 {
+		t.Fatalf("policy = %+v, %v", p.Egress, err)
+	}
+	if err := json.Unmarshal([]byte(`{"egress": {"alow": ["x.com"]}}`), &p); err == nil || !strings.Contains(err.Error(), "alow") {
+		t.Errorf("a misspelt egress field: %v, want an error naming it", err)
+	}
+}

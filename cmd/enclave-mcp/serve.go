@@ -218,7 +218,11 @@ func serveCmd(ctx context.Context, args []string) error {
 		}
 	}
 
-	engine, err := f.backend.open(ctx, f.agentBinary, log)
+	eg, err := egressService(policy, log)
+	if err != nil {
+		return err
+	}
+	engine, err := f.backend.open(ctx, f.agentBinary, eg, log)
 	if err != nil {
 		return err
 	}
