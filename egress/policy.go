@@ -45,9 +45,10 @@ var DefaultPorts = []int{80, 443}
 type Policy struct {
 	// Allow lists the destinations: "host", "*.domain" (any name below domain, not domain
 	// itself), an IP address, or a CIDR, each optionally with ":port" ("[ipv6]:port" and
-	// "[cidr]:port" for IPv6). Everything else is refused. Private, loopback, link-local,
-	// shared and metadata addresses are refused even for a listed name unless an IP or CIDR
-	// entry covers the address.
+	// "[cidr]:port" for IPv6). Everything else is refused. An IP or CIDR entry allows
+	// destinations given as addresses; names must be listed as names (an unlisted name is
+	// not looked up). Private, loopback, link-local, shared and metadata addresses are
+	// refused even for a listed name unless an IP or CIDR entry covers the address.
 	Allow []string `json:"allow"`
 	// Ports are allowed to entries without a port; empty means 80 and 443.
 	Ports []int `json:"ports,omitempty"`
@@ -508,10 +509,14 @@ func (c *compiled) check(host string, port int, addrs []netip.Addr) decision {
 		return decision{reason: fmt.Sprintf("port %d is not allowed for %s (allowed ports: %s, or an entry's own)", port, host, joinInts(c.Ports))}
 	}
 	reason := fmt.Sprintf("%s is not in the sandbox's egress allow-list (%s)", host, strings.Join(c.Allow, ", "))
+	_, literalErr := netip.ParseAddr(host)
 	for _, a := range addrs {
 		a = a.Unmap()
 		listed := c.addrListed(a, port)
-		if !namePortOK && !listed {
+		// An IP or CIDR entry allows an address given as such; a name must be listed by
+		// name (an unlisted name is never even looked up: the server's resolver is no
+		// channel out), and the entry then only lifts the refusal of special ranges.
+		if !namePortOK && !(literalErr == nil && listed) {
 			continue
 		}
 		if r := specialRange(a); r != "" && !listed {

@@ -155,7 +155,7 @@ func TestCheck(t *testing.T) {
 		{name: "suffix lookalike", host: "evilexample.com", port: 443, addrs: []string{public.String()}, reason: "not in"},
 		{name: "unlisted", host: "evil.com", port: 443, addrs: []string{public.String()}, reason: "evil.com is not in"},
 		{name: "CIDR by address", host: "203.0.113.7", port: 443, addrs: []string{"203.0.113.7"}, want: "203.0.113.7:443"},
-		{name: "CIDR by resolved name", host: "anything.net", port: 80, addrs: []string{"203.0.113.9"}, want: "203.0.113.9:80"},
+		{name: "CIDR does not allow names", host: "anything.net", port: 80, addrs: []string{"203.0.113.9"}, reason: "anything.net is not in"},
 		{name: "outside CIDR", host: "203.0.114.1", port: 443, addrs: []string{"203.0.114.1"}, reason: "not in"},
 		{name: "entry port", host: "api.internal", port: 8443, addrs: []string{public.String()}, want: "93.184.216.34:8443"},
 		{name: "entry port only", host: "api.internal", port: 443, addrs: []string{public.String()}, reason: "port 443"},

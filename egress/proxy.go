@@ -287,31 +287,19 @@ func (p *Proxy) decide(ctx context.Context, host string, port int) decision {
 		addrs = []netip.Addr{a}
 	} else {
 		// A name no entry lists is refused without a lookup: the sandbox cannot use the
-		// server's resolver to probe names.
-		if named, _ := p.rules.nameAllowed(host, port); !named && !p.rules.hasAddrEntries() {
+		// server's resolver to probe names or to carry data out in them.
+		if named, _ := p.rules.nameAllowed(host, port); !named {
 			return p.rules.check(host, port, nil)
 		}
 		lctx, cancel := context.WithTimeout(ctx, p.svc.opts.DialTimeout)
 		defer cancel()
 		found, err := p.svc.opts.Resolver.LookupNetIP(lctx, "ip", host)
 		if err != nil {
-			if named, _ := p.rules.nameAllowed(host, port); named {
-				return decision{reason: fmt.Sprintf("looking up %s: %v", host, err)}
-			}
-			return p.rules.check(host, port, nil)
+			return decision{reason: fmt.Sprintf("looking up %s: %v", host, err)}
 		}
 		addrs = found
 	}
 	return p.rules.check(host, port, addrs)
-}
-
-func (c *compiled) hasAddrEntries() bool {
-	for _, e := range c.entries {
-		if e.isAddr() {
-			return true
-		}
-	}
-	return false
 }
 
 // dialKey carries a request's checked address to dialChecked.

