@@ -138,6 +138,19 @@ func (p *Proxy) Close() {
 	p.transport.CloseIdleConnections()
 }
 
+// Reset readies the proxy for a sandbox's next borrower: the streams still open end, and
+// the log, the totals and the byte count start again.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	for c := range p.open {
+		_ = c.Close()
+	}
+	p.recent, p.allowed, p.refused, p.sent, p.received = nil, 0, 0, 0, 0
+	p.mu.Unlock()
+	p.bytes.Store(0)
+	p.transport.CloseIdleConnections()
+}
+
 // track adds conn to the streams Close ends; false means the proxy is closed already.
 func (p *Proxy) track(conn net.Conn) bool {
 	p.mu.Lock()

@@ -374,3 +374,24 @@ func TestProxyDoesNotLookUpUnlistedNames(t *testing.T) {
 		t.Errorf("the server looked up %q", res.lookup)
 	}
 }
+
+func TestProxyReset(t *testing.T) {
+	up := httptest.NewServer(echo)
+	defer up.Close()
+	p := newProxy(t, Options{}, Rules{Allow: []string{"127.0.0.1"}, Ports: []int{mustAtoi(t, up.URL[strings.LastIndex(up.URL, ":")+1:])}})
+	proxy := startProxy(t, p)
+	if resp, body := get(t, client(t, proxy, nil), up.URL); resp == nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %q", resp, body)
+	}
+	testwait.Until(t, 10*time.Second, "the log entry", func() bool { return p.Report().Allowed == 1 })
+	p.Reset()
+	if rep := p.Report(); rep.Allowed != 0 || len(rep.Recent) != 0 || rep.Received != 0 || p.bytes.Load() != 0 {
+		t.Errorf("after Reset: %+v, %d bytes", rep, p.bytes.Load())
+	}
+	// The client's kept-alive stream was ended; it may still be leaving the set.
+	testwait.Until(t, 10*time.Second, "the old streams to end", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.open) == 0
+	})
+}

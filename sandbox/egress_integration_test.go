@@ -349,3 +349,51 @@ print(r.read().decode())
 		}
 	})
 }
+
+// TestIntegrationEgressPoolReset: a pooled sandbox's next borrower sees none of the last
+// one's egress log, and gets its trust bundle back whatever the last one wrote over it.
+func TestIntegrationEgressPoolReset(t *testing.T) {
+	e := testenv.Engine(t)
+	m := sandbox.NewManager(sandbox.ManagerOptions{
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(e, sandbox.TypeDocker)},
+		Policy: sandbox.Policy{Egress: &egress.Policy{Allow: []string{"api.test"},
+			Credentials: []egress.Credential{{Host: "api.test", Header: "Authorization", Value: "x"}}}},
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = m.Close(ctx)
+	})
+	p := sandbox.NewPool(m, "egress-pool-test", sandbox.TypeDocker)
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
+	ctx := t.Context()
+	if _, err := p.Grow(ctx, 1, sandbox.Config{Runtime: testenv.Runtime(), Egress: &sandbox.EgressConfig{}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := p.Borrow(ctx, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := first.Exec(ctx, sandbox.ExecRequest{Argv: []string{"sh", "-c",
+		`python3 -c "import urllib.request; urllib.request.urlopen('http://private-project.test/')"; echo junk > "$SSL_CERT_FILE"`}}, nil)
+	if err != nil || !strings.Contains(res.Stderr, "egress policy") {
+		t.Fatalf("the first borrower's refused call: %v %+v", err, res)
+	}
+	t.Logf("reset took %s", poolReturnAndWait(t, p, first))
+
+	second, err := p.Borrow(ctx, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Return(second)
+	if second.ID() != first.ID() {
+		t.Fatalf("the pool replaced the sandbox instead of resetting it")
+	}
+	if info := second.Info(); strings.Contains(fmt.Sprint(info.Metadata["egress"]), "private-project.test") {
+		t.Errorf("the next borrower sees the last one's egress log: %v", info.Metadata["egress"])
+	}
+	out, err := second.Exec(ctx, sandbox.ExecRequest{Argv: []string{"sh", "-c", `grep -c "BEGIN CERTIFICATE" "$SSL_CERT_FILE"`}}, nil)
+	if err != nil || strings.TrimSpace(out.Stdout) == "0" || out.ExitCode != 0 {
+		t.Errorf("the trust bundle after the reset: %v %+v", err, out)
+	}
+}
