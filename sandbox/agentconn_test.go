@@ -242,8 +242,10 @@ func TestAgentConnHostileFrames(t *testing.T) {
 			wantErr: "increase",
 		},
 		{
-			name:    "data for an agent stream never opened",
-			attack:  func(a *hostileAgent) { a.write(frame(wire.Response{ID: wire.AgentStream | 3, Kind: wire.KindData, Data: []byte("x")})) },
+			name: "data for an agent stream never opened",
+			attack: func(a *hostileAgent) {
+				a.write(frame(wire.Response{ID: wire.AgentStream | 3, Kind: wire.KindData, Data: []byte("x")}))
+			},
 			wantErr: "which was never opened",
 		},
 		{

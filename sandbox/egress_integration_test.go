@@ -202,15 +202,7 @@ func TestIntegrationEgress(t *testing.T) {
 		},
 		Credentials: []egress.Credential{{Host: "api.test", Header: "Authorization", Value: "Bearer ${env:ENCLAVE_TEST_API_KEY}", PlaceholderEnv: "API_KEY"}},
 	}}
-	resolved, err := sandbox.Resolve(sandbox.Config{Image: egressTestImage, Runtime: testenv.Runtime(), NetworkEnabled: true, Egress: &sandbox.EgressConfig{}}, policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := sandbox.Create(t.Context(), e, sandbox.CreateOptions{Config: resolved, Owner: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sb.Close(context.Background()) })
+	sb := testenv.SandboxWith(t, e, sandbox.Config{Image: egressTestImage, NetworkEnabled: true, Egress: &sandbox.EgressConfig{}}, policy)
 	if _, err := sb.File(t.Context(), sandbox.FileRequest{Action: sandbox.FileWrite, Path: "test-ca.pem", Data: ca.PEM}); err != nil {
 		t.Fatal(err)
 	}

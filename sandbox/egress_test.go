@@ -1,7 +1,6 @@
 package sandbox_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,16 +26,8 @@ func TestEgressThroughTheAgent(t *testing.T) {
 	defer up.Close()
 	upPort := up.URL[strings.LastIndex(up.URL, ":")+1:]
 	b := testenv.Process(t)
-	r, err := sandbox.Resolve(sandbox.Config{Egress: &sandbox.EgressConfig{}},
+	sb := testenv.SandboxWith(t, b, sandbox.Config{Egress: &sandbox.EgressConfig{}},
 		sandbox.Policy{Egress: &egress.Policy{Allow: []string{"127.0.0.1:" + upPort}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := sandbox.Create(t.Context(), b, sandbox.CreateOptions{Config: r, Owner: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sb.Close(context.Background()) })
 	if sb.EgressAddr() == "" {
 		t.Fatal("the agent reports no egress address")
 	}

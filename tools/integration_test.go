@@ -133,16 +133,8 @@ func TestIntegrationOutputCapOption(t *testing.T) {
 // is named in the tool result, whatever the program printed of it.
 func TestIntegrationEgressRefusalInResult(t *testing.T) {
 	e := testenv.Engine(t)
-	r, err := sandbox.Resolve(sandbox.Config{Runtime: testenv.Runtime(), Egress: &sandbox.EgressConfig{}},
+	sb := testenv.SandboxWith(t, e, sandbox.Config{Egress: &sandbox.EgressConfig{}},
 		sandbox.Policy{Egress: &egress.Policy{Allow: []string{"pypi.org"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sb, err := sandbox.Create(t.Context(), e, sandbox.CreateOptions{Config: r, Owner: t.Name()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sb.Close(context.Background()) })
 	res := invoke(t, sb, nil, "shell_executor",
 		`{"command":"python3 -c \"import urllib.request; urllib.request.urlopen('https://evil.test/')\""}`)
 	if res.Status != tools.StatusError || !strings.Contains(res.Error, "Tunnel connection failed: 403") ||

@@ -135,10 +135,16 @@ func Runtime() string { return os.Getenv(RuntimeEnv) }
 // removes it when the test ends.
 func Sandbox(t testing.TB, b sandbox.Backend, cfg sandbox.Config) *sandbox.AgentSandbox {
 	t.Helper()
+	return SandboxWith(t, b, cfg, sandbox.Policy{})
+}
+
+// SandboxWith is Sandbox under the operator's policy p.
+func SandboxWith(t testing.TB, b sandbox.Backend, cfg sandbox.Config, p sandbox.Policy) *sandbox.AgentSandbox {
+	t.Helper()
 	if cfg.Runtime == "" {
 		cfg.Runtime = Runtime()
 	}
-	resolved, err := sandbox.Resolve(cfg, sandbox.Policy{})
+	resolved, err := sandbox.Resolve(cfg, p)
 	if err != nil {
 		t.Fatalf("resolving config: %v", err)
 	}
