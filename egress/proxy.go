@@ -465,6 +465,14 @@ func (p *Proxy) forward(w sandboxSide, start [2]int64, req *http.Request, scheme
 		}
 		out.Header.Set(cred.Header, value)
 	}
+	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+		// The destination is allowed: the client may send its body now, rather than after
+		// its own wait (a second, for curl).
+		out.Header.Del("Expect")
+		if _, err := io.WriteString(w, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return false
+		}
+	}
 	cc := w.counter()
 	cc.strict.Store(true) // the request's body and the answer count against the limit
 	resp, err := p.transport.RoundTrip(out)

@@ -395,3 +395,33 @@ func TestProxyReset(t *testing.T) {
 		return len(p.open) == 0
 	})
 }
+
+func TestProxyExpectContinue(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "got %d bytes, expect=%q", len(b), r.Header.Get("Expect"))
+	}))
+	defer up.Close()
+	p := newProxy(t, Options{}, Rules{Allow: []string{"127.0.0.1"}, Ports: []int{mustAtoi(t, up.URL[strings.LastIndex(up.URL, ":")+1:])}})
+	conn, err := net.Dial("tcp", startProxy(t, p).Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", up.URL)
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("first line %q, %v; want 100 Continue before the body", line, err)
+	}
+	_, _ = br.ReadString('\n') // the blank line ending the interim answer
+	fmt.Fprint(conn, "hello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != `got 5 bytes, expect=""` {
+		t.Errorf("the upstream answered %q", body)
+	}
+}
