@@ -176,12 +176,13 @@ func (p *Process) launch(spec Spec, dir, workspace, tmp string, ready func(Strea
 		}
 	}
 
-	args := append([]string{"agent", "--workspace", workspace}, spec.AgentArgs...)
+	args := []string{"agent", "--workspace", workspace}
 	if spec.Config.Egress != nil {
 		// Any free port: host processes share the host's loopback. The agent's greeting
 		// names the port (AgentSandbox.EgressAddr).
 		args = append(args, "--egress-listen", "127.0.0.1:0")
 	}
+	args = append(args, spec.AgentArgs...)
 	cmd := exec.Command(p.agent, args...)
 	cmd.Dir = workspace
 	cmd.Env = processEnv(spec.Config, workspace, tmp)

@@ -92,7 +92,11 @@ func containerName(id string) string { return "enclave-" + id }
 // leaves no running sandbox behind.
 func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	labels := maps.Clone(in.Labels)
-	entrypoint := append([]string{agentPath, "agent", "--workspace", in.Config.WorkingDir}, in.AgentArgs...)
+	entrypoint := []string{agentPath, "agent", "--workspace", in.Config.WorkingDir}
+	if in.Config.Egress != nil {
+		entrypoint = append(entrypoint, "--egress-listen", EgressProxyAddr) // flags before AgentArgs
+	}
+	entrypoint = append(entrypoint, in.AgentArgs...)
 	cfg, host := HardenedSpec(in.Config, entrypoint, labels)
 	if in.Host.AppArmor {
 		// The engine would pick this profile anyway for a container that is not privileged;
@@ -102,7 +106,6 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	}
 
 	if rules := in.Config.Egress; rules != nil {
-		cfg.Entrypoint = append(cfg.Entrypoint, "--egress-listen", EgressProxyAddr)
 		bundle := ""
 		if len(rules.Credentials) > 0 {
 			bundle = egressBundle

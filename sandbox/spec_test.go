@@ -358,11 +358,11 @@ func TestContainerSpecEgress(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := mustResolve(t, Config{Egress: &EgressConfig{}}, tc.policy)
-			cfg, host := containerSpec(specInput{ID: "x", Labels: map[string]string{}, Config: r, AgentVolume: "v"})
+			cfg, host := containerSpec(specInput{ID: "x", Labels: map[string]string{}, Config: r, AgentVolume: "v", AgentArgs: []string{"extra"}})
 			if host.NetworkMode != "none" {
 				t.Errorf("network mode %q, want none", host.NetworkMode)
 			}
-			if got := strings.Join(cfg.Entrypoint, " "); !strings.HasSuffix(got, "--egress-listen "+EgressProxyAddr) {
+			if got := strings.Join(cfg.Entrypoint, " "); !strings.HasSuffix(got, "--egress-listen "+EgressProxyAddr+" extra") {
 				t.Errorf("entrypoint %q does not start the egress listener", got)
 			}
 			env := strings.Join(cfg.Env, "\n")
