@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cgi"
 	"net/http/httptest"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -101,6 +103,35 @@ func packageIndex(t *testing.T) *httptest.Server {
 	return srv
 }
 
+// gitServer serves a bare repository holding README ("cloned through the proxy") over
+// git's smart HTTP protocol (git http-backend, as CGI), as /repo.git.
+func gitServer(t *testing.T) *httptest.Server {
+	t.Helper()
+	backend := "/usr/lib/git-core/git-http-backend"
+	if _, err := os.Stat(backend); err != nil {
+		t.Skipf("git http-backend is not installed on this host: %v", err)
+	}
+	root, work := t.TempDir(), t.TempDir()
+	git := func(dir string, args ...string) {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	git(work, "init", "-q", "-b", "main")
+	if err := os.WriteFile(work+"/README", []byte("cloned through the proxy\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(work, "add", "README")
+	git(work, "commit", "-q", "-m", "first")
+	git(root, "clone", "-q", "--bare", work, "repo.git")
+	srv := httptest.NewServer(&cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}})
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func port(t *testing.T, rawURL string) string {
 	t.Helper()
 	i := strings.LastIndex(rawURL, ":")
@@ -181,15 +212,17 @@ func TestIntegrationEgress(t *testing.T) {
 		fmt.Fprintf(w, "plain-ok auth=%q", r.Header.Get("Authorization"))
 	}), "plain.test")
 	index := packageIndex(t)
+	gitSrv := gitServer(t)
 	// A service of the host's own that no rule lists by address: the SSRF target.
 	private := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "host secret service") }))
 	defer private.Close()
 	apiPort, plainPort, indexPort, privatePort := port(t, api.URL), port(t, plain.URL), port(t, index.URL), port(t, private.URL)
+	gitPort := port(t, gitSrv.URL)
 
 	svc := egress.NewService(egress.Options{
 		RootCAs: ca.Pool,
 		Resolver: egresstest.Resolver{
-			"api.test": "127.0.0.1", "plain.test": "127.0.0.1", "index.test": "127.0.0.1", "sneaky.test": "127.0.0.1",
+			"api.test": "127.0.0.1", "plain.test": "127.0.0.1", "index.test": "127.0.0.1", "sneaky.test": "127.0.0.1", "git.test": "127.0.0.1",
 		},
 		LookupEnv: func(k string) (string, bool) { return secret, k == "ENCLAVE_TEST_API_KEY" },
 	})
@@ -199,6 +232,7 @@ func TestIntegrationEgress(t *testing.T) {
 		Allow: []string{
 			"api.test:" + apiPort, "plain.test:" + plainPort, "index.test:" + indexPort, "sneaky.test:" + privatePort,
 			"127.0.0.1:" + apiPort, "127.0.0.1:" + plainPort, "127.0.0.1:" + indexPort,
+			"git.test:" + gitPort, "127.0.0.1:" + gitPort,
 		},
 		Credentials: []egress.Credential{{Host: "api.test", Header: "Authorization", Value: "Bearer ${env:ENCLAVE_TEST_API_KEY}", PlaceholderEnv: "API_KEY"}},
 	}}
@@ -223,6 +257,12 @@ func TestIntegrationEgress(t *testing.T) {
 		out, code := run(t, sb, "python3 -m pip install --no-cache-dir --disable-pip-version-check --break-system-packages --target /sandbox/site "+
 			"--trusted-host index.test --index-url http://index.test:"+indexPort+"/simple/ tinypkg && PYTHONPATH=/sandbox/site python3 -c 'import tinypkg; print(tinypkg.VALUE)'")
 		if code != 0 || !strings.Contains(out, "egress-ok") {
+			t.Errorf("exit %d: %s", code, out)
+		}
+	})
+	t.Run("git clones over smart HTTP", func(t *testing.T) {
+		out, code := run(t, sb, "git clone -q http://git.test:"+gitPort+"/repo.git /sandbox/clone && cat /sandbox/clone/README")
+		if code != 0 || !strings.Contains(out, "cloned through the proxy") {
 			t.Errorf("exit %d: %s", code, out)
 		}
 	})
