@@ -93,6 +93,7 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 		running:   make(map[uint64]context.CancelCauseFunc),
 		jobs:      make(map[string]*job),
 		tunnels:   newTunnelSet(),
+		forks:     newForkServers(log, sharedReaper(), workspace),
 	}
 	ready := &wire.Ready{
 		Version:   wire.Version,
@@ -146,6 +147,7 @@ type server struct {
 	jobs    map[string]*job
 	jobSeq  int
 	tunnels *tunnelSet
+	forks   *forkServers
 }
 
 // serve decodes requests and starts a goroutine for each until in ends or breaks.
@@ -263,6 +265,7 @@ func (s *server) shutdown() {
 	}
 	s.closeTunnels()
 	s.killAllJobs()
+	s.forks.stop(false)
 	if n := sweepOrphans(s.reaper); n > 0 {
 		s.log.Info("killed orphans at shutdown", "count", n)
 	}

@@ -33,6 +33,7 @@ type testAgent struct {
 	cancel    context.CancelFunc
 	done      chan error // Run's result
 	ready     wire.Response
+	stopped   bool // by stop, which the test's goroutine alone calls
 
 	mu     sync.Mutex
 	nextID uint64
@@ -94,8 +95,12 @@ func (a *testAgent) readResponses(out io.Reader) {
 	}
 }
 
-// stop closes the agent's input and waits for Run to return.
+// stop closes the agent's input and waits for Run to return; later calls do nothing.
 func (a *testAgent) stop() {
+	if a.stopped {
+		return
+	}
+	a.stopped = true
 	a.in.Close()
 	select {
 	case <-a.done:

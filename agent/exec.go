@@ -37,11 +37,13 @@ var errCancelled = errors.New("cancelled by request")
 
 // command is a process the agent started for an exec request, foreground or background.
 type command struct {
-	argv    []string
-	pid     int
-	tree    *tree
-	exited  <-chan syscall.WaitStatus
-	started time.Time
+	argv     []string
+	pid      int
+	tree     *tree
+	exited   <-chan syscall.WaitStatus
+	started  time.Time
+	forked   bool   // from the resident interpreter (pyfork.go)
+	exitHook func() // if set, called once the main process has exited
 
 	stdout, stderr *stream    // nil for a background job, whose output is discarded
 	stdin          *os.File   // the write end of the stdin pipe, if any
@@ -69,12 +71,15 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.Ex
 	defer s.removeRunning(id)
 
 	oomBefore, oomKnown := readOOMKills()
-	cmd, err := s.start(spec, true)
+	cmd, err := s.startForeground(spec)
 	if err != nil {
 		return nil, err
 	}
 	liveTrees.add(cmd.tree, true)
 	ending, status := s.waitForExit(ctx, id, cmd, spec)
+	if cmd.exitHook != nil {
+		cmd.exitHook()
+	}
 
 	// Whatever the command left behind dies with it, even processes still holding its
 	// output pipes, which is why this comes before waiting for the pipes to drain.
@@ -95,6 +100,7 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.Ex
 		Cancelled:  ending == endCancelled,
 		Stopped:    ending == endCancelled && !errors.Is(context.Cause(ctx), errCancelled),
 		Reaped:     reaped,
+		Forked:     cmd.forked,
 	}
 	res.ExitCode, res.Signal = exitOf(status)
 	var outTrunc, errTrunc bool
@@ -202,6 +208,24 @@ func (s *server) cancel(target uint64) error {
 	return nil
 }
 
+// startForeground starts a foreground command: forked from the resident interpreter when
+// spec asks for it and one is ready (pyfork.go), else started.
+func (s *server) startForeground(spec *wire.Exec) (*command, error) {
+	if forkable(spec) {
+		env, envErr := commandEnv(spec.Env, "")
+		dir, dirErr := s.workDir(spec.Dir)
+		if envErr == nil && dirErr == nil {
+			if path, err := lookPath(spec.Argv[0], env); err == nil {
+				cmd, err := s.forks.start(spec, path, dir)
+				if !errors.Is(err, errNoFork) {
+					return cmd, err
+				}
+			}
+		}
+	}
+	return s.start(spec, true)
+}
+
 // start starts spec's process in a session of its own, tagged with a fresh tree marker.
 // With capture, its stdout and stderr are read into capped streams; without, they go to
 // /dev/null.
@@ -222,81 +246,110 @@ func (s *server) start(spec *wire.Exec, capture bool) (*command, error) {
 	if err != nil {
 		return nil, err
 	}
-
-	cmd := &command{argv: spec.Argv}
-	// childEnds are the descriptors the child gets; the agent closes its copies once the
-	// child has them, so that EOF on the pipes means the child side is gone.
-	var childEnds []*os.File
-	defer func() {
-		for _, f := range childEnds {
-			f.Close()
-		}
-	}()
-	fail := func(err error) (*command, error) {
-		cmd.closePipes()
+	cmd, child, err := newCommand(spec, capture)
+	if err != nil {
 		return nil, err
 	}
-	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
-	}
-	childEnds = append(childEnds, devNull)
-	stdin, stdout, stderr := devNull, devNull, devNull
-	if len(spec.Stdin) > 0 {
-		r, w, err := os.Pipe()
-		if err != nil {
-			return fail(fmt.Errorf("creating stdin pipe: %w", err))
-		}
-		stdin, cmd.stdin = r, w
-		childEnds = append(childEnds, r)
-	}
-	limit := spec.MaxOutputBytes
-	if limit == 0 {
-		limit = wire.DefaultMaxOutputBytes
-	}
-	streaming := spec.StreamIntervalMS > 0
-	if capture {
-		cmd.stdout, cmd.stderr = newStream(limit, streaming), newStream(limit, streaming)
-		for _, target := range []**os.File{&stdout, &stderr} {
-			r, w, err := os.Pipe()
-			if err != nil {
-				return fail(fmt.Errorf("creating output pipe: %w", err))
-			}
-			*target = w
-			cmd.pipes = append(cmd.pipes, r)
-			childEnds = append(childEnds, w)
-		}
-	}
-
+	defer child.close()
 	attr := &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   env,
-		Files: []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()},
+		Files: []uintptr{child.stdin.Fd(), child.stdout.Fd(), child.stderr.Fd()},
 		// A session of its own gives the command its own process group, so job-control
 		// signals and group kills reach it and not the agent.
 		Sys: &syscall.SysProcAttr{Setsid: true},
 	}
 	pid, exited, err := s.reaper.spawn(path, spec.Argv, attr)
 	if err != nil {
-		return fail(&codedError{code: codeOf(err), err: fmt.Errorf("starting %s: %w", spec.Argv[0], err)})
+		cmd.closePipes()
+		return nil, &codedError{code: codeOf(err), err: fmt.Errorf("starting %s: %w", spec.Argv[0], err)}
 	}
+	cmd.run(pid, exited, marker, spec.Stdin)
+	return cmd, nil
+}
+
+// childEnds are the standard descriptors a command's process gets. The agent closes its
+// copies once the child has them, so that EOF on the output pipes means the child side is
+// gone.
+type childEnds struct {
+	stdin, stdout, stderr *os.File
+	open                  []*os.File
+}
+
+func (c *childEnds) close() {
+	for _, f := range c.open {
+		f.Close()
+	}
+}
+
+// newCommand makes cmd's descriptors: stdin is a pipe when spec has input, else /dev/null;
+// with capture, stdout and stderr are pipes into capped streams, else /dev/null. Nothing is
+// left open on error.
+func newCommand(spec *wire.Exec, capture bool) (*command, *childEnds, error) {
+	cmd := &command{argv: spec.Argv}
+	child := &childEnds{}
+	fail := func(err error) (*command, *childEnds, error) {
+		child.close()
+		cmd.closePipes()
+		return nil, nil, err
+	}
+	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
+	}
+	child.open = append(child.open, devNull)
+	child.stdin, child.stdout, child.stderr = devNull, devNull, devNull
+	if len(spec.Stdin) > 0 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return fail(fmt.Errorf("creating stdin pipe: %w", err))
+		}
+		child.stdin, cmd.stdin = r, w
+		child.open = append(child.open, r)
+	}
+	if capture {
+		cmd.stdout, cmd.stderr = outputStreams(spec)
+		for _, target := range []**os.File{&child.stdout, &child.stderr} {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return fail(fmt.Errorf("creating output pipe: %w", err))
+			}
+			*target = w
+			cmd.pipes = append(cmd.pipes, r)
+			child.open = append(child.open, w)
+		}
+	}
+	return cmd, child, nil
+}
+
+// outputStreams makes the capped streams a command's stdout and stderr are read into.
+func outputStreams(spec *wire.Exec) (stdout, stderr *stream) {
+	limit := spec.MaxOutputBytes
+	if limit == 0 {
+		limit = wire.DefaultMaxOutputBytes
+	}
+	streaming := spec.StreamIntervalMS > 0
+	return newStream(limit, streaming), newStream(limit, streaming)
+}
+
+// run records that cmd's process pid has started, writes input to its stdin pipe (if it
+// has one) and starts reading its output (if captured).
+func (cmd *command) run(pid int, exited <-chan syscall.WaitStatus, marker string, input []byte) {
 	cmd.pid, cmd.exited, cmd.started = pid, exited, time.Now()
 	cmd.tree = &tree{root: pid, marker: marker}
-
 	if cmd.stdin != nil {
 		go func() {
 			// A process that exits without reading its input makes this fail with EPIPE,
 			// which is its business.
-			cmd.stdin.Write(spec.Stdin)
+			cmd.stdin.Write(input)
 			cmd.stdin.Close()
 		}()
 	}
-	if capture {
+	if cmd.stdout != nil {
 		cmd.readers.Add(2)
 		go cmd.readInto(cmd.stdout, cmd.pipes[0])
 		go cmd.readInto(cmd.stderr, cmd.pipes[1])
 	}
-	return cmd, nil
 }
 
 // readInto copies one output pipe into its stream until EOF or until the pipe is closed

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"sync"
@@ -48,6 +49,45 @@ func (r *reaper) spawn(path string, argv []string, attr *syscall.ProcAttr) (pid 
 	ch := make(chan syscall.WaitStatus, 1)
 	r.waiters[pid] = ch
 	return pid, ch, nil
+}
+
+// adopt registers pid, a process another process forked that is (or is about to be)
+// reparented to the agent, for its exit status, as spawn does for the agent's own. It waits
+// until deadline for the agent to become pid's parent, and refuses a pid that has ended, is
+// registered already, or is still not the agent's child by then.
+func (r *reaper) adopt(pid int, deadline time.Time) (<-chan syscall.WaitStatus, error) {
+	self := os.Getpid()
+	for pause := time.Duration(0); ; pause = min(2*pause+50*time.Microsecond, 5*time.Millisecond) {
+		ch, err := r.tryAdopt(pid, self)
+		if ch != nil || err != nil {
+			return ch, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("adopting process %d: it is not the agent's child", pid)
+		}
+		time.Sleep(pause)
+	}
+}
+
+// tryAdopt registers pid if it is a live child of self. Holding the lock that reapAll takes
+// to hand out statuses means pid cannot be reaped between the check and the registration
+// without the check seeing it gone.
+func (r *reaper) tryAdopt(pid, self int) (<-chan syscall.WaitStatus, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.waiters[pid]; dup {
+		return nil, fmt.Errorf("adopting process %d: it is registered already", pid)
+	}
+	p, ok := readProc(pid)
+	if !ok || p.dead {
+		return nil, fmt.Errorf("adopting process %d: it has ended", pid)
+	}
+	if p.ppid != self {
+		return nil, nil
+	}
+	ch := make(chan syscall.WaitStatus, 1)
+	r.waiters[pid] = ch
+	return ch, nil
 }
 
 // started reports whether pid is a process spawn started that has not yet been reaped.

@@ -57,6 +57,7 @@ func (s *server) reset(req *wire.Reset) (*wire.ResetResult, error) {
 	}
 	start := time.Now()
 	res := &wire.ResetResult{}
+	s.forks.stop(true) // the next borrower gets a resident interpreter of its own
 	if err := killAllButAgent(res, time.Now().Add(resetKillWait)); err != nil {
 		return nil, err
 	}

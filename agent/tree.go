@@ -40,6 +40,7 @@ func newMarker() string {
 type proc struct {
 	pid, ppid, pgid, sid int
 	dead                 bool // a zombie (or dying): nothing left to kill
+	stopped              bool // stopped by a signal or a tracer
 }
 
 // readProcs lists the processes visible in /proc. Processes that vanish mid-scan are skipped.
@@ -81,6 +82,7 @@ func readProc(pid int) (proc, bool) {
 	p := proc{pid: pid}
 	state := fields[0]
 	p.dead = len(state) > 0 && (state[0] == 'Z' || state[0] == 'X' || state[0] == 'x')
+	p.stopped = len(state) > 0 && (state[0] == 'T' || state[0] == 't')
 	p.ppid, _ = strconv.Atoi(string(fields[1]))
 	p.pgid, _ = strconv.Atoi(string(fields[2]))
 	p.sid, _ = strconv.Atoi(string(fields[3]))
@@ -193,6 +195,21 @@ func (r *treeRegistry) remove(t *tree) {
 			r.foreground--
 		}
 	}
+}
+
+// hold counts one more foreground command before its tree is known: a process being handed
+// to the agent (pyfork.go) is nobody's until it is, and the orphan sweep must wait.
+func (r *treeRegistry) hold() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.foreground++
+}
+
+// release undoes hold.
+func (r *treeRegistry) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.foreground--
 }
 
 // snapshot returns the live trees, or nothing if a foreground command is running: while one

@@ -82,7 +82,8 @@ func Connect(ctx context.Context, opts SessionOptions) (*Session, error) {
 		return nil, fmt.Errorf("starting %s session: %w", opts.Transport, err)
 	}
 	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
+	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
 	init.Params.ClientInfo = mcp.Implementation{Name: "enclave-load", Version: "1"}
 	if _, err := c.Initialize(ctx, init); err != nil {
 		s.Abort()

@@ -24,7 +24,8 @@ const DefaultMaxBodyBytes = 8 << 20
 // HTTPOptions configures the HTTP transports.
 type HTTPOptions struct {
 	// SessionIdleTTL ends a streamable-HTTP session (and removes its sandbox) after this long
-	// without a request: many clients never send DELETE when they close. 0 means 30 minutes.
+	// without a request: many clients never send DELETE when they close. A stateless caller's
+	// sandbox handle ends after this long without a call. 0 means 30 minutes.
 	SessionIdleTTL time.Duration
 	// MaxBodyBytes caps the body of a request to /mcp or /message; a larger one is answered
 	// 413 before the transport reads it. 0 means DefaultMaxBodyBytes.
@@ -37,7 +38,8 @@ type HTTPOptions struct {
 	// way. 0 means no cap.
 	MaxSessionsPerPrincipal int
 	// Principal names who a request acts for, e.g. the token it authenticated with; sessions
-	// are counted per principal. It runs after the guard given to Mount. nil counts every
+	// are counted per principal, and a stateless caller's sandbox handles are its
+	// principal's (another principal's request finds them not found). It runs after the guard given to Mount. nil counts every
 	// request as one principal.
 	Principal func(*http.Request) string
 	// HostsCheckedOutside turns off mcp-go's own DNS-rebinding check (loopback connections
@@ -56,14 +58,16 @@ type Transports struct {
 }
 
 // HTTPTransports builds the streamable HTTP and SSE transports over this server; idle
-// streamable sessions are swept until ctx ends.
+// streamable sessions, and stateless callers' idle sandbox handles, are swept until ctx
+// ends.
 //
-// Streamable HTTP is restricted to the protocol versions that have an initialize handshake.
-// The newest version (2026-07-28) is stateless: it carries no session id, so every request
-// would get a throwaway session and the agent's sandbox (its files, its state) would vanish
-// between calls. Clients that default to it, such as go-sdk v1.8.0, negotiate down to
-// 2025-11-25 and keep a session. Explicit sandbox handles would be the other way out, but
-// they would put a secret in every tool call the model writes.
+// Streamable HTTP serves both protocol eras on one endpoint, decided per request by
+// mcp-go: clients of 2025-11-25 and earlier initialize a session (Mcp-Session-Id) that owns
+// one sandbox; clients of 2026-07-28 send each request on its own, without a session, and
+// name their sandbox by a handle (stateless.go) that only their credential can use.
+// server/discover advertises every version, so a client that asks for 2026-07-28 (go-sdk
+// v1.8.0's and mcp-go's default) uses it; a client that pins an older version, or whose
+// initialize asks for 2026-07-28, gets a session at 2025-11-25.
 func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transports {
 	if opts.SessionIdleTTL == 0 {
 		opts.SessionIdleTTL = 30 * time.Minute
@@ -80,13 +84,17 @@ func (s *Server) HTTPTransports(ctx context.Context, opts HTTPOptions) Transport
 	// sandbox) once the call outlasts the TTL. Ours counts a request in flight as activity.
 	// The resolver (rather than a plain manager) lets a minted id take over the admission
 	// ticket of the request that minted it, so the session counts against its principal.
+	principal := opts.Principal
 	streamable := server.NewStreamableHTTPServer(s.mcp,
 		server.WithEndpointPath("/mcp"),
-		server.WithStreamableHTTPProtocolVersions(mcp.LegacyProtocolVersions()...),
 		server.WithSessionIdManagerResolver(s.sessions),
 		server.WithStreamableHTTPLogger(s.log),
 		server.WithDisableLocalhostProtection(opts.HostsCheckedOutside),
+		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			return context.WithValue(ctx, principalKey{}, principal(r))
+		}),
 	)
+	go s.handles.Sweep(ctx, opts.SessionIdleTTL)
 	go s.sessions.sweep(ctx, opts.SessionIdleTTL, streamable)
 	sse := server.NewSSEServer(s.mcp,
 		server.WithSSEEndpoint("/sse"),
@@ -354,13 +362,15 @@ func (m *sessionIDs) drop(t *ticket) {
 }
 
 // admit gives every request that may start a session a ticket for as long as it runs, and
-// refuses it when a limit is reached: an initialize gets a JSON-RPC error response naming
+// refuses it when a limit is reached. A stateless request (its Mcp-Protocol-Version header
+// names 2026-07-28 or later; mcp-go refuses one whose body disagrees) starts none: an initialize gets a JSON-RPC error response naming
 // the limit (HTTP 200, because mcp-go's client reads any 4xx answer to initialize as "this
 // server only speaks the old SSE transport" and drops the message), a stream request 429.
 func (m *sessionIDs) admit(principal func(*http.Request) string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		opens := r.Header.Get(server.HeaderKeySessionID) == "" &&
-			(r.Method == http.MethodGet || r.Method == http.MethodPost)
+			(r.Method == http.MethodGet || r.Method == http.MethodPost) &&
+			!mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion))
 		if !opens {
 			next.ServeHTTP(w, r)
 			return

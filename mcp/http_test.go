@@ -143,13 +143,22 @@ func mcpgoCaller(c *mcpclient.Client) toolCaller {
 	}
 }
 
+// startMCPGo connects c with the session protocol (initialize, Mcp-Session-Id): one
+// sandbox per session, no handles.
 func startMCPGo(t *testing.T, c *mcpclient.Client) {
+	t.Helper()
+	startMCPGoAt(t, c, mcpgo.LATEST_LEGACY_PROTOCOL_VERSION)
+}
+
+// startMCPGoAt connects c asking for protocol version ("" is mcp-go's default: the
+// stateless 2026-07-28 when the server offers it) and checks that the tools are listed.
+func startMCPGoAt(t *testing.T, c *mcpclient.Client, version string) {
 	t.Helper()
 	if err := c.Start(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	init.Params.ProtocolVersion = version
 	init.Params.ClientInfo = mcpgo.Implementation{Name: "http-test", Version: "1"}
 	if _, err := c.Initialize(t.Context(), init); err != nil {
 		t.Fatalf("initialize: %v", err)
@@ -224,26 +233,6 @@ func goSDKScenario(t *testing.T, f *httpFixture, session *sdk.ClientSession) {
 		return b.String(), res.IsError, nil
 	})
 	_ = session.Close()
-}
-
-// TestIntegrationHTTPGoSDKDefaultProtocol: go-sdk v1.8.0 defaults to the stateless protocol
-// (2026-07-28); the server's version list makes it fall back to a session-bearing one, and
-// state is kept across calls.
-func TestIntegrationHTTPGoSDKDefaultProtocol(t *testing.T) {
-	t.Parallel()
-	f := newHTTPFixture(t, time.Minute)
-	client := sdk.NewClient(&sdk.Implementation{Name: "gosdk-http-test", Version: "1"}, nil)
-	session, err := client.Connect(t.Context(), &sdk.StreamableClientTransport{
-		Endpoint: f.url + "/mcp", HTTPClient: bearerClient(), DisableStandaloneSSE: true,
-	}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	if v := session.InitializeResult().ProtocolVersion; v == "2026-07-28" || v == "" {
-		t.Fatalf("negotiated protocol %q: the stateless version must not be accepted", v)
-	}
-	goSDKScenario(t, f, session)
-	f.waitNoSandboxes(t, "after the go-sdk client closed")
 }
 
 // TestIntegrationHTTPSSEGoSDK: go-sdk's SSE client (the 2024-11-05 transport) against
@@ -337,7 +326,8 @@ func TestHTTPSessionLimitPerPrincipal(t *testing.T) {
 			return nil, err
 		}
 		init := mcpgo.InitializeRequest{}
-		init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+		// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
+		init.Params.ProtocolVersion = mcpgo.LATEST_LEGACY_PROTOCOL_VERSION
 		init.Params.ClientInfo = mcpgo.Implementation{Name: "limit-test", Version: "1"}
 		_, err = c.Initialize(t.Context(), init)
 		return c, err

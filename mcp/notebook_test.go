@@ -27,6 +27,17 @@ import (
 // session's first notebook call; the REST types stay beside it.
 func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Docker, *sandbox.Manager) {
 	t.Helper()
+	engine, manager := notebookManager(t)
+	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager, DefaultTimeout: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, engine, manager
+}
+
+// notebookManager is the manager of notebookServer, on a real engine.
+func notebookManager(t *testing.T) (*sandbox.Docker, *sandbox.Manager) {
+	t.Helper()
 	engine := testenv.Engine(t)
 	testenv.RequireImage(t, engine, sandbox.DefaultNotebookImage)
 	nb := sandbox.Config{Image: sandbox.DefaultNotebookImage, Runtime: testenv.Runtime()}
@@ -39,11 +50,7 @@ func notebookServer(t *testing.T) (*mcp.Server, *sandbox.Docker, *sandbox.Manage
 		},
 	})
 	t.Cleanup(func() { _ = manager.Close(context.Background()) })
-	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager, DefaultTimeout: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, engine, manager
+	return engine, manager
 }
 
 // connect opens an in-process MCP session.

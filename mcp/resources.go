@@ -25,7 +25,9 @@ import (
 // The workspace of the session's own sandbox as MCP resources: one template for its files,
 // resources/list listing them, resources/read reading one, and links to files a tool call
 // wrote in its result. A session sees only its own sandbox (the owner is the MCP session,
-// as for tool calls), and neither listing nor reading starts a sandbox.
+// as for tool calls), and neither listing nor reading starts a sandbox. A caller without a
+// session (stateless.go) sees the workspaces of its open sandbox handles the same way,
+// each under its handle: sandbox://sandboxes/<handle>/<path>.
 //
 // The URIs are sandbox://workspace/<path>, the path relative to the workspace with each
 // segment percent-encoded. Not file:// URIs: those name files on the client's machine, and a
@@ -37,6 +39,10 @@ const (
 	// workspace.
 	WorkspaceURIPrefix = "sandbox://workspace/"
 	workspaceTemplate  = WorkspaceURIPrefix + "{+path}"
+	// HandleURIPrefix starts the URI of a file in a stateless caller's sandbox; the rest is
+	// the sandbox's handle, a slash, and the file's path in its workspace.
+	HandleURIPrefix = "sandbox://sandboxes/"
+	handleTemplate  = HandleURIPrefix + "{sandbox}/{+path}"
 
 	// DefaultMaxResourceBytes caps a file read as a resource when Config names no cap: a
 	// response stays a few MiB of JSON (base64 grows binary by a third).
@@ -58,6 +64,12 @@ const templateDescription = "A file in this session's sandbox workspace (the dir
 	"(names starting with a dot) or symbolic links, breadth first, at most 500; any other file can still be read " +
 	"by its URI. Nothing is listed before the session's first tool call starts its sandbox."
 
+const handleTemplateDescription = "A file in the workspace of a sandbox that sandbox_open opened, for clients without an " +
+	"MCP session (protocol 2026-07-28, stateless): sandbox://sandboxes/<handle>/<path>, e.g. " +
+	"sandbox://sandboxes/<handle>/plots/loss.png. resources/list lists the files of every sandbox the caller's token has " +
+	"open, the same way as a session's (without hidden names or symbolic links, at most 500). Only the token that opened " +
+	"a sandbox can read its files."
+
 // resourceErrorf is a refusal of a resource request; its text goes to the client as the
 // JSON-RPC error's message.
 func resourceErrorf(format string, args ...any) error {
@@ -69,6 +81,17 @@ func (s *Server) registerResources(hooks *server.Hooks) {
 	hooks.AddAfterListResources(func(ctx context.Context, _ any, _ *mcp.ListResourcesRequest, result *mcp.ListResourcesResult) {
 		s.listWorkspace(ctx, result)
 	})
+	// Each caller is shown the template of its own kind of URI: a session's workspace, or
+	// its handles' (as with the tools, a session's view is what it always was).
+	hooks.AddAfterListResourceTemplates(func(ctx context.Context, _ any, _ *mcp.ListResourceTemplatesRequest, result *mcp.ListResourceTemplatesResult) {
+		hide := handleTemplate
+		if callerOf(ctx).stateless() {
+			hide = workspaceTemplate
+		}
+		result.ResourceTemplates = slices.DeleteFunc(result.ResourceTemplates, func(t mcp.ResourceTemplate) bool {
+			return t.URITemplate != nil && t.URITemplate.Raw() == hide
+		})
+	})
 }
 
 func (s *Server) addResourceTemplate() {
@@ -76,24 +99,94 @@ func (s *Server) addResourceTemplate() {
 		mcp.WithTemplateTitle("Sandbox workspace file"),
 		mcp.WithTemplateDescription(templateDescription),
 	), s.readWorkspace)
+	s.mcp.AddResourceTemplate(mcp.NewResourceTemplate(handleTemplate, "sandbox-workspace",
+		mcp.WithTemplateTitle("Sandbox workspace file, by sandbox handle"),
+		mcp.WithTemplateDescription(handleTemplateDescription),
+	), s.readWorkspace)
 }
 
-// listWorkspace adds the session's workspace files to a resources/list result. mcp-go lists
-// only resources registered up front; the hook runs on its (empty) result before it is sent.
-// A listing that fails part way keeps what it found, and is logged.
-func (s *Server) listWorkspace(ctx context.Context, result *mcp.ListResourcesResult) {
-	owner := sessionOf(ctx)
-	sb, ok := s.core.Caller(owner).Current()
-	if !ok {
-		return
+// workspace is one sandbox's workspace as resources: the sandbox, and the prefix of its
+// files' URIs (WorkspaceURIPrefix for a session's, the handle's under HandleURIPrefix).
+type workspace struct {
+	sb     sandbox.Sandbox
+	prefix string
+}
+
+// uri is the URI of the workspace file at rel.
+func (w workspace) uri(rel string) string { return uriUnder(w.prefix, rel) }
+
+// workspaces are the workspaces a caller sees: a session's one sandbox once it has
+// started; a stateless caller's open handles.
+func (s *Server) workspaces(ctx context.Context) []workspace {
+	c := callerOf(ctx)
+	if !c.stateless() {
+		if sb, ok := s.core.Caller(c.session).Current(); ok {
+			return []workspace{{sb: sb, prefix: WorkspaceURIPrefix}}
+		}
+		return nil
 	}
+	var out []workspace
+	for _, sb := range s.handles.List(c.principal) {
+		out = append(out, workspace{sb: sb, prefix: HandleURIPrefix + sb.ID() + "/"})
+	}
+	return out
+}
+
+// workspaceOf finds the workspace a resource URI names, for its caller, and the file's
+// path in it; a caller only ever finds its own.
+func (s *Server) workspaceOf(ctx context.Context, uri string) (workspace, string, error) {
+	c := callerOf(ctx)
+	rest, byHandle := strings.CutPrefix(uri, HandleURIPrefix)
+	switch {
+	case byHandle && !c.stateless():
+		return workspace{}, "", resourceErrorf("%s names a sandbox by its handle, which only clients without an MCP session use; "+
+			"this session's files are %s<path>", uri, WorkspaceURIPrefix)
+	case byHandle:
+		id, _, _ := strings.Cut(rest, "/")
+		sb, err := s.handles.Sandbox(c.principal, id)
+		if err != nil {
+			return workspace{}, "", resourceErrorf("%s: %s", uri, handleAdvice(err))
+		}
+		ws := workspace{sb: sb, prefix: HandleURIPrefix + id + "/"}
+		rel, err := pathUnder(uri, ws.prefix)
+		return ws, rel, err
+	case c.stateless() && strings.HasPrefix(uri, WorkspaceURIPrefix):
+		return workspace{}, "", resourceErrorf("%s: this request has no MCP session, so no session workspace; name the file by "+
+			"its sandbox handle, %s<handle>/<path>", uri, HandleURIPrefix)
+	}
+	rel, err := workspacePath(uri)
+	if err != nil {
+		return workspace{}, "", err
+	}
+	sb, ok := s.core.Caller(c.session).Current()
+	if !ok {
+		return workspace{}, "", resourceErrorf("%s: this session has no sandbox yet, so its workspace holds no files "+
+			"(the session's first tool call starts its sandbox)", uri)
+	}
+	return workspace{sb: sb, prefix: WorkspaceURIPrefix}, rel, nil
+}
+
+// listWorkspace adds the caller's workspace files to a resources/list result: its session's,
+// or those of its open handles. mcp-go lists only resources registered up front; the hook
+// runs on its (empty) result before it is sent. A listing that fails part way keeps what
+// it found, and is logged.
+func (s *Server) listWorkspace(ctx context.Context, result *mcp.ListResourcesResult) {
 	ctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
-	files, truncated, err := walkWorkspace(ctx, sb, maxListedFiles, maxListedDirs)
-	if err != nil {
-		s.log.Warn("listing the workspace as resources", "session", owner, "sandbox", sb.ID(), "error", err)
+	truncated := false
+	for _, ws := range s.workspaces(ctx) {
+		left := maxListedFiles - len(result.Resources)
+		if left <= 0 {
+			truncated = true
+			break
+		}
+		files, cut, err := walkWorkspace(ctx, ws, left, maxListedDirs)
+		if err != nil {
+			s.log.Warn("listing the workspace as resources", "sandbox", ws.sb.ID(), "error", err)
+		}
+		result.Resources = append(result.Resources, files...)
+		truncated = truncated || cut
 	}
-	result.Resources = append(result.Resources, files...)
 	if truncated {
 		if result.Meta == nil {
 			result.Meta = &mcp.Meta{}
@@ -111,7 +204,8 @@ func (s *Server) listWorkspace(ctx context.Context, result *mcp.ListResourcesRes
 // leaving out hidden names (a dot first: caches and tool state such as .cache, .local or
 // .ipynb_checkpoints), symbolic links and anything not a regular file. It stops at maxFiles
 // files or maxDirs directories, with truncated set.
-func walkWorkspace(ctx context.Context, sb sandbox.Sandbox, maxFiles, maxDirs int) (files []mcp.Resource, truncated bool, err error) {
+func walkWorkspace(ctx context.Context, ws workspace, maxFiles, maxDirs int) (files []mcp.Resource, truncated bool, err error) {
+	sb := ws.sb
 	root := session.WorkingDir(sb)
 	queue, dirs := []string{""}, 0
 	for len(queue) > 0 {
@@ -146,14 +240,14 @@ func walkWorkspace(ctx context.Context, sb sandbox.Sandbox, maxFiles, maxDirs in
 			if len(files) >= maxFiles {
 				return files, true, nil
 			}
-			files = append(files, fileResource(child, e))
+			files = append(files, fileResource(ws.uri(child), child, e))
 		}
 	}
 	return files, truncated, nil
 }
 
-// fileResource describes the workspace file at rel.
-func fileResource(rel string, e sandbox.FileInfo) mcp.Resource {
+// fileResource describes the workspace file at rel, whose URI is uri.
+func fileResource(uri, rel string, e sandbox.FileInfo) mcp.Resource {
 	opts := []mcp.ResourceOption{mcp.WithResourceSize(e.Size)}
 	if mime := mimeByName(rel); mime != "" {
 		opts = append(opts, mcp.WithMIMEType(mime))
@@ -161,22 +255,18 @@ func fileResource(rel string, e sandbox.FileInfo) mcp.Resource {
 	if !e.ModTime.IsZero() {
 		opts = append(opts, mcp.WithLastModified(e.ModTime.UTC().Format(time.RFC3339)))
 	}
-	return mcp.NewResource(workspaceURI(rel), rel, opts...)
+	return mcp.NewResource(uri, rel, opts...)
 }
 
-// readWorkspace reads one workspace file of the session's own sandbox. Refusals are errors
+// readWorkspace reads one workspace file of the caller's own sandbox. Refusals are errors
 // that say what to do: mcp-go sends them as JSON-RPC errors with the message as given.
 func (s *Server) readWorkspace(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 	uri := req.Params.URI
-	rel, err := workspacePath(uri)
+	ws, rel, err := s.workspaceOf(ctx, uri)
 	if err != nil {
 		return nil, err
 	}
-	sb, ok := s.core.Caller(sessionOf(ctx)).Current()
-	if !ok {
-		return nil, resourceErrorf("%s: this session has no sandbox yet, so its workspace holds no files "+
-			"(the session's first tool call starts its sandbox)", uri)
-	}
+	sb := ws.sb
 	limit := s.cfg.MaxResourceBytes
 	p := path.Join(session.WorkingDir(sb), rel)
 	st, err := sb.File(ctx, sandbox.FileRequest{Action: sandbox.FileStat, Path: p})
@@ -237,22 +327,30 @@ func fileContents(uri, name string, data []byte) mcp.ResourceContents {
 	return mcp.BlobResourceContents{URI: uri, MIMEType: mime, Blob: base64.StdEncoding.EncodeToString(data)}
 }
 
-// workspaceURI is the URI of the workspace file at rel (slash-separated, relative).
-func workspaceURI(rel string) string {
+// workspaceURI is the URI of the session's workspace file at rel (slash-separated,
+// relative).
+func workspaceURI(rel string) string { return uriUnder(WorkspaceURIPrefix, rel) }
+
+// uriUnder is the URI of the workspace file at rel under prefix.
+func uriUnder(prefix, rel string) string {
 	parts := strings.Split(rel, "/")
 	for i, p := range parts {
 		parts[i] = url.PathEscape(p)
 	}
-	return WorkspaceURIPrefix + strings.Join(parts, "/")
+	return prefix + strings.Join(parts, "/")
 }
 
-// workspacePath reads a workspace URI back into a path relative to the workspace. It is
-// refused unless it stays inside the workspace: no "." or ".." segment, no empty segment,
-// no encoded slash or NUL; no query or fragment.
-func workspacePath(uri string) (string, error) {
-	rest, ok := strings.CutPrefix(uri, WorkspaceURIPrefix)
+// workspacePath reads a session's workspace URI back into a path relative to the
+// workspace; see pathUnder.
+func workspacePath(uri string) (string, error) { return pathUnder(uri, WorkspaceURIPrefix) }
+
+// pathUnder reads a workspace URI under prefix back into a path relative to the workspace.
+// It is refused unless it stays inside the workspace: no "." or ".." segment, no empty
+// segment, no encoded slash or NUL; no query or fragment.
+func pathUnder(uri, prefix string) (string, error) {
+	rest, ok := strings.CutPrefix(uri, prefix)
 	if !ok {
-		return "", resourceErrorf("%s is not a workspace URI (%s<path>)", uri, WorkspaceURIPrefix)
+		return "", resourceErrorf("%s is not a workspace URI (%s<path>)", uri, prefix)
 	}
 	if rest == "" {
 		return "", resourceErrorf("%s names no file: add its path in the workspace", uri)
@@ -322,7 +420,7 @@ func textual(mime string) bool {
 // known without looking: file_operation's write and create, inside the workspace. Files
 // that code writes (a plot saved by python_executor or the notebook) are not tracked; they
 // are listed by resources/list.
-func (s *Server) writtenLinks(ctx context.Context, tool string, res tools.Result) []mcp.Content {
+func (s *Server) writtenLinks(c caller, handle, tool string, res tools.Result) []mcp.Content {
 	if tool != "file_operation" || !res.OK() {
 		return nil
 	}
@@ -330,13 +428,13 @@ func (s *Server) writtenLinks(ctx context.Context, tool string, res tools.Result
 		return nil
 	}
 	written, _ := res.Metadata["path"].(string)
-	sb, ok := s.core.Caller(sessionOf(ctx)).Current()
-	if written == "" || !ok {
+	ws := s.callWorkspace(c, handle)
+	if written == "" || ws.sb == nil {
 		return nil
 	}
-	rel, ok := strings.CutPrefix(path.Clean(written), strings.TrimSuffix(session.WorkingDir(sb), "/")+"/")
+	rel, ok := strings.CutPrefix(path.Clean(written), strings.TrimSuffix(session.WorkingDir(ws.sb), "/")+"/")
 	if !ok || rel == "" {
 		return nil
 	}
-	return []mcp.Content{mcp.NewResourceLink(workspaceURI(rel), rel, "the file this call wrote, in the session's workspace", mimeByName(rel))}
+	return []mcp.Content{mcp.NewResourceLink(ws.uri(rel), rel, "the file this call wrote, in the sandbox's workspace", mimeByName(rel))}
 }

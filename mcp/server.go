@@ -2,13 +2,15 @@
 // tools.Def to an MCP tool, runs every call through the session core (package session) as
 // the MCP session's caller, whose one sandbox (for every tool) is created on its first tool
 // call and removed when the session ends, and is the one place where tool outcomes and
-// errors are mapped to MCP results. The workspace of that sandbox is served as MCP resources
+// errors are mapped to MCP results. Clients without a session (the stateless protocol,
+// 2026-07-28) name their sandbox by a handle instead (stateless.go). The workspace of that sandbox is served as MCP resources
 // (resources.go).
 package mcp
 
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -55,6 +57,10 @@ type Server struct {
 	log      *slog.Logger
 	mcp      *server.MCPServer
 	sessions *sessionIDs
+	// handles are stateless callers' sandboxes (stateless.go); statelessSchemas the tools'
+	// schemas as stateless callers see them, by tool name.
+	handles          *session.Handles
+	statelessSchemas map[string]json.RawMessage
 }
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
@@ -64,7 +70,9 @@ const instructions = "Each session gets its own isolated sandbox (a container wi
 	"and shell_executor to run code. notebook_executor runs code in a Jupyter kernel inside the same sandbox, " +
 	"started on its first call, with the workspace as its working directory: variables persist between calls, " +
 	"files it writes are seen by the other tools, and plots come back as images. The workspace's files are also " +
-	"MCP resources (sandbox://workspace/<path>), listed by resources/list once the first tool call has started the sandbox."
+	"MCP resources (sandbox://workspace/<path>), listed by resources/list once the first tool call has started the sandbox. " +
+	"Clients without a session (protocol 2026-07-28, stateless) call sandbox_open first and pass the handle it returns " +
+	"as \"sandbox\" to every tool; sandbox_close removes that sandbox, and its files are sandbox://sandboxes/<handle>/<path>."
 
 // New builds the server and registers every tool.
 func New(cfg Config) (*Server, error) {
@@ -95,7 +103,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxResourceBytes <= 0 {
 		cfg.MaxResourceBytes = DefaultMaxResourceBytes
 	}
-	s := &Server{cfg: cfg, core: core, log: cfg.Logger, sessions: newSessionIDs()}
+	s := &Server{cfg: cfg, core: core, log: cfg.Logger, sessions: newSessionIDs(),
+		handles: session.NewHandles(core), statelessSchemas: map[string]json.RawMessage{}}
 	hooks := &server.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
 		s.endSession(ctx, session.SessionID())
@@ -108,13 +117,23 @@ func New(cfg Config) (*Server, error) {
 		server.WithHooks(hooks),
 		server.WithInstructions(instructions),
 		server.WithLogger(cfg.Logger),
+		server.WithToolFilter(s.filterTools),
 	)
 	for _, def := range cfg.Tools {
 		tool, err := mcpTool(def)
 		if err != nil {
 			return nil, err
 		}
+		if def.Name == openTool || def.Name == closeTool {
+			return nil, fmt.Errorf("tool %s: the name is taken by the stateless clients' handle tool", def.Name)
+		}
+		if s.statelessSchemas[def.Name], err = statelessSchema(def.Name, tool.RawInputSchema); err != nil {
+			return nil, err
+		}
 		s.mcp.AddTool(tool, s.handler(def))
+	}
+	if err := s.addHandleTools(); err != nil {
+		return nil, err
 	}
 	s.addResourceTemplate()
 	return s, nil
@@ -151,14 +170,6 @@ func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) er
 	return err
 }
 
-// sessionOf names the sandbox owner for a request: its MCP session.
-func sessionOf(ctx context.Context) string {
-	if cs := server.ClientSessionFromContext(ctx); cs != nil && cs.SessionID() != "" {
-		return cs.SessionID()
-	}
-	return "default"
-}
-
 func (s *Server) endSession(ctx context.Context, sid string) {
 	s.sessions.end(sid)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -170,8 +181,9 @@ func (s *Server) endSession(ctx context.Context, sid string) {
 	s.log.Debug("session ended", "session", sid)
 }
 
-// handler adapts one tool: the session core runs the call as the MCP session's caller, and
-// this is the only place that maps its outcome to MCP. A tool that ran, and arguments the
+// handler adapts one tool: the session core runs the call as the MCP session's caller, or,
+// for a caller without a session, in the sandbox its handle names; and this is the only
+// place that maps its outcome to MCP. A session's call ignores a handle argument. A tool that ran, and arguments the
 // tool refused, are the core's result (text, structuredContent, isError for non-success),
 // the same result the REST API returns; any other failure (the sandbox could not start) is
 // a result with isError set and a message that says what happened. The Go error return is
@@ -179,11 +191,22 @@ func (s *Server) endSession(ctx context.Context, sid string) {
 func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		start := time.Now()
-		res, err := s.core.Caller(sessionOf(ctx)).Run(ctx, session.Call{
-			Tool:     def.Name,
-			Args:     req.GetRawArguments(),
-			Progress: progressSender(ctx, req),
-		})
+		handle, present, args, err := splitHandle(req.GetRawArguments())
+		c := callerOf(ctx)
+		call := session.Call{Tool: def.Name, Args: args, Progress: progressSender(ctx, req)}
+		var res tools.Result
+		switch {
+		case !c.stateless():
+			res, err = s.core.Caller(c.session).Run(ctx, call)
+		case err != nil:
+		case !present:
+			err = errors.New("this request has no MCP session, so no sandbox of its own: " + handleUsage)
+		default:
+			res, err = s.handles.Run(ctx, c.principal, handle, call)
+			if err != nil {
+				err = errors.New(handleAdvice(err))
+			}
+		}
 		if err != nil {
 			return errorResult(def.Name + ": " + err.Error()), nil
 		}
@@ -191,7 +214,7 @@ func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 			s.cfg.OnToolCall(def.Name, res, time.Since(start))
 		}
 		out := toMCPResult(res)
-		out.Content = append(out.Content, s.writtenLinks(ctx, def.Name, res)...)
+		out.Content = append(out.Content, s.writtenLinks(c, handle, def.Name, res)...)
 		return out, nil
 	}
 }
@@ -233,4 +256,14 @@ func progressSender(ctx context.Context, req mcp.CallToolRequest) func(sandbox.O
 			"message":       text,
 		})
 	}
+}
+
+// callWorkspace is the workspace a call of c's ran in: its session's, or its handle's.
+func (s *Server) callWorkspace(c caller, handle string) workspace {
+	if !c.stateless() {
+		sb, _ := s.core.Caller(c.session).Current()
+		return workspace{sb: sb, prefix: WorkspaceURIPrefix}
+	}
+	sb, _ := s.handles.Sandbox(c.principal, handle)
+	return workspace{sb: sb, prefix: HandleURIPrefix + handle + "/"}
 }

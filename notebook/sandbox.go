@@ -343,10 +343,14 @@ func (s *Sandbox) checkServer(ctx context.Context, kernel *Kernel, err error) er
 		return err // another call found the server gone and dropped it already
 	}
 	perr := client.Ping(pctx)
-	if perr == nil || !errors.Is(perr, sandbox.ErrNotFound) {
-		return err
+	switch {
+	case perr == nil:
+		return err // the server answers: only the connection was lost
+	case errors.Is(perr, sandbox.ErrNotFound):
+		// Nothing listens any more.
+	case !s.jobEnded(ctx):
+		return err // no answer (a loaded machine), but the server's process lives
 	}
-	// Nothing listens any more.
 	tail := s.serverLogTail()
 	if !s.lazy {
 		s.serverGone.Store(true)
@@ -361,6 +365,25 @@ func (s *Sandbox) checkServer(ctx context.Context, kernel *Kernel, err error) er
 	s.opts.Logger.Warn("the notebook server stopped; the next notebook call starts another", "sandbox", s.ID(), "error", err)
 	// The cause is text: wrapped, a lost connection would read as one the next call recovers.
 	return fmt.Errorf("%w (%v)%s", ErrServerStopped, err, tail)
+}
+
+// jobEnded reports whether the server's background job is known to have ended.
+func (s *Sandbox) jobEnded(ctx context.Context) bool {
+	s.mu.Lock()
+	id := s.serverJob
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	jobs, err := s.AgentSandbox.Jobs(ctx)
+	if err != nil || id == "" {
+		return false
+	}
+	for _, j := range jobs {
+		if j.ID == id {
+			return !j.Running
+		}
+	}
+	return true // forgotten by the agent: long gone
 }
 
 // Alive reports whether the container and, for a sandbox made by Start, its notebook

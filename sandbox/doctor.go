@@ -19,10 +19,11 @@ type DoctorReport struct {
 	Images           []ImageStatus
 }
 
-// ImageStatus tells whether a default image is on the engine.
+// ImageStatus tells whether a default image is on the engine, and built from this release's
+// spec.
 type ImageStatus struct {
-	Tag     string
-	Present bool
+	Tag   string
+	State ImageState
 }
 
 // Doctor inspects the engine: its version, runtimes and the default images.
@@ -48,12 +49,12 @@ func (e *Docker) Doctor(ctx context.Context) (DoctorReport, error) {
 	}
 	slices.Sort(r.Runtimes)
 	r.HasRunsc = slices.Contains(r.Runtimes, "runsc")
-	for _, tag := range []string{DefaultImage, DefaultNotebookImage} {
-		present, err := e.ImagePresent(ctx, tag)
+	for _, spec := range DefaultImageSpecs("") {
+		state, err := e.ImageState(ctx, spec)
 		if err != nil {
 			return r, err
 		}
-		r.Images = append(r.Images, ImageStatus{Tag: tag, Present: present})
+		r.Images = append(r.Images, ImageStatus{Tag: spec.Tag, State: state})
 	}
 	return r, nil
 }

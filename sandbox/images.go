@@ -2,12 +2,15 @@ package sandbox
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,37 +35,54 @@ type ImageSpec struct {
 // DefaultMirror is Debian's redirecting mirror.
 const DefaultMirror = "http://deb.debian.org/debian"
 
-// DefaultImageSpecs are the images `enclave-mcp images build` makes.
+// DefaultImageSpecs are the images `enclave-mcp images build` makes: the default image with
+// the code-interpreter stack (DataStackPackages), and the notebook image with the same stack
+// and Jupyter.
 func DefaultImageSpecs(mirror string) []ImageSpec {
 	if mirror == "" {
 		mirror = DefaultMirror
 	}
-	changes := []string{
-		"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"ENV LANG=C.UTF-8",
-		"WORKDIR /sandbox",
-		`CMD ["/bin/sh"]`,
+	// debootstrap alone cannot install these (it does not resolve virtual packages), so apt
+	// does, in the chroot, from the mirror debootstrap wrote into sources.list.
+	aptInstall := func(packages string) []string {
+		return []string{"export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && " +
+			"apt-get install -y -qq --no-install-recommends " + packages}
 	}
 	return []ImageSpec{{
 		Tag:     DefaultImage,
 		Suite:   "bookworm",
 		Mirror:  mirror,
 		Include: []string{"python3"},
-		Changes: changes,
+		Setup:   aptInstall(DataStackPackages),
+		Changes: imageChanges,
 	}, {
-		Tag:    DefaultNotebookImage,
-		Suite:  "bookworm",
-		Mirror: mirror,
-		// debootstrap alone cannot install these (it does not resolve virtual packages), so
-		// apt does, in the chroot, from the mirror debootstrap wrote into sources.list.
+		Tag:     DefaultNotebookImage,
+		Suite:   "bookworm",
+		Mirror:  mirror,
 		Include: []string{"python3"},
-		Setup: []string{
-			"export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && " +
-				"apt-get install -y -qq --no-install-recommends " + notebookPackages,
-		},
-		Changes: changes,
+		Setup:   aptInstall(DataStackPackages + " " + notebookPackages),
+		Changes: imageChanges,
 	}}
 }
+
+// imageChanges are every image's Dockerfile instructions.
+var imageChanges = []string{
+	"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"ENV LANG=C.UTF-8",
+	"WORKDIR /sandbox",
+	`CMD ["/bin/sh"]`,
+}
+
+// DataStackPackages are the Debian packages of the code-interpreter stack both default images
+// carry: what data-analysis code imports first (numpy, pandas, scipy, matplotlib, seaborn,
+// scikit-learn, sympy, statsmodels), the readers and writers of the files users bring
+// (openpyxl and xlrd for Excel, lxml and bs4 for HTML and XML, PyYAML, Pillow), requests,
+// and python3-munkres, matplotlib's optional dependency that would otherwise pull in a
+// compiler.
+const DataStackPackages = "python3-numpy python3-pandas python3-scipy python3-matplotlib python3-munkres " +
+	"python3-seaborn python3-sklearn python3-sympy python3-statsmodels python3-openpyxl python3-xlrd " +
+	"python3-lxml python3-bs4 python3-yaml python3-pil python3-requests python3-tabulate python3-tqdm " +
+	"python3-networkx python3-dateutil python3-tz"
 
 // PolyglotImage carries the toolchains multi_code_executor runs. It is large (several GB)
 // and slow to build, so `enclave-mcp images build` makes it only when asked (--image or
@@ -87,12 +107,7 @@ func OptionalImageSpecs(mirror string) []ImageSpec {
 				"export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && " +
 				"apt-get install -y -qq --no-install-recommends " + polyglotPackages,
 		},
-		Changes: []string{
-			"ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-			"ENV LANG=C.UTF-8",
-			"WORKDIR /sandbox",
-			`CMD ["/bin/sh"]`,
-		},
+		Changes: imageChanges,
 	}}
 }
 
@@ -103,21 +118,63 @@ const polyglotPackages = "python3-pytest bash g++ golang-go openjdk-17-jdk-headl
 	"nodejs node-typescript jest ts-jest rustc php-cli ruby perl lua5.4 r-base-core " +
 	"mono-mcs mono-runtime ldc scala kotlin racket iverilog sqlite3"
 
-// notebookPackages make the notebook image: Debian's jupyter_server serves the same kernel
-// API as a kernel gateway (none is packaged), and python3-munkres satisfies matplotlib's
-// optional dependency that would otherwise pull in scipy, g++ and boost.
-const notebookPackages = "python3-jupyter-server python3-ipykernel python3-matplotlib python3-munkres python3-numpy"
+// notebookPackages make the notebook image, beside DataStackPackages: Debian's jupyter_server
+// serves the same kernel API as a kernel gateway (none is packaged).
+const notebookPackages = "python3-jupyter-server python3-ipykernel"
+
+// specLabel carries the digest of the ImageSpec an image was built from, so that a build of
+// missing images also rebuilds the ones whose spec has changed since.
+const specLabel = "org.enclave-mcp.image-spec"
+
+// Digest identifies what the spec builds. The mirror is left out: any mirror serves the same
+// packages.
+func (s ImageSpec) Digest() string {
+	b, _ := json.Marshal([]any{s.Suite, s.Include, s.Setup, s.Changes})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// ImageState says whether the engine has an image built from a spec.
+type ImageState string
+
+const (
+	ImageMissing  ImageState = "missing"
+	ImageOutdated ImageState = "outdated" // built from another spec (an older release's)
+	ImageCurrent  ImageState = "current"
+)
 
 // ImagePresent reports whether the engine has tag.
 func (e *Docker) ImagePresent(ctx context.Context, tag string) (bool, error) {
-	_, err := e.cli.ImageInspect(ctx, tag)
-	if err == nil {
-		return true, nil
+	_, found, err := e.imageLabels(ctx, tag)
+	return found, err
+}
+
+// ImageState reports whether the engine has spec's image, built from this spec.
+func (e *Docker) ImageState(ctx context.Context, spec ImageSpec) (ImageState, error) {
+	labels, found, err := e.imageLabels(ctx, spec.Tag)
+	switch {
+	case err != nil:
+		return "", err
+	case !found:
+		return ImageMissing, nil
+	case labels[specLabel] != spec.Digest():
+		return ImageOutdated, nil
 	}
+	return ImageCurrent, nil
+}
+
+func (e *Docker) imageLabels(ctx context.Context, tag string) (labels map[string]string, found bool, err error) {
+	info, err := e.cli.ImageInspect(ctx, tag)
 	if errdefs.IsNotFound(err) {
-		return false, nil
+		return nil, false, nil
 	}
-	return false, fmt.Errorf("%w: inspecting image %s: %w", ErrEngine, tag, err)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: inspecting image %s: %w", ErrEngine, tag, err)
+	}
+	if info.Config != nil {
+		labels = info.Config.Labels
+	}
+	return labels, true, nil
 }
 
 // BuildImage builds spec and tags it, writing progress to out. It needs root (debootstrap
@@ -163,7 +220,8 @@ func (e *Docker) BuildImage(ctx context.Context, spec ImageSpec, out io.Writer) 
 	if err := tarCmd.Start(); err != nil {
 		return fmt.Errorf("building %s: starting tar: %w", spec.Tag, err)
 	}
-	resp, err := e.cli.ImageImport(ctx, image.ImportSource{Source: tarOut, SourceName: "-"}, spec.Tag, image.ImportOptions{Changes: spec.Changes})
+	changes := slices.Concat(spec.Changes, []string{"LABEL " + specLabel + "=" + spec.Digest()})
+	resp, err := e.cli.ImageImport(ctx, image.ImportSource{Source: tarOut, SourceName: "-"}, spec.Tag, image.ImportOptions{Changes: changes})
 	if err != nil {
 		_ = tarCmd.Process.Kill()
 		_ = tarCmd.Wait()

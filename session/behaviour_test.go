@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
@@ -64,6 +65,11 @@ var behaviourTable = []struct {
 	name  string
 	check func(t *testing.T, run runFunc)
 }{
+	{"python calls are forked from the resident interpreter once it is up", func(t *testing.T, run runFunc) {
+		testwait.Until(t, 60*time.Second, "a python_executor call forked from the resident interpreter", func() bool {
+			return run(t, "python_executor", `{"code": "pass"}`).Metadata["forked"] == true
+		})
+	}},
 	{"python runs and its exit code is kept", func(t *testing.T, run runFunc) {
 		res := run(t, "python_executor", `{"code": "import sys; print(6*7); sys.exit(3)"}`)
 		if res.Output != "42\n" || res.Metadata["exit_code"] != 3 || res.Status != tools.StatusError {
@@ -117,6 +123,23 @@ var behaviourTable = []struct {
 		res = run(t, "shell_executor", `{"command": "kill -0 $(cat grandchild.pid) && echo alive || echo gone"}`)
 		if strings.TrimSpace(res.Output) != "gone" {
 			t.Errorf("the grandchild that called setsid survived the timeout: %q", res.Output)
+		}
+	}},
+	{"a timeout kills a python call's whole tree", func(t *testing.T, run runFunc) {
+		res := run(t, "python_executor", `{"code": "import subprocess, time\nsubprocess.Popen(['setsid', 'sh', '-c', 'echo $$ > py-grandchild.pid; exec sleep 300'])\ntime.sleep(300)", "timeout": 1}`)
+		if res.Status != tools.StatusTimeout || res.Metadata["forked"] != true {
+			t.Fatalf("got %+v, want a timeout of a forked call", res)
+		}
+		res = run(t, "shell_executor", `{"command": "kill -0 $(cat py-grandchild.pid) && echo alive || echo gone"}`)
+		if !strings.HasPrefix(res.Output, "gone") {
+			t.Errorf("the setsid grandchild survived the timeout: %q", res.Output)
+		}
+	}},
+	{"python tracebacks and stdin at EOF", func(t *testing.T, run runFunc) {
+		res := run(t, "python_executor", `{"code": "print('before')\ninput()"}`)
+		if res.Output != "before\n" || !strings.Contains(res.Error, "EOFError: EOF when reading a line") ||
+			!strings.Contains(res.Error, `File "<stdin>", line 2, in <module>`) || res.Metadata["exit_code"] != 1 {
+			t.Errorf("got %+v, want the output, a traceback of the script's own line, exit code 1", res)
 		}
 	}},
 	{"output is capped, head and tail kept", func(t *testing.T, run runFunc) {

@@ -265,6 +265,8 @@ func languageResult(r tools.Result, command []string, timeout float64, took time
 		res.Note = "the build did not finish within multi_code_executor's compile timeout: it was killed"
 	case r.Metadata["phase"] == "compile" && r.Status == tools.StatusError:
 		res.Note = "the build failed: the compiler's messages are in stderr"
+	case r.Status == tools.StatusCancelled:
+		return res // a cancellation says so whatever step it cut short
 	case r.ExitCode == nil && r.Status != tools.StatusSuccess:
 		res.Note = "the code did not run: stderr says why"
 	default:

@@ -667,7 +667,7 @@ func TestIntegrationNamedSessionLanguages(t *testing.T) {
 	if _, err := n.Create(ctx, "alice", "py", ""); err != nil {
 		t.Fatal(err)
 	}
-	for _, lang := range []string{"cpp", "ruby"} {
+	for _, lang := range []string{"rust", "ruby"} {
 		l, _ := tools.LanguageByName(lang)
 		res, err := n.ExecuteCode(ctx, "alice", "py", api.ExecuteCodeRequest{ScriptType: lang, Code: l.Hello})
 		want := "language " + lang + " needs " + toolchain(l)

@@ -42,9 +42,12 @@ func runPython(ctx context.Context, call Call, p PythonParams) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	// The code goes in on stdin, not argv: argv caps one argument at 128 KiB.
+	// The code goes in on stdin, not argv: argv caps one argument at 128 KiB. The agent
+	// forks the process from the sandbox's resident interpreter, which has the heavy
+	// modules imported, unless the tool's options say "fork": false.
+	fork := call.Options["fork"] != false
 	for _, py := range pythonCandidates {
-		res, err := runProcess(ctx, call, []string{py, "-"}, []byte(p.Code), timeout)
+		res, err := runProcess(ctx, call, sandbox.ExecRequest{Argv: []string{py, "-"}, Stdin: []byte(p.Code), Fork: fork}, timeout)
 		if !errors.Is(err, sandbox.ErrNotFound) {
 			return res, err
 		}
@@ -138,18 +141,19 @@ func runShell(ctx context.Context, call Call, p ShellParams) (Result, error) {
 // not exist is a result saying so, not a Go error: the model (or the operator, for a declared
 // tool) has to fix the command.
 func runArgv(ctx context.Context, call Call, argv []string, timeout float64) (Result, error) {
-	res, err := runProcess(ctx, call, argv, nil, timeout)
+	res, err := runProcess(ctx, call, sandbox.ExecRequest{Argv: argv}, timeout)
 	if errors.Is(err, sandbox.ErrNotFound) {
 		return fromSandboxError(err)
 	}
 	return res, err
 }
 
-// runProcess runs argv in the call's sandbox and turns the outcome into a result. A program
-// that does not exist comes back as an error wrapping sandbox.ErrNotFound, so callers can try
-// another.
-func runProcess(ctx context.Context, call Call, argv []string, stdin []byte, timeout float64) (Result, error) {
-	res, err := runRequest(ctx, call, sandbox.ExecRequest{Argv: argv, Stdin: stdin, TimeoutMS: int64(timeout * 1000)}, timeout)
+// runProcess runs req in the call's sandbox with timeout and turns the outcome into a
+// result. A program that does not exist comes back as an error wrapping sandbox.ErrNotFound,
+// so callers can try another.
+func runProcess(ctx context.Context, call Call, req sandbox.ExecRequest, timeout float64) (Result, error) {
+	req.TimeoutMS = int64(timeout * 1000)
+	res, err := runRequest(ctx, call, req, timeout)
 	if err != nil {
 		if errors.Is(err, sandbox.ErrNotFound) {
 			return Result{}, err

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
@@ -147,5 +149,54 @@ func TestIntegrationEgressRefusalInResult(t *testing.T) {
 	// A later call that reaches nothing refused carries no note.
 	if res := invoke(t, sb, nil, "shell_executor", `{"command":"true"}`); res.Metadata["egress_refused"] != nil {
 		t.Errorf("an unrelated call carries the refusal: %+v", res)
+	}
+}
+
+// TestIntegrationResidentInterpreter: in a hardened sandbox, python_executor's calls are
+// forked from the resident interpreter, import the data stack at no cost, and cannot read
+// the memory of the interpreter or of the process forked for the next call (both are
+// non-dumpable, and nothing in the sandbox has CAP_SYS_PTRACE). With "fork": false each call
+// starts its own python3.
+func TestIntegrationResidentInterpreter(t *testing.T) {
+	sb := testenv.Sandbox(t, testenv.Engine(t), sandbox.Config{})
+	testwait.Until(t, 2*time.Minute, "a call forked from the resident interpreter", func() bool {
+		return invoke(t, sb, nil, "python_executor", `{"code":"pass"}`).Metadata["forked"] == true
+	})
+	res := invoke(t, sb, nil, "python_executor", `{"code":"import sys; print('numpy' in sys.modules, 'pandas' in sys.modules)\nimport numpy, pandas\nprint(pandas.DataFrame({'a': [1, 2]}).a.sum())"}`)
+	if res.Output != "True True\n3\n" || res.Metadata["forked"] != true {
+		t.Errorf("the data stack in a forked call: %+v", res)
+	}
+	// The other python3 processes are the resident interpreter and its spare.
+	// The other python3 processes are the resident interpreter and the spare being forked
+	// for the next call while this one runs.
+	script := `import os, time
+def others():
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) != os.getpid():
+            try:
+                if open(f"/proc/{p}/comm").read().strip() == "python3":
+                    found.append(p)
+            except OSError:
+                pass
+    return found
+for _ in range(500):
+    if len(others()) == 2:
+        break
+    time.sleep(0.01)
+for p in others():
+    try:
+        open(f"/proc/{p}/mem", "rb").read(1)
+        print("read", p)
+    except OSError as e:
+        print(type(e).__name__)`
+	args, _ := json.Marshal(map[string]string{"code": script})
+	res = invoke(t, sb, nil, "python_executor", string(args))
+	if res.Output != "PermissionError\nPermissionError\n" {
+		t.Errorf("reading the resident processes' memory: %q %q, want two PermissionErrors", res.Output, res.Error)
+	}
+	res = invoke(t, sb, map[string]any{"fork": false}, "python_executor", `{"code":"print(1)"}`)
+	if res.Output != "1\n" || res.Metadata["forked"] != nil {
+		t.Errorf(`with "fork": false: %+v`, res)
 	}
 }

@@ -30,7 +30,7 @@ func TestIntegrationMultiCode(t *testing.T) {
 				{"the workspace is one level up", `{"language":"bash","code":"echo kept > ../kept.txt; pwd"}`, tools.StatusSuccess, "/.multi_code-", false},
 				{"python syntax error", `{"language":"python","code":"print('x'"}`, tools.StatusError, "SyntaxError", false},
 				{"run_timeout kills the program", `{"language":"python","code":"import time\ntime.sleep(30)","run_timeout":0.5}`, tools.StatusTimeout, "timed out after 0.5s", false},
-				{"a compiler the image lacks", `{"language":"cpp","code":"int main() {}"}`, tools.StatusError, "language cpp needs g++ (Debian package g++), which this sandbox's image does not have; use the image " + sandbox.PolyglotImage, true},
+				{"a compiler the image lacks", `{"language":"rust","code":"fn main() {}"}`, tools.StatusError, "language rust needs rustc (Debian package rustc), which this sandbox's image does not have; use the image " + sandbox.PolyglotImage, true},
 				{"an interpreter the image lacks", `{"language":"ruby","code":"puts 1"}`, tools.StatusError, "language ruby needs ruby", true},
 			}
 			for _, st := range steps {

@@ -56,6 +56,9 @@ func fromExec(r sandbox.ExecResult, timeout float64, memoryLimit string) Result 
 	if r.Reaped > 0 {
 		res.Metadata["reaped_processes"] = r.Reaped
 	}
+	if r.Forked {
+		res.Metadata["forked"] = true // from the sandbox's resident interpreter
+	}
 	var notes []string
 	switch {
 	case r.TimedOut:

@@ -90,6 +90,14 @@ type Exec struct {
 	// StreamIntervalMS, when positive, makes the agent send Output messages with the output
 	// produced so far at most this often while the process runs.
 	StreamIntervalMS int64 `json:"stream_interval_ms,omitempty"`
+	// Fork asks for Argv, a Python interpreter run as [python, "-"] with its script in Stdin,
+	// to be served by a process forked from the sandbox's resident interpreter, which has
+	// the image's heavy modules (numpy, pandas, matplotlib) imported already: the same
+	// result, without the start-up and the imports. The agent starts the resident
+	// interpreter on the first such request and starts Argv itself whenever none is ready,
+	// so the result never depends on it. Ignored with Background, and when Env sets a
+	// PYTHON* variable (which the resident interpreter did not start with).
+	Fork bool `json:"fork,omitempty"`
 	// Background starts the process as a job and answers at once with its JobID; the job
 	// keeps running until it exits, is killed with OpKill, or the sandbox ends.
 	Background bool `json:"background,omitempty"`
@@ -236,6 +244,8 @@ type ExecResult struct {
 	// Reaped counts processes the command left behind (background children, setsid'd
 	// descendants) that the agent killed when the command ended.
 	Reaped int `json:"reaped,omitempty"`
+	// Forked says the process was forked from the resident interpreter (Exec.Fork).
+	Forked bool `json:"forked,omitempty"`
 	// JobID is set for Background requests.
 	JobID string `json:"job_id,omitempty"`
 }

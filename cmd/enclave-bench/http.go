@@ -138,7 +138,8 @@ func startBenchClient(ctx context.Context, c *mcpclient.Client) error {
 		return fmt.Errorf("starting an MCP client: %w", err)
 	}
 	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
+	init.Params.ProtocolVersion = mcpgo.LATEST_LEGACY_PROTOCOL_VERSION
 	init.Params.ClientInfo = mcpgo.Implementation{Name: "enclave-bench", Version: "1"}
 	if _, err := c.Initialize(ctx, init); err != nil {
 		return fmt.Errorf("MCP initialize: %w", err)

@@ -70,6 +70,7 @@ type options struct {
 	// removalSizes sandboxes, removalRounds times.
 	warmOnly      bool
 	removalOnly   bool
+	pythonOnly    bool
 	removalSizes  []int
 	removalRounds int
 }
@@ -86,6 +87,7 @@ func run() int {
 	flag.BoolVar(&opts.polyglotOnly, "polyglot-only", false, "measure only multi_code_executor's languages, in a sandbox of "+sandbox.PolyglotImage)
 	flag.BoolVar(&opts.egressOnly, "egress-only", false, "measure only the egress proxy's rows: plain HTTP through the proxy beside a direct connection from a bridge-network sandbox")
 	flag.BoolVar(&opts.warmOnly, "warm-only", false, "measure only the warm pools' rows: a session's first sandbox and a REST create from the pool, each beside its cold baseline")
+	flag.BoolVar(&opts.pythonOnly, "python-only", false, "measure only python_executor served by the resident interpreter, beside a fresh python3 in the same sandbox")
 	flag.BoolVar(&opts.removalOnly, "removal-only", false, "measure only bulk removal: Manager.Close of N sandboxes, serial and with 4, 8 and 16 workers")
 	removalSizes := flag.String("removal-sizes", "10,50,200", "with -removal-only: the sandbox counts N")
 	flag.IntVar(&opts.removalRounds, "removal-rounds", 3, "with -removal-only: rounds per count and concurrency")
@@ -192,6 +194,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 
 		warmOnly:      opts.warmOnly,
 		removalOnly:   opts.removalOnly,
+		pythonOnly:    opts.pythonOnly,
 		removalSizes:  opts.removalSizes,
 		removalRounds: opts.removalRounds,
 	}

@@ -47,6 +47,7 @@ type bench struct {
 
 	warmOnly      bool  // only the warm pools' rows (warm.go, restpool.go)
 	removalOnly   bool  // only bulk removal (removal.go)
+	pythonOnly    bool  // only python_executor's forked rows (pyfork.go)
 	removalSizes  []int // its sandbox counts
 	removalRounds int
 }
@@ -72,6 +73,9 @@ func (b *bench) all(ctx context.Context) error {
 	if b.egressOnly {
 		fmt.Fprintln(os.Stderr, "egress proxy vs a direct connection:")
 		return b.egressProxy(ctx)
+	}
+	if b.pythonOnly {
+		return b.pythonRows(ctx)
 	}
 	fmt.Fprintln(os.Stderr, "sandbox lifecycle:")
 	if !b.warmOnly {
@@ -310,7 +314,10 @@ func (b *bench) perCall(ctx context.Context, sb *sandbox.AgentSandbox) error {
 		return nil
 	}
 
-	// python_executor print(1).
+	// python_executor print(1), forked from the resident interpreter.
+	if err := b.waitForked(ctx, sb); err != nil {
+		return err
+	}
 	python := row{Op: "python_executor `print(1)`", Baseline: "docker exec `python3 -c 'print(1)'`", Target: targetPython}
 	var pyAgent []time.Duration
 	python.Ours, err = measure(ctx, "ours: python_executor print(1)", b.n, func(*stopwatch) error {
@@ -337,6 +344,9 @@ func (b *bench) perCall(ctx context.Context, sb *sandbox.AgentSandbox) error {
 	}
 	b.rep.add(python)
 	b.rep.addAgentTime(python.Op, python.Ours, pyAgent)
+	if err := b.forkedPython(ctx, sb); err != nil {
+		return err
+	}
 
 	// shell_executor echo hi.
 	shell := row{Op: "shell_executor `echo hi`", Baseline: "docker exec `sh -c 'echo hi'`", Target: targetShell}

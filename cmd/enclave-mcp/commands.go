@@ -108,12 +108,15 @@ func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 	check(true, "engine", fmt.Sprintf("Docker %s, API %s (negotiated %s), %s, cgroup v%s", report.ServerVersion, report.APIVersion, report.ClientAPIVersion, report.OS, report.CgroupVersion), "")
 	check(true, "agent binary", report.AgentBinary+" (static)", "")
 	for _, img := range report.Images {
-		if img.Tag == sandbox.DefaultNotebookImage && !img.Present {
+		if img.Tag == sandbox.DefaultNotebookImage && img.State == sandbox.ImageMissing {
 			fmt.Fprintf(out, "[note] %-22s missing (only notebook sandboxes need it)\n", "image "+img.Tag)
 			continue
 		}
-		check(img.Present, "image "+img.Tag, map[bool]string{true: "present", false: "missing"}[img.Present],
-			"enclave-mcp images build")
+		if img.State == sandbox.ImageOutdated {
+			fmt.Fprintf(out, "[note] %-22s outdated (built from an older spec; rebuild: enclave-mcp images build --missing)\n", "image "+img.Tag)
+			continue
+		}
+		check(img.State == sandbox.ImageCurrent, "image "+img.Tag, string(img.State), "enclave-mcp images build")
 	}
 	runtimes := strings.Join(report.Runtimes, ", ")
 	check(true, "runtimes", runtimes, "")
@@ -138,7 +141,7 @@ func imagesCmd(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("images build", flag.ContinueOnError)
 	mirror := fs.String("mirror", sandbox.DefaultMirror, "Debian mirror")
-	missing := fs.Bool("missing", false, "build only the images the engine does not have")
+	missing := fs.Bool("missing", false, "build only the images the engine does not have, or has from an older spec")
 	all := fs.Bool("all", false, "build every image, the optional ones ("+strings.Join(specTags(sandbox.OptionalImageSpecs("")), ", ")+") too")
 	var named tagList
 	fs.Var(&named, "image", "build only this image (repeatable): "+strings.Join(specTags(allImageSpecs("")), ", "))
@@ -156,14 +159,15 @@ func imagesCmd(ctx context.Context, args []string) error {
 	defer engine.Close()
 	for _, spec := range specs {
 		if *missing {
-			present, err := engine.ImagePresent(ctx, spec.Tag)
+			state, err := engine.ImageState(ctx, spec)
 			if err != nil {
 				return err
 			}
-			if present {
+			if state == sandbox.ImageCurrent {
 				fmt.Fprintf(os.Stderr, "==> %s: present, skipped\n", spec.Tag)
 				continue
 			}
+			fmt.Fprintf(os.Stderr, "==> %s: %s, building\n", spec.Tag, state)
 		}
 		if err := engine.BuildImage(ctx, spec, os.Stderr); err != nil {
 			return err

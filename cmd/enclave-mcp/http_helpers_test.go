@@ -244,7 +244,8 @@ func initialize(ctx context.Context, c *mcpclient.Client) error {
 		return err
 	}
 	req := mcpgo.InitializeRequest{}
-	req.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
+	req.Params.ProtocolVersion = mcpgo.LATEST_LEGACY_PROTOCOL_VERSION
 	req.Params.ClientInfo = mcpgo.Implementation{Name: "hardening-test", Version: "1"}
 	_, err := c.Initialize(ctx, req)
 	return err

@@ -44,7 +44,8 @@ func run(ctx context.Context, url, token string, out io.Writer) error {
 		return fmt.Errorf("connecting: %w", err)
 	}
 	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	// The session protocol (initialize, Mcp-Session-Id): one sandbox per session, no handles.
+	init.Params.ProtocolVersion = mcp.LATEST_LEGACY_PROTOCOL_VERSION
 	init.Params.ClientInfo = mcp.Implementation{Name: "mcp-http-client", Version: "1"}
 	if _, err := c.Initialize(ctx, init); err != nil {
 		return fmt.Errorf("initializing: %w", err)

@@ -1,0 +1,179 @@
+# The sandbox's resident Python interpreter (agent/pyfork.go): it imports the heavy modules
+# the image has once, then forks a fresh process for each python_executor call, which runs
+# the call's script as `python3 -` would. The agent starts it as `python3 -` with this file
+# on stdin and a SOCK_SEQPACKET socket as descriptor 3.
+#
+# Protocol. The agent sends one message per call: the byte "c" with four descriptors
+# attached, [stdout, stderr, request, report]. The server forks an intermediate process,
+# which forks the call's process and exits at once, so the call's process is reparented to
+# the agent (PID 1, or a child subreaper) and the agent collects its exit status itself; the
+# intermediate first writes the call's pid to `report`. The call's process then reads, from
+# `request`, one JSON line {"env": [...], "dir": "..."} and the script; the agent writes them
+# only once it has taken the pid, so no script runs before the agent knows its process.
+#
+# The server trusts nothing it is sent beyond that, keeps no state between calls, and is
+# non-dumpable, so the calls (which run as the same uid) cannot read or write its memory.
+# They can still kill or stop it; the agent then starts another, or runs the call itself.
+import atexit
+import builtins
+import ctypes
+import gc
+import importlib.machinery
+import json
+import os
+import signal
+import socket
+import sys
+import types
+
+PR_SET_DUMPABLE = 4
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def preload():
+    # The modules data-analysis code imports first; each one the image lacks is skipped.
+    # matplotlib gets its non-interactive backend (the sandbox has no display), which is
+    # what it falls back to there anyway.
+    for name in ("numpy", "pandas", "matplotlib"):
+        try:
+            __import__(name)
+        except Exception:
+            pass
+    if "matplotlib" in sys.modules:
+        try:
+            sys.modules["matplotlib"].use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except Exception:
+            pass
+
+
+def serve(sock):
+    """Forks one call per message; returns, in the call's process only, its descriptors."""
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 16, 8)
+        except InterruptedError:
+            continue
+        if not msg:
+            os._exit(0)  # the agent is gone
+        if msg != b"c" or len(fds) != 4:
+            for fd in fds:
+                os.close(fd)
+            continue
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid == 0:
+            try:
+                call = os.fork()
+            except OSError:
+                os._exit(1)
+            if call == 0:
+                return fds
+            os.write(fds[3], b"%d\n" % call)
+            os._exit(0)
+        for fd in fds:
+            os.close(fd)
+
+
+def become_call(sock, fds):
+    """Turns this forked process into the call: its descriptors, session, directory and
+    environment, as the agent would have started `python3 -`. Returns the script."""
+    stdout, stderr, request, report = fds
+    os.close(report)
+    sock.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    with os.fdopen(request, "rb") as f:
+        header = f.readline()
+        script = f.read()
+    req = json.loads(header)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the listing's own descriptor
+    os.chdir(req["dir"])
+    os.environ.clear()
+    for kv in req["env"]:
+        key, _, value = kv.partition("=")
+        os.environ[key] = value
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    sys.argv[:] = ["-"]
+    importlib.invalidate_caches()  # the workspace may hold modules written since the server started
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()  # else every call would draw the same numbers
+    # A fresh __main__, with what `python3 -` gives it.
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__annotations__={}, __builtins__=builtins, __cached__=None, __file__="<stdin>",
+                         __loader__=importlib.machinery.BuiltinImporter)
+    sys.modules["__main__"] = main
+    return script
+
+
+def run(script):
+    """Runs the script as __main__ and exits as `python3 -` would."""
+    global status
+    main = sys.modules["__main__"]
+    try:
+        exec(compile(script, "<stdin>", "exec"), main.__dict__)
+    except SystemExit as e:
+        status = exit_code(e)
+    except BaseException as e:
+        # The traceback starts at the script: this frame is the server's, not the user's.
+        tb = e.__traceback__.tb_next if e.__traceback__ is not None else None
+        sys.excepthook(type(e), e.with_traceback(tb), tb)
+        status = -signal.SIGINT if isinstance(e, KeyboardInterrupt) else 1
+    # Python's own finalization now waits for the script's threads and runs its exit
+    # handlers; the last of them is fast_exit.
+    sys.exit()
+
+
+status = 0  # the call's exit status, set by run
+
+
+def fast_exit():
+    """Registered first, so it runs last at exit: it flushes the call's output and exits
+    with its status without tearing down the modules the server imported, which a fresh
+    interpreter would not have had to."""
+    code = status
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BaseException:
+            code = code or 120  # as Python does when the flush at exit fails
+    if code == -signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code & 0xFF)
+
+
+def exit_code(e):
+    """The exit status of SystemExit e, printing its message as Python does."""
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code
+    try:
+        print(e.code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
+
+
+atexit.register(fast_exit)
+libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # intermediates are reaped by the kernel
+server = socket.socket(fileno=3)
+preload()
+gc.collect()
+gc.freeze()  # the calls' collections then leave the preloaded objects' pages shared
+server.send(b"ready")
+run(become_call(server, serve(server)))

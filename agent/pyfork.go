@@ -1,0 +1,440 @@
+package agent
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+)
+
+// A Python call (wire.Exec.Fork) costs a fresh interpreter's start-up, and data-analysis
+// code then pays for `import numpy, pandas` again on every call: hundreds of milliseconds
+// against the few the agent needs. So the agent keeps a resident interpreter per sandbox,
+// started on the first such call, that has imported the heavy modules the image has; each
+// call runs in a process forked from it (forkserver.py). The call still gets a fresh
+// process: nothing one call sets, imports or opens is seen by the next.
+//
+// The forked process must be indistinguishable from one the agent started, to everything
+// downstream (timeouts, tree kills, output caps, exit statuses). The server forks an
+// intermediate that forks the call's process and exits, so the call's process is the
+// agent's child (the agent is PID 1 or a child subreaper) and the agent's reaper collects
+// its status exactly as for any command; what happens to the server afterwards cannot touch
+// a call in flight. The call's process waits for its script until the agent has adopted it,
+// so it cannot end before the agent is ready for its status.
+//
+// The fork is done ahead of the call: the agent keeps one spare process per server, forked
+// and adopted, waiting for its request, and forks the next one while the call runs. A call
+// therefore pays for handing a script to a waiting process, and the fork (tens of
+// milliseconds for a large interpreter on a virtual machine) is only paid when calls come
+// faster than the server forks.
+//
+// The server runs the same uid as the calls. They cannot read or write its memory (it is
+// non-dumpable, as the agent is), but they can kill or stop it. Whatever state it is in, a
+// call never fails for it: a server that is starting, dead, or slow to answer is passed by,
+// and the agent starts the interpreter itself. A dead server is replaced on the next call;
+// after maxForkFailures deaths or refusals in a row, the sandbox stops trying.
+
+//go:embed forkserver.py
+var forkServerScript string
+
+const (
+	// forkReadyWait bounds the server's start-up, its imports included.
+	forkReadyWait = 60 * time.Second
+	// forkReplyWait bounds how long a call waits for the server to report the forked pid.
+	// Past it the server is presumed stopped or hung, killed, and the call started afresh.
+	forkReplyWait = 2 * time.Second
+	// maxForkFailures is how many failed servers in a row disable forking in a sandbox.
+	maxForkFailures = 3
+	// maxForkServerLog bounds what is kept of a server's stderr for the log.
+	maxForkServerLog = 4 << 10
+)
+
+// errNoFork says the call cannot be forked now; the caller starts the interpreter itself.
+var errNoFork = errors.New("no resident interpreter ready")
+
+// forkServers holds the resident interpreters, one per interpreter path.
+type forkServers struct {
+	log       *slog.Logger
+	reaper    *reaper
+	workspace string
+
+	mu       sync.Mutex
+	servers  map[string]*forkServer
+	failures int  // servers in a row that died or misbehaved before a successful fork
+	closed   bool // shutting down or resetting: start none
+}
+
+// forkServer is one resident interpreter.
+type forkServer struct {
+	pid   int
+	sock  *os.File      // the agent's end of the SOCK_SEQPACKET pair
+	ready chan struct{} // closed once the server has imported its modules
+	dead  chan struct{} // closed once the process has exited
+
+	mu      sync.Mutex // held across a fork: one at a time, so replies come back in order
+	spare   *spare     // forked ahead of the next call
+	stopped bool       // killed by stop: fork nothing more
+}
+
+func newForkServers(log *slog.Logger, r *reaper, workspace string) *forkServers {
+	return &forkServers{log: log, reaper: r, workspace: workspace, servers: map[string]*forkServer{}}
+}
+
+// forkable reports whether spec can be served by a fork: a Python script on stdin, whose
+// environment sets nothing the interpreter reads at start-up (the resident one started
+// without it).
+func forkable(spec *wire.Exec) bool {
+	if !spec.Fork || len(spec.Argv) != 2 || spec.Argv[1] != "-" {
+		return false
+	}
+	for _, kv := range spec.Env {
+		if strings.HasPrefix(kv, "PYTHON") {
+			return false
+		}
+	}
+	return true
+}
+
+// start runs spec in a process forked from the resident interpreter for spec.Argv[0],
+// starting that interpreter if there is none. errNoFork means it could not, this time;
+// the caller then starts spec itself.
+func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error) {
+	srv := f.server(path)
+	if srv == nil {
+		return nil, errNoFork
+	}
+	marker := newMarker()
+	env, err := commandEnv(spec.Env, marker)
+	if err != nil {
+		return nil, err
+	}
+	header, err := json.Marshal(struct {
+		Env []string `json:"env"`
+		Dir string   `json:"dir"`
+	}{env, dir})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the fork request: %w", err)
+	}
+	sp, err := f.take(srv)
+	if err != nil {
+		if !errors.Is(err, errNoFork) {
+			f.fail(path, srv, err)
+		}
+		return nil, errNoFork
+	}
+	f.succeeded()
+
+	// The script reaches the process through what would have been its stdin, after a
+	// header line; the process then takes /dev/null as stdin, where `python3 -` would be
+	// at EOF.
+	cmd := &command{argv: spec.Argv, stdin: sp.request, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true,
+		// The next spare is forked once this call's process has exited, so that the fork
+		// does not compete with the call for the CPU.
+		exitHook: func() { go f.refill(path, srv) }}
+	cmd.stdout, cmd.stderr = outputStreams(spec)
+	cmd.run(sp.pid, sp.exited, marker, slices.Concat(header, []byte("\n"), spec.Stdin))
+	return cmd, nil
+}
+
+// spare is a process forked from a resident interpreter ahead of its call, waiting for its
+// request: the call then pays for handing it the request, not for the fork.
+type spare struct {
+	pid            int
+	exited         <-chan syscall.WaitStatus
+	request        *os.File // the write end of the pipe it reads its request from
+	stdout, stderr *os.File // the read ends of its output pipes
+}
+
+// usable reports whether sp can still serve a call: calls run as the same uid and may have
+// killed or stopped it.
+func (sp *spare) usable() bool {
+	select {
+	case <-sp.exited:
+		return false
+	default:
+	}
+	p, ok := readProc(sp.pid)
+	return ok && !p.dead && !p.stopped
+}
+
+func (sp *spare) discard() {
+	syscall.Kill(sp.pid, syscall.SIGKILL)
+	sp.request.Close()
+	sp.stdout.Close()
+	sp.stderr.Close()
+}
+
+// take returns srv's spare, waiting for the one being forked if need be, or forks one now.
+func (f *forkServers) take(srv *forkServer) (*spare, error) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.stopped {
+		return nil, errNoFork
+	}
+	if sp := srv.spare; sp != nil {
+		srv.spare = nil
+		if sp.usable() {
+			return sp, nil
+		}
+		sp.discard()
+	}
+	return f.fork(srv)
+}
+
+// refill forks srv's next spare unless it has one.
+func (f *forkServers) refill(path string, srv *forkServer) {
+	srv.mu.Lock()
+	if srv.stopped || srv.spare != nil {
+		srv.mu.Unlock()
+		return
+	}
+	sp, err := f.fork(srv)
+	srv.spare = sp
+	srv.mu.Unlock()
+	if err != nil {
+		f.fail(path, srv, err)
+	}
+}
+
+// server returns path's resident interpreter if it is ready, and otherwise starts one in
+// the background (unless forking is disabled here) and returns nil.
+func (f *forkServers) server(path string) *forkServer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.failures >= maxForkFailures {
+		return nil
+	}
+	if srv := f.servers[path]; srv != nil {
+		select {
+		case <-srv.dead:
+		case <-srv.ready:
+			return srv
+		default:
+			return nil // still starting
+		}
+	}
+	srv, err := f.launch(path)
+	if err != nil {
+		f.failures++
+		f.log.Warn("cannot start the resident Python interpreter; calls start their own", "python", path, "err", err)
+		return nil
+	}
+	f.servers[path] = srv
+	return nil
+}
+
+// launch starts a server for path; f.mu is held.
+func (f *forkServers) launch(path string) (*forkServer, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("creating the socket pair: %w", err)
+	}
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("setting the socket non-blocking: %w", err)
+	}
+	sock, theirs := os.NewFile(uintptr(fds[0]), "forkserver"), os.NewFile(uintptr(fds[1]), "forkserver-child")
+	defer theirs.Close()
+	// The script goes in on stdin, as a call's does, so that the server and every process
+	// forked from it show the command line of a call: `python3 -`.
+	scriptR, scriptW, err := os.Pipe()
+	if err != nil {
+		sock.Close()
+		return nil, err
+	}
+	defer scriptR.Close()
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		sock.Close()
+		scriptW.Close()
+		return nil, err
+	}
+	defer logW.Close()
+	env, _ := commandEnv(nil, "")
+	pid, exited, err := f.reaper.spawn(path, []string{path, "-"}, &syscall.ProcAttr{
+		Dir:   f.workspace,
+		Env:   env[:len(env)-1], // without the marker: the server is in no command's tree
+		Files: []uintptr{scriptR.Fd(), logW.Fd(), logW.Fd(), theirs.Fd()},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	if err != nil {
+		sock.Close()
+		scriptW.Close()
+		logR.Close()
+		return nil, fmt.Errorf("starting %s: %w", path, err)
+	}
+	go func() { scriptW.WriteString(forkServerScript); scriptW.Close() }()
+	srv := &forkServer{pid: pid, sock: sock, ready: make(chan struct{}), dead: make(chan struct{})}
+	stderr := make(chan string, 1)
+	go func() { stderr <- readCapped(logR, maxForkServerLog); logR.Close() }()
+	go func() {
+		status := <-exited
+		close(srv.dead)
+		sock.Close()
+		srv.stop()
+		code, sig := exitOf(status)
+		f.log.Info("resident Python interpreter ended", "pid", pid, "exit_code", code, "signal", sig, "stderr", <-stderr)
+	}()
+	go func() {
+		started := time.Now()
+		buf := make([]byte, 16)
+		sock.SetReadDeadline(started.Add(forkReadyWait))
+		n, err := sock.Read(buf)
+		if err != nil || string(buf[:n]) != "ready" {
+			f.fail(path, srv, fmt.Errorf("waiting for it to start: %q, %v", buf[:n], err))
+			return
+		}
+		f.log.Info("resident Python interpreter ready", "pid", pid, "ms", time.Since(started).Milliseconds())
+		close(srv.ready)
+		f.refill(path, srv)
+	}()
+	return srv, nil
+}
+
+// fork asks srv for a process, adopts it and returns it as a spare, waiting for its
+// request; srv.mu is held.
+func (f *forkServers) fork(srv *forkServer) (*spare, error) {
+	var mine, theirs []*os.File // pipe ends: the agent's, and those sent to the process
+	closeAll := func(files []*os.File) {
+		for _, file := range files {
+			file.Close()
+		}
+	}
+	for range 4 { // stdout, stderr, request, report
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(mine)
+			closeAll(theirs)
+			return nil, fmt.Errorf("creating pipes: %w", err)
+		}
+		if len(mine) == 2 { // the request pipe: the process reads it
+			r, w = w, r
+		}
+		mine, theirs = append(mine, r), append(theirs, w)
+	}
+	sp := &spare{stdout: mine[0], stderr: mine[1], request: mine[2]}
+	report := mine[3]
+	defer report.Close()
+	fail := func(err error) (*spare, error) {
+		sp.request.Close()
+		sp.stdout.Close()
+		sp.stderr.Close()
+		return nil, err
+	}
+	// Until the process is adopted it is nobody's, and an orphan sweep would kill it.
+	liveTrees.hold()
+	defer liveTrees.release()
+	err := sendFDs(srv.sock, []byte("c"), theirs...)
+	closeAll(theirs) // the server and the process have their own copies now
+	if err != nil {
+		return fail(fmt.Errorf("sending the call: %w", err))
+	}
+	// The intermediate writes the pid and exits; EOF means every copy of the pipe is closed.
+	report.SetReadDeadline(time.Now().Add(forkReplyWait))
+	reply := readCapped(report, 32)
+	pid, err := strconv.Atoi(strings.TrimSpace(reply))
+	if err != nil || pid <= 1 {
+		return fail(fmt.Errorf("reading the forked pid: got %q", reply))
+	}
+	if sp.exited, err = f.reaper.adopt(pid, time.Now().Add(forkReplyWait)); err != nil {
+		return fail(err)
+	}
+	sp.pid = pid
+	return sp, nil
+}
+
+// sendFDs sends msg with files attached over sock.
+func sendFDs(sock *os.File, msg []byte, files ...*os.File) error {
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	raw, err := sock.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var sendErr error
+	err = raw.Write(func(fd uintptr) bool {
+		sendErr = unix.Sendmsg(int(fd), msg, unix.UnixRights(fds...), nil, 0)
+		return !errors.Is(sendErr, unix.EAGAIN)
+	})
+	if err != nil {
+		return err
+	}
+	return sendErr
+}
+
+// readCapped reads r to EOF (or error, or its deadline), keeping at most max bytes.
+func readCapped(r *os.File, max int) string {
+	var out []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if len(out) < max {
+			out = append(out, buf[:min(n, max-len(out))]...)
+		}
+		if err != nil {
+			return string(out)
+		}
+	}
+}
+
+// fail kills srv after it misbehaved and counts the failure; the next call starts another.
+func (f *forkServers) fail(path string, srv *forkServer, err error) {
+	syscall.Kill(srv.pid, syscall.SIGKILL)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.servers[path] == srv {
+		f.log.Warn("resident Python interpreter failed; replacing it", "pid", srv.pid, "err", err)
+		delete(f.servers, path)
+		f.failures++
+	}
+}
+
+func (f *forkServers) succeeded() {
+	f.mu.Lock()
+	f.failures = 0
+	f.mu.Unlock()
+}
+
+// stop kills every server. With reopen, later calls start new ones (a reset: the next
+// borrower must not share a server the last one could have tampered with); without, none
+// starts again (shutdown).
+func (f *forkServers) stop(reopen bool) {
+	f.mu.Lock()
+	servers := f.servers
+	f.servers = map[string]*forkServer{}
+	f.closed = !reopen
+	f.failures = 0
+	f.mu.Unlock()
+	for _, srv := range servers {
+		syscall.Kill(srv.pid, syscall.SIGKILL)
+		srv.stop()
+		<-srv.dead
+	}
+}
+
+// stop makes srv fork nothing more and kills its spare: a server that ends takes its spare
+// with it, or it would wait for a request forever.
+func (srv *forkServer) stop() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.stopped = true
+	if srv.spare != nil {
+		srv.spare.discard()
+		srv.spare = nil
+	}
+}

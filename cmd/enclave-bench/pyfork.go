@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
+)
+
+// Targets for python_executor served by the sandbox's resident interpreter (a process
+// forked per call, with numpy, pandas and matplotlib imported already).
+const (
+	targetForkedPrint  = 3 * time.Millisecond
+	targetForkedImport = 15 * time.Millisecond
+)
+
+// pythonRows measures only the forked python rows, in a sandbox of their own.
+func (b *bench) pythonRows(ctx context.Context) error {
+	sb, err := b.newSandbox(ctx)
+	if err != nil {
+		return fmt.Errorf("creating the sandbox for python_executor: %w", err)
+	}
+	defer b.closeSandbox(context.WithoutCancel(ctx), sb)
+	fmt.Fprintf(os.Stderr, "python_executor in sandbox %s (container %.12s):\n", sb.ID(), sb.ContainerID())
+	if err := b.waitForked(ctx, sb); err != nil {
+		return err
+	}
+	return b.forkedPython(ctx, sb)
+}
+
+// waitForked calls python_executor until a call is forked from the resident interpreter,
+// which the first call starts in the background.
+func (b *bench) waitForked(ctx context.Context, sb *sandbox.AgentSandbox) error {
+	defs, err := b.toolDefs()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		res, err := invoke(ctx, defs["python_executor"], sb, map[string]any{"code": "pass"})
+		if err != nil {
+			return err
+		}
+		if res.Metadata["forked"] == true {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("python_executor: no call was forked from the resident interpreter within 2 minutes (image %s)", b.cfg.Image)
+}
+
+// thinkTime separates the calls of the rows that model an agent: a model takes at least
+// this long to read a result and write the next call.
+const thinkTime = 250 * time.Millisecond
+
+// forkedPython measures python_executor's forked calls beside the same script run by a
+// fresh `python3 -` in the same sandbox: with an agent's think time between calls, when a
+// spare process forked ahead is waiting for each call, and back to back, when each call
+// waits for the fork of its process.
+func (b *bench) forkedPython(ctx context.Context, sb *sandbox.AgentSandbox) error {
+	defs, err := b.toolDefs()
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		script string
+		gap    time.Duration
+		target time.Duration
+	}{
+		{"print(1)", thinkTime, targetForkedPrint},
+		{"import numpy, pandas; print(1)", thinkTime, targetForkedImport},
+		{"print(1)", 0, 0},
+	} {
+		op := fmt.Sprintf("python_executor `%s`, %s between calls", c.script, c.gap)
+		if c.gap == 0 {
+			op = fmt.Sprintf("python_executor `%s`, back to back", c.script)
+		}
+		pause := func(w *stopwatch) error {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(c.gap):
+			}
+			w.restart()
+			return nil
+		}
+		r := row{Op: op, Baseline: "a fresh `python3 -` in the same sandbox", Target: c.target}
+		r.Ours, err = measure(ctx, "ours: forked "+c.script, b.n, func(w *stopwatch) error {
+			if err := pause(w); err != nil {
+				return err
+			}
+			res, err := invoke(ctx, defs["python_executor"], sb, map[string]any{"code": c.script})
+			if err != nil {
+				return err
+			}
+			if res.Output != "1\n" || res.Metadata["forked"] != true {
+				return fmt.Errorf("python_executor %q: output %q, forked %v; want \"1\\n\" from a forked process", c.script, res.Output, res.Metadata["forked"])
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		r.Docker, err = measure(ctx, "fresh python3: "+c.script, b.n, func(w *stopwatch) error {
+			if err := pause(w); err != nil {
+				return err
+			}
+			res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"python3", "-"}, Stdin: []byte(c.script), TimeoutMS: 60_000}, nil)
+			if err != nil {
+				return err
+			}
+			if res.Stdout != "1\n" || res.Forked {
+				return fmt.Errorf("python3 - %q: stdout %q, stderr %q, forked %v", c.script, res.Stdout, res.Stderr, res.Forked)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		b.rep.add(r)
+	}
+	return nil
+}
