@@ -377,6 +377,24 @@ func joinInts(ns []int) string {
 	return strings.Join(s, ", ")
 }
 
+// Withheld stands for a credential value written literally in the policy, wherever the
+// rules are recorded (Redacted).
+const Withheld = "(a literal value, withheld)"
+
+// Redacted is r as it may be recorded outside the server (a container label): a credential
+// value that holds no ${env:...} or ${file:...} reference is the secret itself, and is
+// replaced by Withheld.
+func (r Rules) Redacted() Rules {
+	out := r
+	out.Credentials = slices.Clone(r.Credentials)
+	for i, c := range out.Credentials {
+		if !refPattern.MatchString(c.Value) {
+			out.Credentials[i].Value = Withheld
+		}
+	}
+	return out
+}
+
 // Env is the environment a sandbox with these rules gets: the proxy variables every
 // common client reads (pointing at proxyAddr), the CA bundle variables when caBundle is
 // set, and each credential's placeholder.

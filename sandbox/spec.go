@@ -116,7 +116,7 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 			host.Tmpfs[egressDir] = opts
 		}
 		cfg.Env = append(cfg.Env, rules.Env(EgressProxyAddr, bundle)...)
-		if b, err := json.Marshal(rules); err == nil {
+		if b, err := json.Marshal(rules.Redacted()); err == nil {
 			cfg.Labels[LabelEgress] = string(b)
 		}
 	}

@@ -347,7 +347,10 @@ func TestToolsConfigForms(t *testing.T) {
 // credential's value), and the CA bundle's directory exists only with credential rules.
 func TestContainerSpecEgress(t *testing.T) {
 	withCreds := Policy{Egress: &egress.Policy{Allow: []string{"api.example.com"},
-		Credentials: []egress.Credential{{Host: "api.example.com", Header: "Authorization", Value: "Bearer ${env:SECRET_KEY}", PlaceholderEnv: "API_KEY"}}}}
+		Credentials: []egress.Credential{
+			{Host: "api.example.com", Header: "Authorization", Value: "Bearer ${env:SECRET_KEY}", PlaceholderEnv: "API_KEY"},
+			{Host: "api.example.com", Header: "X-Literal", Value: "sk-written-in-the-policy"},
+		}}}
 	for _, tc := range []struct {
 		name   string
 		policy Policy
@@ -377,6 +380,9 @@ func TestContainerSpecEgress(t *testing.T) {
 			var rules egress.Rules
 			if err := json.Unmarshal([]byte(cfg.Labels[LabelEgress]), &rules); err != nil || len(rules.Allow) != 1 {
 				t.Errorf("label %s = %q (%v), want the rules", LabelEgress, cfg.Labels[LabelEgress], err)
+			}
+			if strings.Contains(cfg.Labels[LabelEgress], "sk-written-in-the-policy") || strings.Contains(env, "sk-written-in-the-policy") {
+				t.Errorf("a literal credential value is recorded with the container")
 			}
 			if tc.bundle && (!strings.Contains(env, "API_KEY="+egress.Placeholder) || !strings.Contains(cfg.Labels[LabelEgress], "${env:SECRET_KEY}")) {
 				t.Errorf("placeholder or credential reference missing:\n%s\n%s", env, cfg.Labels[LabelEgress])
