@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -36,6 +37,10 @@ type Options struct {
 	// Logger receives the agent's logs; nil discards them. It must not write to stdout,
 	// which carries the protocol.
 	Logger *slog.Logger
+	// EgressListen, when set, is a TCP address on the sandbox's loopback (such as
+	// "127.0.0.1:3128", or port 0 for any) where the agent accepts connections and hands
+	// each to the server as a stream (egress.go).
+	EgressListen string
 }
 
 // errShutdown cancels what is still running when Run stops.
@@ -68,6 +73,14 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 		log.Warn("cannot become a child subreaper; orphans will escape", "err", err)
 	}
 
+	var egress net.Listener
+	if opts.EgressListen != "" {
+		if egress, err = listenEgress(opts.EgressListen); err != nil {
+			return err
+		}
+		defer egress.Close()
+	}
+
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	s := &server{
@@ -81,14 +94,22 @@ func Run(ctx context.Context, in io.Reader, out io.Writer, opts Options) error {
 		tunnels:   newTunnelSet(),
 		forks:     newForkServers(log, sharedReaper(), workspace),
 	}
-	if err := s.out.send(&wire.Response{Kind: wire.KindReady, Ready: &wire.Ready{
+	ready := &wire.Ready{
 		Version:   wire.Version,
 		PID:       os.Getpid(),
 		UID:       os.Getuid(),
 		GID:       os.Getgid(),
 		Workspace: workspace,
-	}}); err != nil {
+	}
+	if egress != nil {
+		ready.Egress = egress.Addr().String()
+	}
+	if err := s.out.send(&wire.Response{Kind: wire.KindReady, Ready: ready}); err != nil {
 		return err
+	}
+	if egress != nil {
+		// Streams are announced only after the greeting, which the server reads first.
+		go s.acceptEgress(egress)
 	}
 	log.Info("agent ready", "workspace", workspace, "pid", os.Getpid())
 

@@ -43,6 +43,12 @@ type testAgent struct {
 
 func startAgent(t *testing.T) *testAgent {
 	t.Helper()
+	return startAgentWith(t, Options{})
+}
+
+// startAgentWith starts an agent with opts; its workspace and logger are the test's.
+func startAgentWith(t *testing.T, opts Options) *testAgent {
+	t.Helper()
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -57,7 +63,8 @@ func startAgent(t *testing.T) *testAgent {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go func() {
-		err := Run(ctx, inR, outW, Options{Workspace: a.workspace, Logger: log})
+		opts.Workspace, opts.Logger = a.workspace, log
+		err := Run(ctx, inR, outW, opts)
 		outW.Close()
 		a.done <- err
 	}()

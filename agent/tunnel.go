@@ -26,6 +26,9 @@ const (
 	maxTunnels = 256
 	// tunnelReadSize is the largest chunk read from a peer and sent as one data message.
 	tunnelReadSize = 64 << 10
+	// closeFlushTimeout bounds the writing of what was queued before the server closed a
+	// stream.
+	closeFlushTimeout = 5 * time.Second
 )
 
 // tunnelSet is the agent's open streams, by the ID of the dial request that opened each.
@@ -46,7 +49,10 @@ type tunnel struct {
 	queue  [][]byte // data from the server not yet written to conn
 	queued int      // bytes in queue and in the write under way
 	ended  bool     // closed by either side: nothing more is written or sent
-	wake   chan struct{}
+	// closing is set by the server's OpClose: the data queued before it is still written
+	// (an HTTP answer followed by a close must arrive whole), then the stream ends.
+	closing bool
+	wake    chan struct{}
 }
 
 // dial opens a stream for request id and answers it itself (a nil response tells dispatch
@@ -71,6 +77,17 @@ func (s *server) dial(ctx context.Context, id uint64, d *wire.Dial) (*wire.Respo
 	if err != nil {
 		return nil, dialError(d, err)
 	}
+	// The result goes out before the relays start, so that no data precedes it.
+	if err := s.startStream(id, conn, &wire.Response{ID: id, Kind: wire.KindResult}); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// startStream registers conn as stream id, sends announce (a dial's result, or KindOpen for
+// a connection the agent accepted), then relays both ways. Streams of both directions are
+// the same from here on. It closes conn when it fails.
+func (s *server) startStream(id uint64, conn net.Conn, announce *wire.Response) error {
 	t := &tunnel{id: id, conn: conn, wake: make(chan struct{}, 1)}
 	ts := s.tunnels
 	ts.mu.Lock()
@@ -78,19 +95,18 @@ func (s *server) dial(ctx context.Context, id uint64, d *wire.Dial) (*wire.Respo
 	case ts.closed:
 		ts.mu.Unlock()
 		_ = conn.Close()
-		return nil, errShutdown
+		return errShutdown
 	case len(ts.open) >= maxTunnels:
 		ts.mu.Unlock()
 		_ = conn.Close()
-		return nil, errorf(wire.CodeTooLarge, "dial: %d streams are already open", maxTunnels)
+		return errorf(wire.CodeTooLarge, "%d streams are already open", maxTunnels)
 	}
 	ts.open[id] = t
 	ts.mu.Unlock()
-	// The result goes out before the relays start, so that no data precedes it.
-	s.send(&wire.Response{ID: id, Kind: wire.KindResult})
+	s.send(announce)
 	go s.relayFromPeer(t)
 	go s.relayToPeer(t)
-	return nil, nil
+	return nil
 }
 
 // dialError classifies a failed connect: refused and unreachable are not_found, so a caller
@@ -113,13 +129,20 @@ func (s *server) tunnelRequest(req wire.Request) {
 	if t == nil {
 		return
 	}
-	if req.Op == wire.OpClose {
-		s.endTunnel(t, nil, false)
+	t.mu.Lock()
+	if t.ended || t.closing {
+		t.mu.Unlock()
 		return
 	}
-	t.mu.Lock()
-	if t.ended {
+	if req.Op == wire.OpClose {
+		t.closing = true
 		t.mu.Unlock()
+		// A peer that stops reading cannot hold the stream open for long.
+		_ = t.conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
 		return
 	}
 	if t.queued+len(req.Data) > wire.MaxStreamBuffer {
@@ -140,13 +163,18 @@ func (s *server) tunnelRequest(req wire.Request) {
 func (s *server) relayToPeer(t *tunnel) {
 	for {
 		t.mu.Lock()
-		for len(t.queue) == 0 && !t.ended {
+		for len(t.queue) == 0 && !t.ended && !t.closing {
 			t.mu.Unlock()
 			<-t.wake
 			t.mu.Lock()
 		}
 		if t.ended {
 			t.mu.Unlock()
+			return
+		}
+		if len(t.queue) == 0 { // closing, and everything queued is written
+			t.mu.Unlock()
+			s.endTunnel(t, nil, false)
 			return
 		}
 		batch := net.Buffers(t.queue)
@@ -173,7 +201,7 @@ func (s *server) relayFromPeer(t *tunnel) {
 		n, err := t.conn.Read(buf)
 		if n > 0 {
 			t.mu.Lock()
-			ended := t.ended
+			ended := t.ended || t.closing
 			t.mu.Unlock()
 			if ended {
 				return
@@ -201,6 +229,7 @@ func (s *server) endTunnel(t *tunnel, err error, notify bool) {
 	}
 	t.ended = true
 	t.queue, t.queued = nil, 0
+	notify = notify && !t.closing // the server closed it: it wants nothing more
 	t.mu.Unlock()
 	select {
 	case t.wake <- struct{}{}:

@@ -75,6 +75,21 @@ type SandboxConfig struct {
 	ToolsConfig ToolsConfig `json:"tools_config,omitempty"`
 	// Timeout is the default tool timeout in seconds (tools may pass their own).
 	Timeout float64 `json:"timeout,omitempty"`
+	// Egress gives the sandbox, which keeps no network interface, a way out through the
+	// server's proxy to the hosts listed, within the operator's egress policy. An empty
+	// object asks for everything that policy allows.
+	Egress *EgressConfig `json:"egress,omitempty"`
+}
+
+// EgressConfig narrows the operator's egress policy for one sandbox: it can only take
+// entries away, never add any.
+type EgressConfig struct {
+	// Allow lists destinations: "host", "*.domain" (any name below it), an IP address, or a
+	// CIDR such as "10.1.0.0/16", each optionally with ":port" ("[ipv6]:port"). Empty means
+	// the operator's whole list. Each entry must fall within one of the operator's.
+	Allow []string `json:"allow,omitempty"`
+	// Ports allowed for entries without a port; empty means the operator's.
+	Ports []int `json:"ports,omitempty"`
 }
 
 // VolumeMount is one host mount in ms-enclave's shape.

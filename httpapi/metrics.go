@@ -101,6 +101,18 @@ func (m *Metrics) Write(w io.Writer, st sandbox.Stats) error {
 	}
 
 	writeWarm(bw, header, st.Warm)
+	if e := st.Egress; e != nil {
+		header("enclave_egress_allowed_total", "counter", "Egress connections (CONNECT) and HTTP requests the proxy let through, all sandboxes.")
+		fmt.Fprintf(bw, "enclave_egress_allowed_total %d\n", e.Allowed)
+		header("enclave_egress_refused_total", "counter", "Egress connections and requests refused by a sandbox's egress policy or limits.")
+		fmt.Fprintf(bw, "enclave_egress_refused_total %d\n", e.Refused)
+		header("enclave_egress_intercepted_total", "counter", "Egress CONNECTs whose TLS the server terminated to add a credential.")
+		fmt.Fprintf(bw, "enclave_egress_intercepted_total %d\n", e.Intercepted)
+		header("enclave_egress_bytes_total", "counter", "Bytes through the egress proxy, by direction (sent: from sandboxes).")
+		fmt.Fprintf(bw, "enclave_egress_bytes_total{direction=\"sent\"} %d\nenclave_egress_bytes_total{direction=\"received\"} %d\n", e.Sent, e.Received)
+		header("enclave_egress_connections", "gauge", "Egress proxy connections open now.")
+		fmt.Fprintf(bw, "enclave_egress_connections %d\n", e.Active)
+	}
 
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -235,7 +235,8 @@ func (a *API) componentSchemas() (map[string]any, error) {
 			"timeout":    map[string]any{"type": []string{"number", "null"}, "description": "Seconds; used when parameters carry no timeout."}}),
 		"SandboxConfig": map[string]any{"type": "object", "additionalProperties": true,
 			"description": "ms-enclave's config fields (image, working_dir, env_vars, memory_limit, cpu_limit, network_enabled, " +
-				"volumes, privileged, tools_config, timeout, ...) and ours (pids_limit, workspace_size, tmp_size, user, runtime); " +
+				"volumes, privileged, tools_config, timeout, ...) and ours (pids_limit, workspace_size, tmp_size, user, runtime, " +
+				"egress: {\"allow\": [\"host\", \"*.domain\", \"CIDR\", ...], \"ports\": [...]}, within the operator's egress policy); " +
 				"unknown fields are ignored, empty ones take the operator's defaults."},
 	}
 	for _, def := range a.cfg.Tools {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/client"
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -152,6 +153,39 @@ func TestPolicyRESTClampsLimits(t *testing.T) {
 		res := s.execute(id, "shell_executor", map[string]any{"command": "sleep 30"})
 		if res.Status != "timeout" || time.Since(start) > 15*time.Second {
 			t.Errorf("sleep 30 = %s after %v, want a timeout at the 2 s cap", res.Status, time.Since(start))
+		}
+	})
+}
+
+// A REST create's egress may only narrow the operator's: an entry outside it, or egress
+// where the operator has none, is refused with 403 naming it, before the engine is reached.
+func TestPolicyRESTEgress(t *testing.T) {
+	t.Parallel()
+	withEgress := sandbox.Policy{Egress: &egress.Policy{Allow: []string{"pypi.org", "*.example.com"}}}
+	for _, tc := range []struct {
+		name   string
+		policy sandbox.Policy
+		body   map[string]any
+		detail string
+	}{
+		{"no operator egress", sandbox.Policy{}, map[string]any{"egress": map[string]any{}}, "policy.egress"},
+		{"host outside", withEgress, map[string]any{"egress": map[string]any{"allow": []string{"evil.com"}}}, `"evil.com" is not within`},
+		{"other wildcard", withEgress, map[string]any{"egress": map[string]any{"allow": []string{"*.co.uk"}}}, "*.co.uk"},
+		{"port outside", withEgress, map[string]any{"egress": map[string]any{"ports": []int{22}}}, "port 22"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newPolicyServer(t, refusingCreator, sandbox.Config{}, tc.policy)
+			r := s.do(http.MethodPost, "/sandbox/create?sandbox_type=docker", tc.body)
+			if r.status != http.StatusForbidden || r.code(t) != client.CodePolicy || !strings.Contains(r.detail(t), tc.detail) {
+				t.Fatalf("= %d %s, want 403 policy mentioning %q", r.status, r.body, tc.detail)
+			}
+		})
+	}
+	t.Run("malformed entry", func(t *testing.T) {
+		s := newPolicyServer(t, refusingCreator, sandbox.Config{}, withEgress)
+		r := s.do(http.MethodPost, "/sandbox/create?sandbox_type=docker", map[string]any{"egress": map[string]any{"allow": []string{"*.com"}}})
+		if r.status != http.StatusBadRequest || !strings.Contains(r.detail(t), "two labels") {
+			t.Fatalf("= %d %s, want 400 explaining the entry", r.status, r.body)
 		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
@@ -77,6 +78,31 @@ func TestMetricsWriteAcquireSummary(t *testing.T) {
 		`enclave_sandbox_acquire_seconds{type="docker",path="cold",quantile="0.99"} 0.2`,
 		`enclave_sandbox_acquire_seconds_count{type="docker",path="warm"} 3`,
 		`enclave_sandbox_acquire_seconds_sum{type="docker",path="cold"} 0.2`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b.String())
+		}
+	}
+}
+
+func TestMetricsWriteEgress(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	if err := httpapi.NewMetrics().Write(&b, sandbox.Stats{}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "enclave_egress") {
+		t.Errorf("egress metrics without an egress service:\n%s", b.String())
+	}
+	b.Reset()
+	st := sandbox.Stats{Egress: &egress.Stats{Allowed: 5, Refused: 2, Intercepted: 1, Sent: 100, Received: 2000, Active: 3}}
+	if err := httpapi.NewMetrics().Write(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"enclave_egress_allowed_total 5", "enclave_egress_refused_total 2", "enclave_egress_intercepted_total 1",
+		`enclave_egress_bytes_total{direction="sent"} 100`, `enclave_egress_bytes_total{direction="received"} 2000`,
+		"enclave_egress_connections 3",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics lack %q:\n%s", want, b.String())

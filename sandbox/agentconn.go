@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,9 +115,13 @@ type agentConn struct {
 	streams   map[uint64]*tunnelConn // tunnels, by the ID of the dial that opened them
 	err       error                  // set once the stream is gone; every later call fails with it
 
-	sawReady bool // reader goroutine only
-	ready    chan wire.Ready
-	done     chan struct{}
+	// accept takes the streams the agent opens (egress connections); nil closes them.
+	accept func(net.Conn)
+
+	sawReady   bool   // reader goroutine only
+	lastOpened uint64 // reader goroutine only: the agent's last stream ID (KindOpen)
+	ready      chan wire.Ready
+	done       chan struct{}
 }
 
 // pendingCall is a request waiting for its final answer.
@@ -216,10 +221,17 @@ func (c *agentConn) route(frame []byte) error {
 		if len(frame) > baseFrameLimit {
 			return protocolError("a %d-byte %s frame for stream %d, past the %d-byte limit", len(frame), resp.Kind, resp.ID, baseFrameLimit)
 		}
-		if resp.ID == 0 || resp.ID > c.nextID.Load() {
+		if resp.ID == 0 || (resp.ID > c.nextID.Load() && (resp.ID&wire.AgentStream == 0 || resp.ID > c.lastOpened)) {
 			return protocolError("%s for stream %d, which was never opened", resp.Kind, resp.ID)
 		}
 		c.routeStream(resp) // never blocks: each stream buffers its own data, within caps
+		return nil
+	case wire.KindOpen:
+		if len(frame) > baseFrameLimit || resp.ID&wire.AgentStream == 0 || resp.ID <= c.lastOpened {
+			return protocolError("an open of stream %d (the agent's stream IDs carry wire.AgentStream and increase; the last was %d)", resp.ID, c.lastOpened)
+		}
+		c.lastOpened = resp.ID
+		c.opened(resp.ID) // never blocks: the stream's handler runs in its own goroutine
 		return nil
 	case wire.KindError:
 		if resp.ID == 0 { // an error about a request the agent could not read: nobody waits

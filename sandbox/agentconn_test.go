@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -228,6 +229,26 @@ func TestAgentConnHostileFrames(t *testing.T) {
 			wantErr: "stream 9, which was never opened",
 		},
 		{
+			name:    "open of a stream without the agent-stream bit",
+			attack:  func(a *hostileAgent) { a.write(frame(wire.Response{ID: 5, Kind: wire.KindOpen})) },
+			wantErr: "an open of stream 5",
+		},
+		{
+			name: "open of a stream ID again",
+			attack: func(a *hostileAgent) {
+				a.write(frame(wire.Response{ID: wire.AgentStream | 2, Kind: wire.KindOpen}))
+				a.write(frame(wire.Response{ID: wire.AgentStream | 2, Kind: wire.KindOpen}))
+			},
+			wantErr: "increase",
+		},
+		{
+			name: "data for an agent stream never opened",
+			attack: func(a *hostileAgent) {
+				a.write(frame(wire.Response{ID: wire.AgentStream | 3, Kind: wire.KindData, Data: []byte("x")}))
+			},
+			wantErr: "which was never opened",
+		},
+		{
 			name:    "stream cut inside a frame",
 			attack:  func(a *hostileAgent) { a.write(`{"id":0,"kind":`); a.out.Close() },
 			wantErr: "ended inside a frame",
@@ -260,6 +281,47 @@ func TestAgentConnHostileFrames(t *testing.T) {
 			}
 			t.Logf("detected in %s, %.1f MiB allocated", took, float64(allocated)/(1<<20))
 		})
+	}
+}
+
+// TestAgentConnOpenedStreams: a stream the agent opens reaches the accept handler as a
+// net.Conn carrying its data both ways; without a handler it is closed at once.
+func TestAgentConnOpenedStreams(t *testing.T) {
+	a := newHostileAgent(t)
+	accepted := make(chan net.Conn, 1)
+	a.conn.setAccept(func(c net.Conn) { accepted <- c })
+	id := wire.AgentStream | 1
+	a.write(frame(wire.Response{ID: id, Kind: wire.KindOpen}))
+	a.write(frame(wire.Response{ID: id, Kind: wire.KindData, Data: []byte("GET / HTTP/1.1\r\n")}))
+	var c net.Conn
+	select {
+	case c = <-accepted:
+	case <-time.After(violationWait):
+		t.Fatal("the opened stream reached no handler")
+	}
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "GET / HTTP/1.1\r\n" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if _, err := c.Write([]byte("HTTP/1.1 403 x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if req := <-a.reqs; req.Op != wire.OpData || req.Target != id || string(req.Data) != "HTTP/1.1 403 x\r\n\r\n" {
+		t.Errorf("the agent got %+v, want the data for stream %d", req, id)
+	}
+	_ = c.Close()
+	if req := <-a.reqs; req.Op != wire.OpClose || req.Target != id {
+		t.Errorf("the agent got %+v, want the close of stream %d", req, id)
+	}
+
+	a.conn.setAccept(nil)
+	a.write(frame(wire.Response{ID: id + 1, Kind: wire.KindOpen}))
+	if req := <-a.reqs; req.Op != wire.OpClose || req.Target != id+1 {
+		t.Errorf("without a handler the agent got %+v, want the close of stream %d", req, id+1)
+	}
+	if err := a.conn.closeErr(); err != nil {
+		t.Errorf("the connection failed: %v", err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/internal/logcap"
 )
 
@@ -44,9 +45,19 @@ func Create(ctx context.Context, b Backend, opts CreateOptions) (*AgentSandbox, 
 		log:     backendLog(b).With("sandbox", id),
 	}
 	s.lifecycle = lifecycle{status: StatusInitializing, createdAt: now, updatedAt: now, lastUsed: now}
+	if rules := opts.Config.Egress; rules != nil {
+		proxy, err := egressService(b).NewProxy(id, *rules)
+		if err != nil {
+			return nil, fmt.Errorf("creating sandbox: %w", err)
+		}
+		s.egress = proxy
+	}
 	spec := Spec{ID: id, Labels: managedLabels(b.Identity(), id, opts.Owner, opts.Type), Config: opts.Config, AgentArgs: opts.AgentArgs}
 	launched, err := b.Launch(ctx, spec, s.attach)
 	if err != nil {
+		if s.egress != nil {
+			s.egress.Close()
+		}
 		return nil, err
 	}
 	s.ref, s.meta, s.reset = launched.Ref, launched.Metadata, launched.Reset
@@ -54,6 +65,14 @@ func Create(ctx context.Context, b Backend, opts CreateOptions) (*AgentSandbox, 
 	// the config says (host processes), the agent's word wins.
 	s.cfg.WorkingDir = s.ready.Workspace
 	s.set(StatusRunning, "")
+	if _, docker := b.(*Docker); docker && s.egress != nil {
+		if err := s.installCABundle(ctx); err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			_ = s.Close(cctx)
+			return nil, fmt.Errorf("creating sandbox %s: %w", id, err)
+		}
+	}
 	s.log.Debug("sandbox ready", "backend", b.Name(), "image", opts.Config.Image, "took", time.Since(now))
 	return s, nil
 }
@@ -64,6 +83,9 @@ func (s *AgentSandbox) attach(st Streams) error {
 	s.teardown = st.Teardown
 	go drainAgentStderr(st.Stderr, s.log)
 	s.conn = newAgentConn(st.Stdin, st.Stdout, st.Teardown, s.log)
+	if s.egress != nil {
+		s.conn.setAccept(s.egress.Serve)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
 	ready, err := s.conn.waitReady(ctx)
@@ -105,6 +127,7 @@ type AgentSandbox struct {
 	meta    map[string]any // the backend's metadata
 	reset   *wire.Reset    // how a pool returns it to its start; nil: it cannot
 	log     *slog.Logger
+	egress  *egress.Proxy // serves the sandbox's egress streams; nil without egress
 
 	conn *agentConn
 	// teardown closes the agent's streams, ending every goroutine that serves them. It runs
@@ -171,6 +194,9 @@ func (s *AgentSandbox) Info() Info {
 	}
 	if len(s.cfg.Notes) > 0 {
 		meta["policy_notes"] = s.cfg.Notes
+	}
+	if r := s.EgressReport(); r != nil {
+		meta["egress"] = r
 	}
 	if errMsg != "" {
 		meta["error"] = errMsg
@@ -275,6 +301,9 @@ func (s *AgentSandbox) Stop(ctx context.Context) error {
 	if s.teardown != nil {
 		s.teardown()
 	}
+	if s.egress != nil {
+		s.egress.Close()
+	}
 	if err != nil {
 		s.set(StatusError, err.Error())
 		return fmt.Errorf("stopping sandbox %s: %w", s.id, err)
@@ -302,6 +331,9 @@ func (s *AgentSandbox) Close(ctx context.Context) error {
 	if s.teardown != nil {
 		// Even when the removal failed: the agent's streams must not outlive Close.
 		s.teardown()
+	}
+	if s.egress != nil {
+		s.egress.Close()
 	}
 	if err != nil {
 		err = fmt.Errorf("removing sandbox %s: %w", s.id, err)

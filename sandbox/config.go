@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/enclave-mcp/enclave-mcp/api"
+	"github.com/enclave-mcp/enclave-mcp/egress"
 )
 
 // Default images, used when a config names none.
@@ -30,6 +31,8 @@ type (
 	VolumeMount = api.VolumeMount
 	// ToolsConfig maps enabled tool names to their options.
 	ToolsConfig = api.ToolsConfig
+	// EgressConfig narrows the operator's egress policy for one sandbox.
+	EgressConfig = api.EgressConfig
 )
 
 // Policy is the operator's word on what sandbox configs may ask for. It wins over every
@@ -81,6 +84,10 @@ type Policy struct {
 	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
 	// MaxTimeout caps a config's default tool timeout, in seconds; 0 means DefaultMaxTimeout.
 	MaxTimeout float64 `json:"max_timeout,omitempty"`
+	// Egress lets configs ask for a way out through the server's proxy (the config's
+	// "egress"), to the destinations it lists at most, with its credentials and limits. Nil
+	// refuses every config that asks.
+	Egress *egress.Policy `json:"egress,omitempty"`
 }
 
 // UnmarshalJSON reads the config file's "policy" section. Unknown fields are an error: a
@@ -159,6 +166,9 @@ type Resolved struct {
 	// Notes say where policy changed what was asked, e.g. network turned off; they are kept in
 	// the sandbox's metadata so the caller can see them.
 	Notes []string
+	// Egress is the sandbox's way out through the server's proxy, when its config asked for
+	// one: the operator's egress policy narrowed by the config.
+	Egress *egress.Rules
 }
 
 // note records that policy changed what was asked.
@@ -214,7 +224,7 @@ func Resolve(c Config, p Policy) (Resolved, error) {
 	r.WorkingDir = path.Clean(r.WorkingDir)
 
 	steps := []func(*Resolved, Policy) error{
-		resolveUser, resolveNetwork, resolveVolumes, resolveSizes, resolveCPU, resolvePids, resolveTimeout, resolveToolOptions,
+		resolveUser, resolveNetwork, resolveEgress, resolveVolumes, resolveSizes, resolveCPU, resolvePids, resolveTimeout, resolveToolOptions,
 	}
 	for _, step := range steps {
 		if err := step(&r, p); err != nil {
@@ -273,6 +283,11 @@ func (p Policy) validate() error {
 	for _, prefix := range p.AllowedHostPaths {
 		if !path.IsAbs(prefix) || hasDotDot(prefix) {
 			return fmt.Errorf("%w: policy.allowed_host_paths: %q must be an absolute path without \"..\"", ErrInvalidConfig, prefix)
+		}
+	}
+	if p.Egress != nil {
+		if err := p.Egress.Validate(); err != nil {
+			return err
 		}
 	}
 	for _, n := range p.AllowedNetworks {
@@ -344,6 +359,28 @@ func resolveNetwork(r *Resolved, p Policy) error {
 	if r.Network != "none" && !slices.Contains(allowed, r.Network) {
 		return fmt.Errorf("%w: network %q is not allowed (field \"network\"; allowed: %s)", ErrPolicy, r.Network, strings.Join(allowed, ", "))
 	}
+	return nil
+}
+
+// resolveEgress narrows the operator's egress policy by the config's, refusing what would
+// widen it. A sandbox with egress has no network interface: network_enabled is turned off,
+// with a note, since the proxy is then its only way out.
+func resolveEgress(r *Resolved, p Policy) error {
+	if r.Config.Egress == nil {
+		return nil
+	}
+	if p.Egress == nil {
+		return fmt.Errorf("%w: egress is not enabled by the operator (field \"egress\"; the operator's policy.egress lists what sandboxes may reach)", ErrPolicy)
+	}
+	rules, err := p.Egress.Narrow(*r.Config.Egress)
+	if err != nil {
+		return err
+	}
+	if r.NetworkEnabled {
+		r.NetworkEnabled, r.Network = false, ""
+		r.note("network_enabled turned off: the sandbox reaches only its egress allow-list, through the server's proxy")
+	}
+	r.Egress = &rules
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/enclave-mcp/enclave-mcp/egress"
 )
 
 // Finding 5 (issue 9): every config field that would loosen the operator's hardening is
@@ -229,5 +231,76 @@ func TestMaxOutputBytes(t *testing.T) {
 				t.Errorf("MaxOutputBytes(%v) = %d, want %d", tc.opts, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestResolveEgress(t *testing.T) {
+	t.Parallel()
+	operator := Policy{AllowNetwork: true, Egress: &egress.Policy{
+		Allow:       []string{"pypi.org", "*.example.com"},
+		Credentials: []egress.Credential{{Host: "api.example.com", Header: "Authorization", Value: "Bearer ${env:K}"}},
+	}}
+	tests := []struct {
+		name      string
+		cfg       Config
+		policy    Policy
+		errSays   string
+		wantAllow []string
+		wantNote  string
+	}{
+		{name: "no egress asked", cfg: Config{}, policy: operator},
+		{name: "not enabled by the operator", cfg: Config{Egress: &EgressConfig{}}, policy: Policy{}, errSays: "policy.egress"},
+		{name: "the whole policy", cfg: Config{Egress: &EgressConfig{}}, policy: operator, wantAllow: []string{"pypi.org", "*.example.com"}},
+		{name: "narrowed", cfg: Config{Egress: &EgressConfig{Allow: []string{"api.example.com"}}}, policy: operator, wantAllow: []string{"api.example.com"}},
+		{name: "widened", cfg: Config{Egress: &EgressConfig{Allow: []string{"evil.com"}}}, policy: operator, errSays: `"evil.com" is not within`},
+		{name: "network turned off", cfg: Config{NetworkEnabled: true, Egress: &EgressConfig{}}, policy: operator,
+			wantAllow: []string{"pypi.org", "*.example.com"}, wantNote: "network_enabled turned off"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r, err := Resolve(tc.cfg, tc.policy)
+			if tc.errSays != "" {
+				if !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), tc.errSays) {
+					t.Fatalf("err = %v, want ErrPolicy saying %q", err, tc.errSays)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantAllow == nil {
+				if r.Egress != nil {
+					t.Fatalf("egress = %+v, want none", r.Egress)
+				}
+				return
+			}
+			if r.Egress == nil || strings.Join(r.Egress.Allow, " ") != strings.Join(tc.wantAllow, " ") {
+				t.Fatalf("egress = %+v, want allow %v", r.Egress, tc.wantAllow)
+			}
+			if r.NetworkEnabled {
+				t.Error("a sandbox with egress has network access")
+			}
+			if tc.wantNote != "" && !strings.Contains(strings.Join(r.Notes, "\n"), tc.wantNote) {
+				t.Errorf("notes = %q, want %q", r.Notes, tc.wantNote)
+			}
+		})
+	}
+	if err := (Policy{Egress: &egress.Policy{Allow: []string{"*"}}}).validate(); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("a policy with a bad egress entry validated: %v", err)
+	}
+}
+
+func TestPolicyEgressFromTheConfigFile(t *testing.T) {
+	t.Parallel()
+	var p Policy
+	err := json.Unmarshal([]byte(`{"egress": {"allow": ["pypi.org", "*.pythonhosted.org"], "ports": [443],
+		"credentials": [{"host": "api.example.com", "header": "Authorization", "value": "Bearer ${env:API_KEY}", "placeholder_env": "API_KEY"}],
+		"max_connections": 8, "max_bytes": 1000000}}`), &p)
+	if err != nil || p.Egress == nil || len(p.Egress.Allow) != 2 || p.Egress.Credentials[0].PlaceholderEnv != "API_KEY" || p.Egress.MaxConnections != 8 {
+		t.Fatalf("policy = %+v, %v", p.Egress, err)
+	}
+	if err := json.Unmarshal([]byte(`{"egress": {"alow": ["x.com"]}}`), &p); err == nil || !strings.Contains(err.Error(), "alow") {
+		t.Errorf("a misspelt egress field: %v, want an error naming it", err)
 	}
 }

@@ -26,7 +26,7 @@ func TestIntegrationIdleSandbox(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			idleSandbox(t, testenv.EngineWith(t, tt.agent), tt.maxHeap)
+			idleSandbox(t, testenv.EngineWith(t, sandbox.DockerOptions{AgentBinary: tt.agent(t)}), tt.maxHeap)
 		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/egress"
 )
 
 // DockerOptions configures the connection to a Docker engine.
@@ -29,6 +30,9 @@ type DockerOptions struct {
 	// Instance names this server process in every container's labels; empty means random.
 	Instance string
 	Logger   *slog.Logger
+	// Egress serves the egress of sandboxes whose config has one; nil means a service with
+	// the system's roots and resolver.
+	Egress *egress.Service
 }
 
 // Docker is the Docker backend: it runs each sandbox as a hardened container on one engine.
@@ -37,6 +41,7 @@ type Docker struct {
 	log      *slog.Logger
 	identity Identity
 	host     HostSecurity // what the engine's host enforces (AppArmor), read once
+	egress   *egress.Service
 
 	agent      *agentBinary
 	agentMu    sync.Mutex
@@ -79,7 +84,7 @@ func NewDocker(ctx context.Context, opts DockerOptions) (*Docker, error) {
 		return nil, fmt.Errorf("%w: reading the engine's security options: %w", ErrEngine, err)
 	}
 	return &Docker{cli: cli, log: opts.Logger, identity: selfIdentity(opts.Instance), agent: agent, closing: make(chan struct{}),
-		host: ParseSecurityOptions(info.SecurityOptions)}, nil
+		host: ParseSecurityOptions(info.SecurityOptions), egress: egressOrDefault(opts.Egress, opts.Logger)}, nil
 }
 
 // Instance is the label value that marks this engine connection's containers.
@@ -120,6 +125,10 @@ func (e *Docker) Name() string { return "docker" }
 func (e *Docker) Identity() Identity { return e.identity }
 
 func (e *Docker) logger() *slog.Logger { return e.log }
+
+// Egress is the service that serves this backend's sandboxes' egress (its Stats are the
+// metrics).
+func (e *Docker) Egress() *egress.Service { return e.egress }
 
 // Launch implements Backend: it creates the container, attaches to its stdio (before the
 // start, so no output is missed), starts it and hands the stdio to ready.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"log/slog"
 	"sort"
 	"sync"
@@ -49,6 +50,10 @@ type ManagerOptions struct {
 	// RemoveWorkers caps the sandbox removals under way at once, whatever asked for them
 	// (Close, Release, Delete, the janitor); 0 means the package's RemoveWorkers.
 	RemoveWorkers int
+
+	// Egress is the service serving the sandboxes' egress, whose totals Stats reports; nil
+	// leaves them out.
+	Egress *egress.Service
 }
 
 // RemoveWorkers is how many sandbox removals a Manager runs at once by default. The engine
@@ -537,6 +542,8 @@ type Stats struct {
 	// Warm has, per type with a warm pool or a session's first sandbox made, the pool's
 	// numbers and Acquire's latencies, ordered by type.
 	Warm []WarmStats `json:"warm_pools"`
+	// Egress is the egress proxy's totals, all sandboxes together (ManagerOptions.Egress).
+	Egress *egress.Stats `json:"egress,omitempty"`
 }
 
 // Stats returns the current counts.
@@ -551,6 +558,10 @@ func (m *Manager) Stats() Stats {
 	m.mu.Lock()
 	st.Warm = m.warmStatsLocked()
 	m.mu.Unlock()
+	if m.opts.Egress != nil {
+		e := m.opts.Egress.Stats()
+		st.Egress = &e
+	}
 	return st
 }
 

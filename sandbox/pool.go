@@ -57,6 +57,16 @@ func (s *AgentSandbox) resetAgent(ctx context.Context) (wire.ResetResult, error)
 	if resp.Reset == nil {
 		return wire.ResetResult{}, errors.New("agent answered a reset without a result")
 	}
+	if s.egress != nil {
+		// The next borrower sees none of the last one's egress, and a trust bundle the
+		// last one may have changed is written afresh.
+		s.egress.Reset()
+		if _, docker := s.backend.(*Docker); docker {
+			if err := s.installCABundle(ctx); err != nil {
+				return wire.ResetResult{}, err
+			}
+		}
+	}
 	return *resp.Reset, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -37,6 +38,9 @@ type ProcessOptions struct {
 	// Instance names this server process in every sandbox's labels; empty means random.
 	Instance string
 	Logger   *slog.Logger
+	// Egress serves the egress of sandboxes whose config has one; nil means a service with
+	// the system's roots and resolver.
+	Egress *egress.Service
 }
 
 // Process is the process backend: each sandbox is our agent run as a child process of the
@@ -52,6 +56,7 @@ type Process struct {
 	root     string
 	identity Identity
 	log      *slog.Logger
+	egress   *egress.Service
 
 	mu    sync.Mutex
 	procs map[string]*agentProcess // by ref (the sandbox id)
@@ -96,7 +101,8 @@ func NewProcess(opts ProcessOptions) (*Process, error) {
 	}
 	opts.Logger.Warn(ProcessWarning, "root", opts.Root)
 	return &Process{agent: agent, root: opts.Root, identity: selfIdentity(opts.Instance), log: opts.Logger,
-		procs: map[string]*agentProcess{}}, nil
+		egress: egressOrDefault(opts.Egress, opts.Logger),
+		procs:  map[string]*agentProcess{}}, nil
 }
 
 var _ Backend = (*Process)(nil)
@@ -108,6 +114,9 @@ func (p *Process) Name() string { return "process" }
 func (p *Process) Identity() Identity { return p.identity }
 
 func (p *Process) logger() *slog.Logger { return p.log }
+
+// Egress is the service that serves this backend's sandboxes' egress.
+func (p *Process) Egress() *egress.Service { return p.egress }
 
 // Instance is the label value that marks this backend's sandboxes.
 func (p *Process) Instance() string { return p.identity.ID }
@@ -167,7 +176,14 @@ func (p *Process) launch(spec Spec, dir, workspace, tmp string, ready func(Strea
 		}
 	}
 
-	cmd := exec.Command(p.agent, append([]string{"agent", "--workspace", workspace}, spec.AgentArgs...)...)
+	args := []string{"agent", "--workspace", workspace}
+	if spec.Config.Egress != nil {
+		// Any free port: host processes share the host's loopback. The agent's greeting
+		// names the port (AgentSandbox.EgressAddr).
+		args = append(args, "--egress-listen", "127.0.0.1:0")
+	}
+	args = append(args, spec.AgentArgs...)
+	cmd := exec.Command(p.agent, args...)
 	cmd.Dir = workspace
 	cmd.Env = processEnv(spec.Config, workspace, tmp)
 	cmd.SysProcAttr = &syscall.SysProcAttr{

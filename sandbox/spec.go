@@ -22,6 +22,21 @@ const (
 	LabelSandbox  = "enclave-mcp.sandbox"
 	LabelOwner    = "enclave-mcp.owner"
 	LabelKind     = "enclave-mcp.kind"
+	// LabelEgress holds a sandbox's egress rules as JSON (no secret: credential values are
+	// references), so that its policy is on record with the sandbox itself.
+	LabelEgress = "enclave-mcp.egress"
+)
+
+// EgressProxyAddr is where a sandbox with egress finds the proxy: the agent listens there
+// on the container's loopback, and the proxy variables point at it.
+const EgressProxyAddr = "127.0.0.1:3128"
+
+// egressDir is a small tmpfs holding the CA bundle of a sandbox whose egress adds
+// credentials: the image's own roots and the sandbox's CA, which the server writes after
+// the start. It is not emptied by a pool's reset.
+const (
+	egressDir    = "/.enclave-egress"
+	egressBundle = egressDir + "/ca-bundle.pem"
 )
 
 // agentDir is where the agent's volume is mounted in every sandbox; agentPath is the binary.
@@ -77,13 +92,33 @@ func containerName(id string) string { return "enclave-" + id }
 // leaves no running sandbox behind.
 func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	labels := maps.Clone(in.Labels)
-	entrypoint := append([]string{agentPath, "agent", "--workspace", in.Config.WorkingDir}, in.AgentArgs...)
+	entrypoint := []string{agentPath, "agent", "--workspace", in.Config.WorkingDir}
+	if in.Config.Egress != nil {
+		entrypoint = append(entrypoint, "--egress-listen", EgressProxyAddr) // flags before AgentArgs
+	}
+	entrypoint = append(entrypoint, in.AgentArgs...)
 	cfg, host := HardenedSpec(in.Config, entrypoint, labels)
 	if in.Host.AppArmor {
 		// The engine would pick this profile anyway for a container that is not privileged;
 		// naming it keeps it when the engine's default changes. Only where the host has
 		// AppArmor: some engines refuse a profile they cannot load.
 		host.SecurityOpt = append(host.SecurityOpt, "apparmor="+AppArmorProfile)
+	}
+
+	if rules := in.Config.Egress; rules != nil {
+		bundle := ""
+		if len(rules.Credentials) > 0 {
+			bundle = egressBundle
+			opts := "rw,noexec,nosuid,nodev,size=4m,mode=1777"
+			if uid, gid, ok := numericUser(in.Config.User); ok {
+				opts += ",uid=" + uid + ",gid=" + gid
+			}
+			host.Tmpfs[egressDir] = opts
+		}
+		cfg.Env = append(cfg.Env, rules.Env(EgressProxyAddr, bundle)...)
+		if b, err := json.Marshal(rules.Redacted()); err == nil {
+			cfg.Labels[LabelEgress] = string(b)
+		}
 	}
 
 	cfg.AttachStdin, cfg.AttachStdout, cfg.AttachStderr = true, true, true

@@ -11,6 +11,8 @@ import (
 	"github.com/docker/docker/api/types/mount"
 	"github.com/moby/profiles/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/enclave-mcp/enclave-mcp/egress"
 )
 
 func mustResolve(t *testing.T, c Config, p Policy) Resolved {
@@ -337,5 +339,54 @@ func TestToolsConfigForms(t *testing.T) {
 	var tc ToolsConfig
 	if err := tc.UnmarshalJSON([]byte(`"python_executor"`)); err == nil {
 		t.Error("a bare string must be refused")
+	}
+}
+
+// TestContainerSpecEgress: a sandbox with egress keeps no network, its agent listens for
+// the proxy, programs are pointed at it, the rules are on record in a label (without the
+// credential's value), and the CA bundle's directory exists only with credential rules.
+func TestContainerSpecEgress(t *testing.T) {
+	withCreds := Policy{Egress: &egress.Policy{Allow: []string{"api.example.com"},
+		Credentials: []egress.Credential{
+			{Host: "api.example.com", Header: "Authorization", Value: "Bearer ${env:SECRET_KEY}", PlaceholderEnv: "API_KEY"},
+			{Host: "api.example.com", Header: "X-Literal", Value: "sk-written-in-the-policy"},
+		}}}
+	for _, tc := range []struct {
+		name   string
+		policy Policy
+		bundle bool
+	}{
+		{"allow-list only", Policy{Egress: &egress.Policy{Allow: []string{"pypi.org"}}}, false},
+		{"with a credential", withCreds, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := mustResolve(t, Config{Egress: &EgressConfig{}}, tc.policy)
+			cfg, host := containerSpec(specInput{ID: "x", Labels: map[string]string{}, Config: r, AgentVolume: "v", AgentArgs: []string{"extra"}})
+			if host.NetworkMode != "none" {
+				t.Errorf("network mode %q, want none", host.NetworkMode)
+			}
+			if got := strings.Join(cfg.Entrypoint, " "); !strings.HasSuffix(got, "--egress-listen "+EgressProxyAddr+" extra") {
+				t.Errorf("entrypoint %q does not start the egress listener", got)
+			}
+			env := strings.Join(cfg.Env, "\n")
+			for _, want := range []string{"HTTPS_PROXY=http://" + EgressProxyAddr, "http_proxy=http://" + EgressProxyAddr, "NO_PROXY="} {
+				if !strings.Contains(env, want) {
+					t.Errorf("env lacks %q", want)
+				}
+			}
+			if strings.Contains(env, "SSL_CERT_FILE="+egressBundle) != tc.bundle || (host.Tmpfs[egressDir] != "") != tc.bundle {
+				t.Errorf("bundle variables %v, bundle tmpfs %q; want them %v", strings.Contains(env, "SSL_CERT_FILE"), host.Tmpfs[egressDir], tc.bundle)
+			}
+			var rules egress.Rules
+			if err := json.Unmarshal([]byte(cfg.Labels[LabelEgress]), &rules); err != nil || len(rules.Allow) != 1 {
+				t.Errorf("label %s = %q (%v), want the rules", LabelEgress, cfg.Labels[LabelEgress], err)
+			}
+			if strings.Contains(cfg.Labels[LabelEgress], "sk-written-in-the-policy") || strings.Contains(env, "sk-written-in-the-policy") {
+				t.Errorf("a literal credential value is recorded with the container")
+			}
+			if tc.bundle && (!strings.Contains(env, "API_KEY="+egress.Placeholder) || !strings.Contains(cfg.Labels[LabelEgress], "${env:SECRET_KEY}")) {
+				t.Errorf("placeholder or credential reference missing:\n%s\n%s", env, cfg.Labels[LabelEgress])
+			}
+		})
 	}
 }

@@ -106,6 +106,32 @@ func (c *agentConn) dial(ctx context.Context, network, addr string) (*tunnelConn
 	}
 }
 
+// setAccept names the handler of the streams the agent opens; it must be set before the
+// agent can open any (before its greeting is awaited).
+func (c *agentConn) setAccept(accept func(net.Conn)) {
+	c.mu.Lock()
+	c.accept = accept
+	c.mu.Unlock()
+}
+
+// opened registers a stream the agent opened (an egress connection) and hands it to the
+// accept handler in a goroutine of its own; with no handler it is closed at once.
+func (c *agentConn) opened(id uint64) {
+	t := &tunnelConn{c: c, id: id, remote: tunnelAddr{"egress", fmt.Sprintf("sandbox-stream-%d", id&^wire.AgentStream)}, signal: make(chan struct{}, 1)}
+	c.mu.Lock()
+	accept := c.accept
+	if accept != nil && c.err == nil {
+		c.streams[id] = t
+	}
+	c.mu.Unlock()
+	if accept == nil {
+		// The send may block; the reader must not.
+		go func() { _ = c.send(wire.Request{Op: wire.OpClose, Target: id}) }()
+		return
+	}
+	go accept(t)
+}
+
 func (c *agentConn) dropStream(id uint64) {
 	c.mu.Lock()
 	delete(c.streams, id)

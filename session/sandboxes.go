@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"log/slog"
 	"time"
 
@@ -78,7 +79,16 @@ func NewManager(s Sandboxes) (*sandbox.Manager, error) {
 		MaxLifetime:  s.MaxLifetime,
 		Warm:         warm(s.Warm, s.WarmREST),
 		WarmMax:      warm(s.WarmMax, s.WarmREST),
+		Egress:       egressOf(s.Backend),
 	}), nil
+}
+
+// egressOf is the egress service of backend b, when it has one.
+func egressOf(b sandbox.Backend) *egress.Service {
+	if e, ok := b.(interface{ Egress() *egress.Service }); ok {
+		return e.Egress()
+	}
+	return nil
 }
 
 // warm sizes the pools: the MCP sessions' and, with rest, the REST API's docker default.

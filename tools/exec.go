@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/invopop/jsonschema"
 
@@ -171,6 +172,7 @@ func runRequest(ctx context.Context, call Call, req sandbox.ExecRequest, timeout
 		req.StreamIntervalMS = 500
 		onOutput = call.Progress
 	}
+	start := time.Now()
 	r, err := call.Sandbox.Exec(ctx, req, onOutput)
 	if err != nil {
 		return Result{}, err
@@ -179,5 +181,22 @@ func runRequest(ctx context.Context, call Call, req sandbox.ExecRequest, timeout
 	if info := call.Sandbox.Info(); info.Metadata != nil {
 		memory, _ = info.Metadata["memory_limit"].(string)
 	}
-	return fromExec(r, timeout, memory), nil
+	res := fromExec(r, timeout, memory)
+	addEgressRefusals(&res, call.Sandbox, start)
+	return res, nil
+}
+
+// addEgressRefusals names, in the result, the destinations the sandbox's egress policy
+// refused during the call: some clients show only "403" for a refused CONNECT.
+func addEgressRefusals(res *Result, sb sandbox.Sandbox, since time.Time) {
+	eg, ok := sb.(interface{ EgressRefusalsSince(time.Time) []string })
+	if !ok {
+		return
+	}
+	refused := eg.EgressRefusalsSince(since)
+	if len(refused) == 0 {
+		return
+	}
+	res.Metadata["egress_refused"] = refused
+	res.Error = withNotes(res.Error, []string{"the sandbox's egress policy refused: " + strings.Join(refused, "; ")})
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -127,6 +128,27 @@ func TestIntegrationOutputCapOption(t *testing.T) {
 	res := invoke(t, sb, map[string]any{"max_output_bytes": float64(1000)}, "python_executor", `{"code":"print('x' * 5000)"}`)
 	if !res.Truncated || len(res.Output) > 1100 {
 		t.Fatalf("cap of 1000 bytes not applied: truncated=%v len=%d", res.Truncated, len(res.Output))
+	}
+}
+
+// TestIntegrationEgressRefusalInResult: a destination the sandbox's egress policy refuses
+// is named in the tool result, whatever the program printed of it.
+func TestIntegrationEgressRefusalInResult(t *testing.T) {
+	e := testenv.Engine(t)
+	sb := testenv.SandboxWith(t, e, sandbox.Config{Egress: &sandbox.EgressConfig{}},
+		sandbox.Policy{Egress: &egress.Policy{Allow: []string{"pypi.org"}}})
+	res := invoke(t, sb, nil, "shell_executor",
+		`{"command":"python3 -c \"import urllib.request; urllib.request.urlopen('https://evil.test/')\""}`)
+	if res.Status != tools.StatusError || !strings.Contains(res.Error, "Tunnel connection failed: 403") ||
+		!strings.Contains(res.Error, "the sandbox's egress policy refused: evil.test:443: evil.test is not in the sandbox's egress allow-list (pypi.org)") {
+		t.Fatalf("result does not name the refusal: %+v", res)
+	}
+	if refused, _ := res.Metadata["egress_refused"].([]string); len(refused) != 1 {
+		t.Errorf("metadata egress_refused = %v, want the one refusal", res.Metadata["egress_refused"])
+	}
+	// A later call that reaches nothing refused carries no note.
+	if res := invoke(t, sb, nil, "shell_executor", `{"command":"true"}`); res.Metadata["egress_refused"] != nil {
+		t.Errorf("an unrelated call carries the refusal: %+v", res)
 	}
 }
 

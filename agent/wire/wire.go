@@ -31,8 +31,8 @@ const (
 	// OpData writes Request.Data to stream Request.Target. It gets no answer: a failed write
 	// ends the stream with KindEOF. Data requests of one stream are applied in order.
 	OpData Operation = "data"
-	// OpClose closes stream Request.Target. It gets no answer, and nothing more is sent on
-	// the stream.
+	// OpClose closes stream Request.Target once the data sent before it is written (within
+	// a few seconds). It gets no answer, and nothing more is sent on the stream.
 	OpClose Operation = "close"
 )
 
@@ -162,7 +162,17 @@ const (
 	KindData   Kind = "data"   // bytes read from stream ID (Response.Data)
 	// KindEOF ends stream ID: the other side closed it, or (with Error set) it failed.
 	KindEOF Kind = "eof"
+	// KindOpen announces a stream the agent opened itself: a program in the sandbox
+	// connected to the agent's egress listener (Ready.Egress). Its ID has AgentStream set,
+	// and the agent's IDs only increase. From then on the stream is like a dial's: data and
+	// EOF both ways, OpData and OpClose from the server. The agent does not read the bytes:
+	// what they mean (an HTTP proxy request) is for the server.
+	KindOpen Kind = "open"
 )
+
+// AgentStream marks the IDs of streams the agent opens (KindOpen), so that they never meet
+// the server's request IDs, which count up from 1.
+const AgentStream uint64 = 1 << 63
 
 // Code classifies an error so the server can branch on it without reading text.
 type Code string
@@ -216,6 +226,8 @@ type Ready struct {
 	UID       int    `json:"uid"`
 	GID       int    `json:"gid"`
 	Workspace string `json:"workspace"`
+	// Egress is the address of the agent's egress listener, when it was asked for one.
+	Egress string `json:"egress,omitempty"`
 }
 
 // ExecResult reports a finished (or, for Background, started) process. A process that ran

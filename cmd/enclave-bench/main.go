@@ -66,6 +66,7 @@ type options struct {
 	runtimes     []string
 	variantsOnly bool
 	polyglotOnly bool
+	egressOnly   bool
 	// warmOnly measures only the warm pools' rows; removalOnly only bulk removal:
 	// removalSizes sandboxes, removalRounds times.
 	warmOnly      bool
@@ -93,6 +94,7 @@ func run() int {
 	runtimes := flag.String("runtimes", os.Getenv("ENCLAVE_BENCH_RUNTIMES"), "comma-separated OCI runtimes to measure beside the engine's default, e.g. runsc (default $ENCLAVE_BENCH_RUNTIMES)")
 	flag.BoolVar(&opts.variantsOnly, "variants-only", false, "measure only the two-ways table: the seccomp profile's create cost and the -runtimes rows")
 	flag.BoolVar(&opts.polyglotOnly, "polyglot-only", false, "measure only multi_code_executor's languages, in a sandbox of "+sandbox.PolyglotImage)
+	flag.BoolVar(&opts.egressOnly, "egress-only", false, "measure only the egress proxy's rows: plain HTTP through the proxy beside a direct connection from a bridge-network sandbox")
 	flag.BoolVar(&opts.warmOnly, "warm-only", false, "measure only the warm pools' rows: a session's first sandbox and a REST create from the pool, each beside its cold baseline")
 	flag.BoolVar(&opts.pythonOnly, "python-only", false, "measure only python_executor served by the resident interpreter, beside a fresh python3 in the same sandbox")
 	flag.BoolVar(&opts.removalOnly, "removal-only", false, "measure only bulk removal: Manager.Close of N sandboxes, serial and with 4, 8 and 16 workers")
@@ -208,6 +210,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 		runtimes:     opts.runtimes,
 		variantsOnly: opts.variantsOnly,
 		polyglotOnly: opts.polyglotOnly,
+		egressOnly:   opts.egressOnly,
 
 		warmOnly:      opts.warmOnly,
 		removalOnly:   opts.removalOnly,

@@ -43,6 +43,7 @@ type bench struct {
 	runtimes     []string // measured beside the engine's default runtime (variants.go)
 	variantsOnly bool
 	polyglotOnly bool // only multi_code_executor's languages (polyglot.go)
+	egressOnly   bool // only the egress proxy's rows (egress.go)
 
 	warmOnly      bool  // only the warm pools' rows (warm.go, restpool.go)
 	removalOnly   bool  // only bulk removal (removal.go)
@@ -77,6 +78,10 @@ func (b *bench) all(ctx context.Context) error {
 	if b.polyglotOnly {
 		fmt.Fprintln(os.Stderr, "languages (multi_code_executor):")
 		return b.polyglot(ctx)
+	}
+	if b.egressOnly {
+		fmt.Fprintln(os.Stderr, "egress proxy vs a direct connection:")
+		return b.egressProxy(ctx)
 	}
 	if b.pythonOnly {
 		return b.pythonRows(ctx)
@@ -117,6 +122,10 @@ func (b *bench) all(ctx context.Context) error {
 	}
 	fmt.Fprintln(os.Stderr, "MCP over HTTP vs in-process:")
 	if err := b.httpLayer(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "egress proxy vs a direct connection:")
+	if err := b.egressProxy(ctx); err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "notebook sandboxes:")

@@ -220,7 +220,11 @@ func serveCmd(ctx context.Context, args []string) error {
 		}
 	}
 
-	engine, err := f.backend.open(ctx, defaultAgent(f.agentBinary), log)
+	eg, err := egressService(policy, log)
+	if err != nil {
+		return err
+	}
+	engine, err := f.backend.open(ctx, defaultAgent(f.agentBinary), eg, log)
 	if err != nil {
 		return err
 	}

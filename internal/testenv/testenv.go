@@ -96,15 +96,18 @@ func RequireDocker(t testing.TB) {
 // only this test's containers.
 func Engine(t testing.TB) *sandbox.Docker {
 	t.Helper()
-	return EngineWith(t, Binary)
+	return EngineWith(t, sandbox.DockerOptions{})
 }
 
-// EngineWith is Engine injecting the agent binary agent builds (Binary or AgentBinary),
-// built only once the engine is known to be there.
-func EngineWith(t testing.TB, agent func(testing.TB) string) *sandbox.Docker {
+// EngineWith is Engine with opts; without opts.AgentBinary, the agent is the test build's
+// enclave-mcp (Binary).
+func EngineWith(t testing.TB, opts sandbox.DockerOptions) *sandbox.Docker {
 	t.Helper()
 	RequireDocker(t)
-	e, err := sandbox.NewDocker(t.Context(), sandbox.DockerOptions{AgentBinary: agent(t)})
+	if opts.AgentBinary == "" {
+		opts.AgentBinary = Binary(t)
+	}
+	e, err := sandbox.NewDocker(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("connecting to the engine: %v", err)
 	}
@@ -151,10 +154,16 @@ func Runtime() string { return os.Getenv(RuntimeEnv) }
 // removes it when the test ends.
 func Sandbox(t testing.TB, b sandbox.Backend, cfg sandbox.Config) *sandbox.AgentSandbox {
 	t.Helper()
+	return SandboxWith(t, b, cfg, sandbox.Policy{})
+}
+
+// SandboxWith is Sandbox under the operator's policy p.
+func SandboxWith(t testing.TB, b sandbox.Backend, cfg sandbox.Config, p sandbox.Policy) *sandbox.AgentSandbox {
+	t.Helper()
 	if cfg.Runtime == "" {
 		cfg.Runtime = Runtime()
 	}
-	resolved, err := sandbox.Resolve(cfg, sandbox.Policy{})
+	resolved, err := sandbox.Resolve(cfg, p)
 	if err != nil {
 		t.Fatalf("resolving config: %v", err)
 	}
