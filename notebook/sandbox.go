@@ -336,20 +336,12 @@ func (s *Sandbox) checkServer(ctx context.Context, kernel *Kernel, err error) er
 		s.serverGone.Store(true)
 		return fmt.Errorf("%w: %w", ErrServerGone, err)
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
 	client, current := s.current()
 	if current != kernel || client == nil {
 		return err // another call found the server gone and dropped it already
 	}
-	perr := client.Ping(pctx)
-	switch {
-	case perr == nil:
+	if !s.serverStopped(ctx, client) {
 		return err // the server answers: only the connection was lost
-	case errors.Is(perr, sandbox.ErrNotFound):
-		// Nothing listens any more.
-	case !s.jobEnded(ctx):
-		return err // no answer (a loaded machine), but the server's process lives
 	}
 	tail := s.serverLogTail()
 	if !s.lazy {
@@ -366,6 +358,32 @@ func (s *Sandbox) checkServer(ctx context.Context, kernel *Kernel, err error) er
 	// The cause is text: wrapped, a lost connection would read as one the next call recovers.
 	return fmt.Errorf("%w (%v)%s", ErrServerStopped, err, tail)
 }
+
+// serverStopped tells, within serverCheckWait, whether the notebook server stopped or only
+// a connection to it was lost. The connection's end can come before either sign of the
+// server's (its port refusing, the agent reaping its job) on a loaded machine, so an answer
+// that is neither is asked again.
+func (s *Sandbox) serverStopped(ctx context.Context, client *Client) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), serverCheckWait)
+	defer cancel()
+	for {
+		perr := client.Ping(ctx)
+		switch {
+		case perr == nil:
+			return false
+		case errors.Is(perr, sandbox.ErrNotFound) || s.jobEnded(ctx):
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false // no answer either way: the server's process lives
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// serverCheckWait bounds serverStopped.
+const serverCheckWait = 5 * time.Second
 
 // jobEnded reports whether the server's background job is known to have ended.
 func (s *Sandbox) jobEnded(ctx context.Context) bool {
