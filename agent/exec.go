@@ -209,21 +209,30 @@ func (s *server) cancel(target uint64) error {
 }
 
 // startForeground starts a foreground command: forked from the resident interpreter when
-// spec asks for it and one is ready (pyfork.go), else started.
+// spec asks for it and one is ready (pyfork.go), else started. A call that could have been
+// forked but was started starts the resident interpreter once its own process has exited.
 func (s *server) startForeground(spec *wire.Exec) (*command, error) {
-	if forkable(spec) {
-		env, envErr := commandEnv(spec.Env, "")
-		dir, dirErr := s.workDir(spec.Dir)
-		if envErr == nil && dirErr == nil {
-			if path, err := lookPath(spec.Argv[0], env); err == nil {
-				cmd, err := s.forks.start(spec, path, dir)
-				if !errors.Is(err, errNoFork) {
-					return cmd, err
-				}
-			}
-		}
+	if !forkable(spec) {
+		return s.start(spec, true)
 	}
-	return s.start(spec, true)
+	env, envErr := commandEnv(spec.Env, "")
+	dir, dirErr := s.workDir(spec.Dir)
+	if envErr != nil || dirErr != nil {
+		return s.start(spec, true)
+	}
+	path, err := lookPath(spec.Argv[0], env)
+	if err != nil {
+		return s.start(spec, true)
+	}
+	cmd, err := s.forks.start(spec, path, dir)
+	if !errors.Is(err, errNoFork) {
+		return cmd, err
+	}
+	cmd, err = s.start(spec, true)
+	if err == nil {
+		cmd.exitHook = func() { s.forks.prepare(path) }
+	}
+	return cmd, err
 }
 
 // start starts spec's process in a session of its own, tagged with a fresh tree marker.

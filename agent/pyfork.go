@@ -22,7 +22,7 @@ import (
 // A Python call (wire.Exec.Fork) costs a fresh interpreter's start-up, and data-analysis
 // code then pays for `import numpy, pandas` again on every call: hundreds of milliseconds
 // against the few the agent needs. So the agent keeps a resident interpreter per sandbox,
-// started on the first such call, that has imported the heavy modules the image has; each
+// started once the first such call has ended, that has imported the heavy modules the image has; each
 // call runs in a process forked from it (forkserver.py). The call still gets a fresh
 // process: nothing one call sets, imports or opens is seen by the next.
 //
@@ -107,9 +107,9 @@ func forkable(spec *wire.Exec) bool {
 	return true
 }
 
-// start runs spec in a process forked from the resident interpreter for spec.Argv[0],
-// starting that interpreter if there is none. errNoFork means it could not, this time;
-// the caller then starts spec itself.
+// start runs spec in a process forked from the resident interpreter for spec.Argv[0].
+// errNoFork means it could not, this time (none is ready); the caller then starts spec
+// itself, and calls prepare once that process has exited.
 func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error) {
 	srv := f.server(path)
 	if srv == nil {
@@ -208,31 +208,44 @@ func (f *forkServers) refill(path string, srv *forkServer) {
 	}
 }
 
-// server returns path's resident interpreter if it is ready, and otherwise starts one in
-// the background (unless forking is disabled here) and returns nil.
+// server returns path's resident interpreter if it is ready, else nil.
 func (f *forkServers) server(path string) *forkServer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed || f.failures >= maxForkFailures {
-		return nil
-	}
-	if srv := f.servers[path]; srv != nil {
+	if srv := f.servers[path]; srv != nil && !f.closed {
 		select {
 		case <-srv.dead:
 		case <-srv.ready:
 			return srv
 		default:
-			return nil // still starting
+		}
+	}
+	return nil
+}
+
+// prepare starts path's resident interpreter unless one is running or starting, or forking
+// is disabled here. The agent calls it once a call that could have been forked has ended, so
+// that the interpreter's imports do not compete with that call for the CPU.
+func (f *forkServers) prepare(path string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.failures >= maxForkFailures {
+		return
+	}
+	if srv := f.servers[path]; srv != nil {
+		select {
+		case <-srv.dead:
+		default:
+			return // ready or starting
 		}
 	}
 	srv, err := f.launch(path)
 	if err != nil {
 		f.failures++
 		f.log.Warn("cannot start the resident Python interpreter; calls start their own", "python", path, "err", err)
-		return nil
+		return
 	}
 	f.servers[path] = srv
-	return nil
 }
 
 // launch starts a server for path; f.mu is held.

@@ -94,7 +94,7 @@ type Exec struct {
 	// to be served by a process forked from the sandbox's resident interpreter, which has
 	// the image's heavy modules (numpy, pandas, matplotlib) imported already: the same
 	// result, without the start-up and the imports. The agent starts the resident
-	// interpreter on the first such request and starts Argv itself whenever none is ready,
+	// interpreter after the first such request and starts Argv itself whenever none is ready,
 	// so the result never depends on it. Ignored with Background, and when Env sets a
 	// PYTHON* variable (which the resident interpreter did not start with).
 	Fork bool `json:"fork,omitempty"`
