@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 )
 
 // These tests run the agent in the test process itself, as a child subreaper, and drive it
@@ -192,20 +193,6 @@ func tagged(tag string) []int {
 	return pids
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestReady(t *testing.T) {
 	a := startAgent(t)
 	r := a.ready
@@ -304,7 +291,7 @@ func TestRunCleansUp(t *testing.T) {
 			if first := <-running; first.Kind != wire.KindOutput {
 				t.Fatalf("want output first, got %+v", first)
 			}
-			if !eventually(5*time.Second, func() bool { return len(tagged(tag)) >= 4 }) {
+			if !testwait.Poll(5*time.Second, func() bool { return len(tagged(tag)) >= 4 }) {
 				t.Fatalf("expected 4 tagged processes, have %v", tagged(tag))
 			}
 

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/internal/textcap"
 )
 
@@ -363,7 +364,7 @@ func TestBackgroundJobs(t *testing.T) {
 	if len(jobs) != 2 || jobs[0].ID != "job-1" || !jobs[0].Running || jobs[0].PID != started.PID || jobs[0].Argv[2] != "sleep 30 & sleep 30" {
 		t.Fatalf("jobs = %+v", jobs)
 	}
-	if !eventually(5*time.Second, func() bool {
+	if !testwait.Poll(5*time.Second, func() bool {
 		jobs := a.call(wire.Request{Op: wire.OpJobs}).Jobs
 		return !jobs[1].Running && jobs[1].ExitCode == 7
 	}) {
@@ -388,7 +389,7 @@ func TestBackgroundJobKeepsLeftovers(t *testing.T) {
 	a := startAgent(t)
 	tag := newTag()
 	a.exec(wire.Exec{Argv: sh("sleep 30 &"), Env: []string{tag}, Background: true})
-	if !eventually(5*time.Second, func() bool {
+	if !testwait.Poll(5*time.Second, func() bool {
 		jobs := a.call(wire.Request{Op: wire.OpJobs}).Jobs
 		return len(jobs) == 1 && !jobs[0].Running
 	}) {
@@ -427,7 +428,7 @@ func TestNoZombies(t *testing.T) {
 		}
 		return n
 	}
-	if !eventually(5*time.Second, func() bool { return zombies() == 0 }) {
+	if !testwait.Poll(5*time.Second, func() bool { return zombies() == 0 }) {
 		t.Errorf("%d zombie children left", zombies())
 	}
 }
@@ -467,7 +468,7 @@ func TestBackgroundJobTimeout(t *testing.T) {
 	a := startAgent(t)
 	tag := newTag()
 	a.exec(wire.Exec{Argv: sh("sleep 30 & sleep 30"), Env: []string{tag}, Background: true, TimeoutMS: 200})
-	if !eventually(5*time.Second, func() bool {
+	if !testwait.Poll(5*time.Second, func() bool {
 		jobs := a.call(wire.Request{Op: wire.OpJobs}).Jobs
 		return len(jobs) == 1 && !jobs[0].Running && jobs[0].Signal == "SIGKILL"
 	}) {

@@ -73,7 +73,7 @@ type forkServers struct {
 	mu       sync.Mutex
 	servers  map[string]*forkServer
 	failures int  // servers in a row that died or misbehaved before a successful fork
-	closed   bool // shutting down or resetting: start none
+	closed   bool // shutting down: start none
 }
 
 // forkServer is one resident interpreter.
@@ -169,8 +169,13 @@ func (sp *spare) usable() bool {
 	return ok && !p.dead && !p.stopped
 }
 
+// discard kills sp and closes its pipes.
 func (sp *spare) discard() {
 	syscall.Kill(sp.pid, syscall.SIGKILL)
+	sp.closePipes()
+}
+
+func (sp *spare) closePipes() {
 	sp.request.Close()
 	sp.stdout.Close()
 	sp.stderr.Close()
@@ -342,9 +347,7 @@ func (f *forkServers) fork(srv *forkServer) (*spare, error) {
 	report := mine[3]
 	defer report.Close()
 	fail := func(err error) (*spare, error) {
-		sp.request.Close()
-		sp.stdout.Close()
-		sp.stderr.Close()
+		sp.closePipes()
 		return nil, err
 	}
 	// Until the process is adopted it is nobody's, and an orphan sweep would kill it.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/agent/wire"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 )
 
 // These tests run OpReset with the agent in the test process, which is not PID 1: the reset
@@ -67,7 +68,7 @@ func TestResetKillsEveryProcessAndEmptiesDirs(t *testing.T) {
 		if res := a.exec(s.spec); res.ExitCode != 0 {
 			t.Fatalf("starting spy %s: %+v", s.name, res)
 		}
-		if !eventually(5*time.Second, func() bool { _, ok := alivePID(t, pidfile(s.name)); return ok }) {
+		if !testwait.Poll(5*time.Second, func() bool { _, ok := alivePID(t, pidfile(s.name)); return ok }) {
 			t.Fatalf("spy %s is not running before the reset: the test would prove nothing", s.name)
 		}
 	}
