@@ -160,9 +160,23 @@ func KillContainer(ctx context.Context, id string) error {
 
 // PauseContainer freezes a container's processes: its agent can then neither answer nor
 // exit, so only a reaper can remove it.
+//
+// On cgroup v1 the freezer can fail to settle while the container's processes are forking
+// (runc then answers "unable to freeze" and thaws it again), which a container under load
+// does all the time; that answer is retried for up to ten seconds.
 func PauseContainer(ctx context.Context, id string) error {
-	_, err := docker(ctx, "pause", id)
-	return err
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := docker(ctx, "pause", id)
+		if err == nil || !strings.Contains(err.Error(), "unable to freeze") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // ContainerProcesses lists the command lines running in a container (docker top, which
