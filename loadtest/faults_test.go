@@ -216,7 +216,8 @@ func TestIntegrationClientVanishesMidCall(t *testing.T) {
 }
 
 // TestIntegrationGracefulShutdown: a server holding 10 sandboxes exits on SIGTERM or SIGINT
-// and removes them all, in well under the 101 s the Python server takes.
+// and its sandboxes are all gone soon after (it hands their removal to the engine, which
+// removes each once its agent has exited), in well under the 101 s the Python server takes.
 func TestIntegrationGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	testenv.RequireDocker(t)

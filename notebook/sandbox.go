@@ -454,10 +454,16 @@ func (s *Sandbox) Info() sandbox.Info {
 }
 
 // Close ends the kernel connection and removes the sandbox; a start under way gives up.
-func (s *Sandbox) Close(ctx context.Context) error {
+func (s *Sandbox) Close(ctx context.Context) error { return s.end(ctx, s.AgentSandbox.Close) }
+
+// HandOff is Close for a server that is exiting (sandbox.Sandbox.HandOff).
+func (s *Sandbox) HandOff(ctx context.Context) error { return s.end(ctx, s.AgentSandbox.HandOff) }
+
+// end ends the kernel connection and the sandbox, with Close or HandOff.
+func (s *Sandbox) end(ctx context.Context, endSandbox func(context.Context) error) error {
 	s.endLife()
 	// The sandbox goes first: whatever a start under way waits for then fails at once.
-	err := s.AgentSandbox.Close(ctx)
+	err := endSandbox(ctx)
 	s.startMu.Lock()
 	st := s.start
 	s.startMu.Unlock()

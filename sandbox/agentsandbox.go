@@ -60,7 +60,7 @@ func Create(ctx context.Context, b Backend, opts CreateOptions) (*AgentSandbox, 
 		}
 		return nil, err
 	}
-	s.ref, s.meta, s.reset = launched.Ref, launched.Metadata, launched.Reset
+	s.ref, s.meta, s.reset, s.removesOnExit = launched.Ref, launched.Metadata, launched.Reset, launched.RemovesOnExit
 	// The agent knows where its workspace is: on a backend that puts it somewhere else than
 	// the config says (host processes), the agent's word wins.
 	s.cfg.WorkingDir = s.ready.Workspace
@@ -126,8 +126,10 @@ type AgentSandbox struct {
 	ref     string         // the backend's name for it
 	meta    map[string]any // the backend's metadata
 	reset   *wire.Reset    // how a pool returns it to its start; nil: it cannot
-	log     *slog.Logger
-	egress  *egress.Proxy // serves the sandbox's egress streams; nil without egress
+	// removesOnExit: the backend removes the sandbox once the agent exits (HandOff).
+	removesOnExit bool
+	log           *slog.Logger
+	egress        *egress.Proxy // serves the sandbox's egress streams; nil without egress
 
 	conn *agentConn
 	// teardown closes the agent's streams, ending every goroutine that serves them. It runs
@@ -294,16 +296,8 @@ func (s *AgentSandbox) Alive() bool { return s.conn != nil && s.conn.closeErr() 
 // what is left. On Docker, with remove_on_exit (the default), the engine then removes it.
 func (s *AgentSandbox) Stop(ctx context.Context) error {
 	s.set(StatusStopping, "")
-	if s.conn != nil {
-		s.conn.close()
-	}
+	s.disconnect()
 	err := s.backend.Stop(ctx, s.ref)
-	if s.teardown != nil {
-		s.teardown()
-	}
-	if s.egress != nil {
-		s.egress.Close()
-	}
 	if err != nil {
 		s.set(StatusError, err.Error())
 		return fmt.Errorf("stopping sandbox %s: %w", s.id, err)
@@ -325,16 +319,8 @@ func (s *AgentSandbox) Close(ctx context.Context) error {
 	// backend's own clean-up (Docker's auto-removal) would race ours, and Close could
 	// return while the sandbox still exists.
 	err := s.backend.Remove(ctx, s.ref)
-	if s.conn != nil {
-		s.conn.close()
-	}
-	if s.teardown != nil {
-		// Even when the removal failed: the agent's streams must not outlive Close.
-		s.teardown()
-	}
-	if s.egress != nil {
-		s.egress.Close()
-	}
+	// Even when the removal failed: the agent's streams must not outlive Close.
+	s.disconnect()
 	if err != nil {
 		err = fmt.Errorf("removing sandbox %s: %w", s.id, err)
 		s.set(StatusError, err.Error())
@@ -343,4 +329,39 @@ func (s *AgentSandbox) Close(ctx context.Context) error {
 	s.removed = true
 	s.set(StatusStopped, "")
 	return nil
+}
+
+// HandOff implements Sandbox. Where the backend removes the sandbox once its agent exits,
+// closing the agent's stream is all it does: the agent kills every process and exits on
+// the stream's end, and the engine removes the container, whether or not this server is
+// still there (what the engine has not removed by the next server's start, that start
+// reaps). The removal's cost, the kernel tearing down the container's cgroups, is then the
+// engine's alone, after the server has gone.
+func (s *AgentSandbox) HandOff(ctx context.Context) error {
+	if !s.removesOnExit {
+		return s.Close(ctx)
+	}
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.removed {
+		return nil
+	}
+	s.set(StatusStopping, "")
+	s.disconnect()
+	s.removed = true
+	s.set(StatusStopped, "")
+	return nil
+}
+
+// disconnect ends the agent's stream and everything that serves it, egress included.
+func (s *AgentSandbox) disconnect() {
+	if s.conn != nil {
+		s.conn.close()
+	}
+	if s.teardown != nil {
+		s.teardown()
+	}
+	if s.egress != nil {
+		s.egress.Close()
+	}
 }

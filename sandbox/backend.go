@@ -76,6 +76,9 @@ type Launched struct {
 	// means it cannot be returned (a writable root file system, or a backend that shares
 	// the host's), and a pool replaces it instead.
 	Reset *wire.Reset
+	// RemovesOnExit says the backend removes the sandbox by itself once its agent has exited
+	// (Docker's auto-removal), so a server that is exiting need not wait for the removal.
+	RemovesOnExit bool
 }
 
 // State is a sandbox's state on its backend.

@@ -184,6 +184,8 @@ func (e *Docker) launch(ctx context.Context, spec Spec, ready func(Streams) erro
 		Ref:      created.ID,
 		Streams:  streams,
 		Metadata: map[string]any{"container_name": name, "agent_volume": volume},
+		// AutoRemove: the engine removes the container once its PID 1, the agent, exits.
+		RemovesOnExit: spec.Config.RemoveOnExit != nil && *spec.Config.RemoveOnExit,
 	}
 	// A borrower can leave files only in the workspace and the container's tmpfs mounts,
 	// unless the root file system is writable: then only a fresh container is clean.

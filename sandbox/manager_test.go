@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,11 +14,12 @@ import (
 // fakeSandbox stands in for a container in tests of the manager's own bookkeeping; the real
 // engine is exercised by the integration tests.
 type fakeSandbox struct {
-	id       string
-	closed   atomic.Bool
-	dead     atomic.Bool
-	created  atomic.Int64 // unix nanoseconds
-	lastUsed atomic.Int64 // unix nanoseconds
+	id        string
+	closed    atomic.Bool
+	dead      atomic.Bool
+	created   atomic.Int64 // unix nanoseconds
+	lastUsed  atomic.Int64 // unix nanoseconds
+	handedOff atomic.Bool
 }
 
 func (f *fakeSandbox) ID() string { return f.id }
@@ -26,6 +28,10 @@ func (f *fakeSandbox) Info() Info {
 }
 func (f *fakeSandbox) Alive() bool                { return !f.dead.Load() }
 func (f *fakeSandbox) Stop(context.Context) error { return nil }
+func (f *fakeSandbox) HandOff(context.Context) error {
+	f.handedOff.Store(true)
+	return nil
+}
 func (f *fakeSandbox) Close(context.Context) error {
 	f.closed.Store(true)
 	return nil
@@ -160,26 +166,36 @@ func TestManagerCreateFailureIsNotCached(t *testing.T) {
 	}
 }
 
+// TestManagerCloseRemovesAllAndRefusesNew: Close ends every sandbox, with Close, or with
+// HandOff once the server is exiting, and then refuses new ones.
 func TestManagerCloseRemovesAllAndRefusesNew(t *testing.T) {
 	t.Parallel()
-	c := &fakeCreator{}
-	m := newTestManager(c)
-	ctx := context.Background()
-	for _, owner := range []string{"a", "b", "c"} {
-		if _, err := m.Acquire(ctx, owner, TypeDocker); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := m.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, sb := range c.made {
-		if !sb.closed.Load() {
-			t.Errorf("sandbox %s not closed", sb.id)
-		}
-	}
-	if _, err := m.Acquire(ctx, "d", TypeDocker); !errors.Is(err, ErrManagerClosed) {
-		t.Errorf("Acquire after Close = %v, want ErrManagerClosed", err)
+	for _, handOff := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hand_off=%v", handOff), func(t *testing.T) {
+			c := &fakeCreator{}
+			m := newTestManager(c)
+			ctx := context.Background()
+			for _, owner := range []string{"a", "b", "c"} {
+				if _, err := m.Acquire(ctx, owner, TypeDocker); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if handOff {
+				m.HandOffRemovals()
+			}
+			if err := m.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, sb := range c.made {
+				if sb.closed.Load() == handOff || sb.handedOff.Load() != handOff {
+					t.Errorf("sandbox %s: closed %v, handed off %v; want it %s", sb.id, sb.closed.Load(), sb.handedOff.Load(),
+						map[bool]string{false: "closed", true: "handed off"}[handOff])
+				}
+			}
+			if _, err := m.Acquire(ctx, "d", TypeDocker); !errors.Is(err, ErrManagerClosed) {
+				t.Errorf("Acquire after Close = %v, want ErrManagerClosed", err)
+			}
+		})
 	}
 }
 

@@ -98,6 +98,7 @@ func (f *poolFake) Close(context.Context) error {
 	f.set(StatusStopped, "")
 	return nil
 }
+func (f *poolFake) HandOff(ctx context.Context) error { return f.Close(ctx) }
 func (f *poolFake) Exec(_ context.Context, req ExecRequest, _ func(Output)) (ExecResult, error) {
 	if err := f.enter(); err != nil {
 		return ExecResult{}, err

@@ -6,7 +6,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
@@ -36,14 +38,14 @@ func listed(t *testing.T, e *sandbox.Docker) int {
 	return len(list)
 }
 
-// createMany creates n sandboxes on m for owners o0..o<n-1>, concurrently.
-func createMany(t *testing.T, m *sandbox.Manager, n int) {
+// createMany creates n sandboxes of cfg on m for owners o0..o<n-1>, concurrently.
+func createMany(t *testing.T, m *sandbox.Manager, n int, cfg sandbox.Config) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = m.Create(t.Context(), "o"+string(rune('a'+i)), sandbox.TypeDocker, sandbox.Config{})
+			_, errs[i] = m.Create(t.Context(), "o"+string(rune('a'+i)), sandbox.TypeDocker, cfg)
 		})
 	}
 	wg.Wait()
@@ -61,7 +63,7 @@ func TestIntegrationCloseRemovesEverything(t *testing.T) {
 		Warm:          map[sandbox.Type]int{sandbox.TypeDocker: 1},
 		RemoveWorkers: 3,
 	})
-	createMany(t, m, 6)
+	createMany(t, m, 6, sandbox.Config{})
 	testwait.Until(t, 30e9, "the warm spare", func() bool { return m.Stats().Warm[0].Spare == 1 })
 	if n := listed(t, e); n != 7 {
 		t.Fatalf("%d containers before Close, want 6 sandboxes and a spare", n)
@@ -93,7 +95,7 @@ func TestIntegrationCloseCancelled(t *testing.T) {
 		}},
 		RemoveWorkers: workers,
 	})
-	createMany(t, m, total)
+	createMany(t, m, total, sandbox.Config{})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	closed := make(chan error, 1)
@@ -129,5 +131,57 @@ func TestIntegrationCloseCancelled(t *testing.T) {
 	close(started)
 	if n := listed(t, e); n != 0 {
 		t.Fatalf("%d containers left after the second Close", n)
+	}
+}
+
+// removeCounter is a backend that counts the removals asked of it.
+type removeCounter struct {
+	sandbox.Backend
+	removes atomic.Int32
+}
+
+func (r *removeCounter) Remove(ctx context.Context, ref string) error {
+	r.removes.Add(1)
+	return r.Backend.Remove(ctx, ref)
+}
+
+// TestIntegrationHandOffRemovals: once the server is exiting, Close asks the engine for no
+// removal of a sandbox the engine removes by itself (remove_on_exit, the default): it ends
+// each agent's stream, and the engine then removes every container with no server left to
+// ask. A sandbox kept on exit is still removed, and gone when Close returns.
+func TestIntegrationHandOffRemovals(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		removeOnExit bool
+		wantRemoves  int32
+	}{
+		{"removed by the engine", true, 0},
+		{"kept on exit: removed by Close", false, 3},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := testenv.Engine(t)
+			b := &removeCounter{Backend: e}
+			m := sandbox.NewManager(sandbox.ManagerOptions{
+				Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(b, sandbox.TypeDocker)},
+			})
+			createMany(t, m, 3, sandbox.Config{RemoveOnExit: &c.removeOnExit})
+			if n := listed(t, e); n != 3 {
+				t.Fatalf("%d containers before Close, want 3", n)
+			}
+			m.HandOffRemovals()
+			if err := m.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.removes.Load(); got != c.wantRemoves {
+				t.Errorf("Close asked the engine for %d removals, want %d", got, c.wantRemoves)
+			}
+			if c.wantRemoves > 0 {
+				if n := listed(t, e); n != 0 {
+					t.Fatalf("%d containers left after Close returned", n)
+				}
+				return
+			}
+			testwait.Until(t, 30*time.Second, "the engine removes every handed-off container", func() bool { return listed(t, e) == 0 })
+		})
 	}
 }

@@ -39,6 +39,10 @@ type Sandbox interface {
 	// Close stops the sandbox and removes everything it holds on the engine. It is safe to
 	// call more than once.
 	Close(ctx context.Context) error
+	// HandOff is Close for a server that is exiting: where the backend removes the sandbox by
+	// itself once its agent has exited (Docker's auto-removal), it ends the agent and returns
+	// without waiting for the removal; elsewhere it is Close.
+	HandOff(ctx context.Context) error
 }
 
 // The agent's request and result types are the sandbox API's own: one definition, shared by

@@ -316,7 +316,7 @@ func (m *Manager) fill(p *warmPool) {
 	p.backoff = warmMinBackoff
 	if m.closed {
 		m.mu.Unlock()
-		_ = sb.Close(context.Background())
+		_ = m.end(context.Background(), sb)
 		return
 	}
 	m.placeLocked(p, sb)

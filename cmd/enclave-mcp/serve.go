@@ -251,8 +251,13 @@ func serveCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	// Remove every sandbox (warm spares too, which exist from here on), even when interrupted
-	// or failing early: a fresh context, bounded.
+	// or failing early: a fresh context, bounded. Once the server is exiting (a signal, or
+	// stdio's end), removals are handed to the engine, which removes each container once
+	// its agent has exited on its stream's end: the server exits in milliseconds, not the
+	// ~120-200 ms per sandbox that the kernel's tear-down costs here.
+	defer context.AfterFunc(ctx, manager.HandOffRemovals)()
 	defer func() {
+		manager.HandOffRemovals()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if err := manager.Close(cctx); err != nil {
