@@ -89,18 +89,24 @@ func taskOwner(c caller) string {
 	return "principal:" + c.principal
 }
 
-// runAsTask runs the call run as a task of c's, in scope (the session, or the handle),
-// when the request is one that may become a task. It returns the result when the call
-// ended in time (or ran synchronously), or a placeholder once the call became a task:
-// the middleware answers with the task instead.
-func (s *Server) runAsTask(ctx context.Context, c caller, scope, tool string, run session.TaskRun) taskOutcome {
+// runAsTask runs the call run of a tool with the task support support as a task of c's,
+// in scope (the session, or the handle), when the request is one that may become a task
+// and the tool allows it. It returns the result when the call ended in time (or ran
+// synchronously), or a placeholder once the call became a task: the middleware answers
+// with the task instead. A call of a tool that requires a task, on a request that cannot
+// become one (stdio, SSE, or --task-after negative), is refused.
+func (s *Server) runAsTask(ctx context.Context, c caller, scope, tool string, support TaskSupport, run session.TaskRun) taskOutcome {
 	slot, _ := ctx.Value(taskSlotKey{}).(*taskSlot)
-	if slot == nil || s.cfg.TaskAfter < 0 {
+	if support == TasksRequired && (slot == nil || s.cfg.TaskAfter < 0) {
+		return taskOutcome{err: errors.New("it runs only as a task (the MCP tasks extension), which needs streamable HTTP, " +
+			"a client that declares the extension and a server whose --task-after is not negative")}
+	}
+	if slot == nil || s.cfg.TaskAfter < 0 || support == TasksForbidden {
 		r, err := run(ctx, nil)
 		return taskOutcome{res: r, err: err}
 	}
 	wait := s.cfg.TaskAfter
-	if slot.now {
+	if slot.now || support == TasksRequired {
 		wait = 0
 	}
 	view, done, err := s.core.Tasks().Start(ctx, taskOwner(c), scope, tool, wait, run)
@@ -122,6 +128,19 @@ type taskOutcome struct {
 	res  tools.Result
 	err  error
 	task bool
+}
+
+// result is the tools/call answer of tool's outcome: a placeholder when the call went on
+// as a task (the middleware answers with the task instead), an error result when the call
+// could not run, else the tool's result; ran reports the last.
+func (o taskOutcome) result(tool string) (out *mcp.CallToolResult, ran bool) {
+	switch {
+	case o.task:
+		return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent("the call goes on as a task")}}, false
+	case o.err != nil:
+		return errorResult(tool + ": " + o.err.Error()), false
+	}
+	return toMCPResult(o.res), true
 }
 
 // tasksDeclared reports whether the request's client declared the tasks extension: in the
@@ -196,7 +215,12 @@ func (s *Server) tasksHTTP(principal func(*http.Request) string, next http.Handl
 		case "tasks/get", "tasks/update", "tasks/cancel":
 			s.serveTaskMethod(w, r, msg, sid, principal(r))
 		case string(mcp.MethodToolsCall):
-			if s.cfg.TaskAfter < 0 || !s.tasksDeclared(sid, msg.Params) {
+			declared := s.tasksDeclared(sid, msg.Params)
+			if !declared && s.requiresTask(msg.Params) {
+				writeMissingTasks(w, msg.ID, "tools/call of a tool that runs only as a task")
+				return
+			}
+			if s.cfg.TaskAfter < 0 || !declared {
 				next.ServeHTTP(w, r)
 				return
 			}
@@ -212,6 +236,23 @@ func (s *Server) tasksHTTP(principal func(*http.Request) string, next http.Handl
 			next.ServeHTTP(w, r)
 		}
 	})
+}
+
+// requiresTask reports whether tools/call params name a tool that runs only as a task.
+func (s *Server) requiresTask(params json.RawMessage) bool {
+	var p struct {
+		Name string `json:"name"`
+	}
+	return json.Unmarshal(params, &p) == nil && s.requiredTasks[p.Name]
+}
+
+// writeMissingTasks refuses what needs the tasks extension from a client that did not
+// declare it: -32021, with the capability it needs in data.requiredCapabilities.
+func writeMissingTasks(w http.ResponseWriter, id json.RawMessage, what string) {
+	writeRPCErrorData(w, http.StatusOK, id, mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
+		what+" needs the client capability extensions[\""+TasksExtension+"\"]: declare it in the request's "+
+			"_meta \""+mcp.MetaKeyClientCapabilities+"\" (or, with a session, in initialize)",
+		map[string]any{"requiredCapabilities": map[string]any{"extensions": map[string]any{TasksExtension: map[string]any{}}}})
 }
 
 // hasTaskHint reports whether tools/call params carry the legacy task request.
@@ -243,10 +284,7 @@ func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpc
 		return
 	}
 	if !s.tasksDeclared(sid, msg.Params) {
-		writeRPCErrorData(w, http.StatusOK, msg.ID, mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
-			msg.Method+" needs the client capability extensions[\""+TasksExtension+"\"]: declare it in the request's "+
-				"_meta \""+mcp.MetaKeyClientCapabilities+"\" (or, with a session, in initialize)",
-			map[string]any{"requiredCapabilities": map[string]any{"extensions": map[string]any{TasksExtension: map[string]any{}}}})
+		writeMissingTasks(w, msg.ID, msg.Method)
 		return
 	}
 	if p.TaskID == nil || *p.TaskID == "" {

@@ -230,13 +230,29 @@ func (t *Tasks) pruneLocked(now time.Time) {
 
 func (t *Tasks) run(ctx context.Context, tk *task, fn TaskRun) {
 	defer close(tk.done)
-	res, err := fn(ctx, tk.record(t.limits.OutputTail))
+	res, err := runGuarded(ctx, fn, tk.record(t.limits.OutputTail))
 	if tk.finish(res, err) {
 		t.mu.Lock()
 		delete(t.byID, tk.id)
 		t.mu.Unlock()
 	}
 }
+
+// runGuarded runs fn, turning a panic into an error: a task's call runs on a goroutine of
+// its own, where a panic would otherwise end the whole server rather than the one call (a
+// synchronous call's panic is recovered by the face's SDK). The task then fails, with the
+// panic as its reason.
+func runGuarded(ctx context.Context, fn TaskRun, progress func(sandbox.Output)) (res tools.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = tools.Result{}, fmt.Errorf("%w: %v", ErrTaskPanicked, p)
+		}
+	}()
+	return fn(ctx, progress)
+}
+
+// ErrTaskPanicked is the reason of a task whose call panicked.
+var ErrTaskPanicked = errors.New("the call failed inside the server (it panicked)")
 
 // finish records how tk's call ended, and reports whether tk is to be forgotten.
 func (tk *task) finish(res tools.Result, err error) (forget bool) {
