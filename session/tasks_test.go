@@ -64,6 +64,22 @@ func TestTasks(t *testing.T) {
 		}
 	})
 
+	t.Run("a call that panics fails, in time or as a task, and the process goes on", func(t *testing.T) {
+		tasks := session.NewTasks(session.TaskLimits{})
+		boom := func(context.Context, func(sandbox.Output)) (tools.Result, error) { panic("boom") }
+		if _, done, err := tasks.Start(t.Context(), "alice", "s1", "x", time.Hour, boom); !done || !errors.Is(err, session.ErrTaskPanicked) {
+			t.Errorf("in time: done %v, error %v; want done with ErrTaskPanicked", done, err)
+		}
+		v, done, err := tasks.Start(t.Context(), "alice", "s1", "x", 0, boom)
+		if err != nil || done {
+			t.Fatalf("Start: done %v, error %v; want a task", done, err)
+		}
+		got, err := tasks.Wait(t.Context(), "alice", v.ID)
+		if err != nil || got.Status != session.TaskFailed || !errors.Is(got.Err, session.ErrTaskPanicked) || !strings.Contains(got.Err.Error(), "boom") {
+			t.Errorf("as a task: %+v, %v; want failed with ErrTaskPanicked and the panic's value", got, err)
+		}
+	})
+
 	t.Run("a long call becomes a task: its owner polls output and result, others find nothing", func(t *testing.T) {
 		tasks := session.NewTasks(session.TaskLimits{})
 		b := newBlocking()
