@@ -11,6 +11,7 @@ import (
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/mcp/conformance"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -114,6 +115,66 @@ func TestLocalToolsTasks(t *testing.T) {
 		}
 	})
 
+	t.Run("confirm_delete asks for input; the answer completes it, other keys are ignored", func(t *testing.T) {
+		id := tasks.startTask(t, "", "confirm_delete", map[string]any{"filename": "a.txt"})
+		task := tasks.awaitStatus(t, id, "input_required")
+		reqs, _ := task["inputRequests"].(map[string]any)
+		req, _ := reqs["confirm"].(map[string]any)
+		if len(reqs) != 1 || req["method"] != "elicitation/create" {
+			t.Fatalf("inputRequests %v; want one elicitation/create, keyed confirm", task["inputRequests"])
+		}
+		for _, answers := range []map[string]any{
+			{"unknown-key": map[string]any{"ignored": true}},
+			{"confirm": map[string]any{"action": "accept", "content": map[string]any{"confirm": true}}},
+		} {
+			ack := tasks.must(t, "tasks/update", map[string]any{"taskId": id, "inputResponses": answers})
+			if len(ack) != 1 || ack["resultType"] != "complete" {
+				t.Errorf("tasks/update answered %v; want only resultType complete", ack)
+			}
+			if _, known := answers["confirm"]; !known {
+				if got := tasks.getTask(t, id); got["status"] != "input_required" {
+					t.Errorf("after an answer to a key it did not ask, the task is %v", got["status"])
+				}
+			}
+		}
+		task = tasks.awaitTask(t, id, 30*time.Second)
+		if res, _ := task["result"].(map[string]any); task["status"] != "completed" || !strings.Contains(resultText(res), "confirmed: a.txt") {
+			t.Errorf("confirm_delete after its answer: %v", task)
+		}
+	})
+
+	t.Run("multi_input stays input_required until both answers came, one at a time", func(t *testing.T) {
+		id := tasks.startTask(t, "", "multi_input", map[string]any{})
+		task := tasks.awaitStatus(t, id, "input_required")
+		if reqs, _ := task["inputRequests"].(map[string]any); len(reqs) != 2 {
+			t.Fatalf("inputRequests %v; want two", task["inputRequests"])
+		}
+		answer := func(key, name string) {
+			tasks.must(t, "tasks/update", map[string]any{"taskId": id, "inputResponses": map[string]any{
+				key: map[string]any{"action": "accept", "content": map[string]any{"name": name, "confirm": true}}}})
+		}
+		answer("first", "one")
+		task = tasks.getTask(t, id)
+		reqs, _ := task["inputRequests"].(map[string]any)
+		if _, left := reqs["second"]; task["status"] != "input_required" || len(reqs) != 1 || !left {
+			t.Fatalf("after the first answer: %v; want input_required, asking only second", task)
+		}
+		answer("second", "two")
+		task = tasks.awaitTask(t, id, 30*time.Second)
+		if res, _ := task["result"].(map[string]any); task["status"] != "completed" || resultText(res) != "first: accept one; second: accept two" {
+			t.Errorf("multi_input after both answers: %v", task)
+		}
+	})
+
+	t.Run("a task waiting for input is cancelled", func(t *testing.T) {
+		id := tasks.startTask(t, "", "confirm_delete", map[string]any{"filename": "b.txt"})
+		tasks.awaitStatus(t, id, "input_required")
+		tasks.must(t, "tasks/cancel", map[string]any{"taskId": id})
+		if task := tasks.awaitTask(t, id, 30*time.Second); task["status"] != "cancelled" {
+			t.Errorf("after tasks/cancel: %v", task)
+		}
+	})
+
 	t.Run("a call that panics fails its task with a protocol error; the server goes on", func(t *testing.T) {
 		id := tasks.startTask(t, "", "protocol_error_job", map[string]any{})
 		task := tasks.awaitTask(t, id, 30*time.Second)
@@ -125,6 +186,20 @@ func TestLocalToolsTasks(t *testing.T) {
 			t.Errorf("after the panic: %v", res)
 		}
 	})
+}
+
+// awaitStatus polls tasks/get until the task is status (or has ended), and returns it.
+func (c *rpcClient) awaitStatus(t *testing.T, id, status string) map[string]any {
+	t.Helper()
+	var last map[string]any
+	testwait.Until(t, 30*time.Second, "task "+id+" to be "+status, func() bool {
+		last = c.getTask(t, id)
+		return last["status"] == status || (last["status"] != "working" && last["status"] != "input_required") // or ended
+	})
+	if last["status"] != status {
+		t.Fatalf("task %s is %v, not %s: %v", id, last["status"], status, last)
+	}
+	return last
 }
 
 // TestLocalToolsResults: the fixtures outside the tasks extension answer as the suite's
@@ -197,7 +272,9 @@ func TestLocalToolsResults(t *testing.T) {
 // TestLocalToolsRefused: New refuses a local tool it could not serve, saying why.
 func TestLocalToolsRefused(t *testing.T) {
 	t.Parallel()
-	run := func(context.Context, json.RawMessage, func(sandbox.Output)) (tools.Result, error) { return tools.Result{}, nil }
+	run := func(context.Context, json.RawMessage, func(sandbox.Output)) (tools.Result, error) {
+		return tools.Result{}, nil
+	}
 	tool := func(name string) mcpgo.Tool {
 		return mcpgo.NewToolWithRawSchema(name, "", json.RawMessage(`{"type":"object"}`))
 	}

@@ -269,9 +269,10 @@ func hasTaskHint(params json.RawMessage) bool {
 // caller: its session's tasks, or its principal's.
 func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpcMessage, sid, principal string) {
 	var p struct {
-		TaskID *string `json:"taskId"`
+		TaskID         *string                    `json:"taskId"`
+		InputResponses map[string]json.RawMessage `json:"inputResponses"`
 	}
-	_ = json.Unmarshal(msg.Params, &p)
+	badParams := json.Unmarshal(msg.Params, &p)
 	if version := r.Header.Get(mcp.HeaderProtocolVersion); mcp.RequiresStandardHeaders(version) {
 		if err := taskHeaders(r.Header, msg.Method, p.TaskID); err != nil {
 			writeRPCErrorData(w, http.StatusBadRequest, msg.ID, mcp.HEADER_MISMATCH, err.Error(), nil)
@@ -285,6 +286,11 @@ func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpc
 	}
 	if !s.tasksDeclared(sid, msg.Params) {
 		writeMissingTasks(w, msg.ID, msg.Method)
+		return
+	}
+	if badParams != nil {
+		writeRPCErrorData(w, http.StatusOK, msg.ID, mcp.INVALID_PARAMS,
+			msg.Method+": params are not valid: "+badParams.Error()+"; want {\"taskId\": string} (and for tasks/update \"inputResponses\": an object)", nil)
 		return
 	}
 	if p.TaskID == nil || *p.TaskID == "" {
@@ -305,8 +311,8 @@ func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpc
 		if v, err = tasks.Get(owner, id); err == nil {
 			result = detailedTask(v)
 		}
-	case "tasks/update": // no task of ours ever asks for input: the answers are ignored
-		_, err = tasks.Get(owner, id)
+	case "tasks/update": // answers to what the task asked (session.Ask); others are ignored
+		err = tasks.Answer(owner, id, p.InputResponses)
 	case "tasks/cancel":
 		err = tasks.Cancel(owner, id)
 	}
@@ -379,6 +385,9 @@ func detailedTask(v session.TaskView) map[string]any {
 	case session.TaskWorking:
 		out["statusMessage"] = fmt.Sprintf("%s running for %s", v.Tool, time.Since(v.Created).Round(time.Second)) + lastLine(v.Stdout+v.Stderr)
 		out["_meta"] = map[string]any{outputMetaKey: map[string]any{"stdout": v.Stdout, "stderr": v.Stderr, "droppedBytes": v.Dropped}}
+	case session.TaskInputRequired:
+		out["statusMessage"] = fmt.Sprintf("%s waits for its client's answers: reply to inputRequests with tasks/update", v.Tool)
+		out["inputRequests"] = v.InputRequests
 	case session.TaskCompleted:
 		out["result"] = toMCPResult(v.Result)
 	case session.TaskFailed:

@@ -14,6 +14,9 @@
 //	slow_compute        optional: sleeps `seconds`, then a result; cancellable
 //	failing_job         required: a tool error (isError) after about a second
 //	protocol_error_job  required: panics, so its task fails with a protocol error
+//	confirm_delete      required: asks its client to confirm (input_required, one
+//	                    elicitation), then says what it would have done (it deletes nothing)
+//	multi_input         required: asks two questions at once, then reports both answers
 //
 // and the fixtures of scenarios outside the tasks extension that need nothing but a
 // tools.Result: test_simple_text, test_error_handling, test_image_content and
@@ -28,12 +31,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
 	enclave "github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
@@ -88,6 +93,12 @@ func Tools() []enclave.LocalTool {
 			enclave.TasksRequired, noArgs, failingJob),
 		fixture("protocol_error_job", "Conformance fixture: always a task, which fails with a protocol error (the call panics).",
 			enclave.TasksRequired, noArgs, protocolErrorJob),
+		fixture("confirm_delete", "Conformance fixture: always a task, which asks its client to confirm deleting `filename` (nothing is deleted).",
+			enclave.TasksRequired,
+			`{"type":"object","properties":{"filename":{"type":"string"}},"required":["filename"],"additionalProperties":false}`,
+			confirmDelete),
+		fixture("multi_input", "Conformance fixture: always a task, which asks its client two questions at once.",
+			enclave.TasksRequired, noArgs, multiInput),
 		fixture("test_simple_text", "Conformance fixture: a simple text result.", enclave.TasksForbidden, noArgs,
 			constant(tools.Result{Status: tools.StatusSuccess, Output: "This is a simple text response for testing."})),
 		fixture("test_error_handling", "Conformance fixture: always a tool error.", enclave.TasksForbidden, noArgs,
@@ -191,6 +202,82 @@ var errProtocol = errors.New("protocol_error_job: a failure inside the server, o
 
 func protocolErrorJob(context.Context, json.RawMessage, func(sandbox.Output)) (tools.Result, error) {
 	panic(errProtocol)
+}
+
+// elicit is an MCP elicitation/create request (form mode) for the properties props, all
+// required.
+func elicit(message string, props map[string]any) map[string]any {
+	required := make([]string, 0, len(props))
+	for name := range props {
+		required = append(required, name)
+	}
+	slices.Sort(required)
+	return map[string]any{"method": "elicitation/create", "params": map[string]any{
+		"mode": "form", "message": message,
+		"requestedSchema": map[string]any{"type": "object", "properties": props, "required": required},
+	}}
+}
+
+// elicitResult is the part of an elicitation's answer the fixtures read.
+type elicitResult struct {
+	Action  string         `json:"action"`
+	Content map[string]any `json:"content"`
+}
+
+// answersOf decodes the answers to keys; a key whose answer is not an elicitation result
+// is a tool error naming it.
+func answersOf(tool string, raw map[string]json.RawMessage, keys ...string) (map[string]elicitResult, *tools.Result) {
+	out := map[string]elicitResult{}
+	for _, key := range keys {
+		var r elicitResult
+		if err := json.Unmarshal(raw[key], &r); err != nil || r.Action == "" {
+			return nil, &tools.Result{Status: tools.StatusError,
+				Error: fmt.Sprintf(`%s: the answer to %q is %s; want an elicitation result {"action": "accept"|"decline"|"cancel", "content": {...}}`, tool, key, raw[key])}
+		}
+		out[key] = r
+	}
+	return out, nil
+}
+
+func confirmDelete(ctx context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+	var p struct {
+		Filename string `json:"filename"`
+	}
+	if bad := decode("confirm_delete", args, &p); bad != nil {
+		return *bad, nil
+	}
+	raw, err := session.Ask(ctx, map[string]any{"confirm": elicit(fmt.Sprintf("Delete %s?", p.Filename),
+		map[string]any{"confirm": map[string]any{"type": "boolean", "description": "true to delete it"}})})
+	if err != nil {
+		return tools.Result{}, err
+	}
+	answers, bad := answersOf("confirm_delete", raw, "confirm")
+	if bad != nil {
+		return *bad, nil
+	}
+	if a := answers["confirm"]; a.Action == "accept" && a.Content["confirm"] == true {
+		return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("confirmed: %s would be deleted (a fixture deletes nothing)", p.Filename)}, nil
+	}
+	return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("not confirmed: %s is kept", p.Filename)}, nil
+}
+
+func multiInput(ctx context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+	if bad := decode("multi_input", args, &struct{}{}); bad != nil {
+		return *bad, nil
+	}
+	props := map[string]any{"name": map[string]any{"type": "string"}, "confirm": map[string]any{"type": "boolean"}}
+	raw, err := session.Ask(ctx, map[string]any{
+		"first": elicit("First question: a name, and confirm", props), "second": elicit("Second question: a name, and confirm", props),
+	})
+	if err != nil {
+		return tools.Result{}, err
+	}
+	answers, bad := answersOf("multi_input", raw, "first", "second")
+	if bad != nil {
+		return *bad, nil
+	}
+	return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("first: %s %v; second: %s %v",
+		answers["first"].Action, answers["first"].Content["name"], answers["second"].Action, answers["second"].Content["name"])}, nil
 }
 
 func constant(res tools.Result) run {
