@@ -3,8 +3,6 @@ package mcp_test
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -29,15 +27,7 @@ func newLocalToolsServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{})
-	mux := http.NewServeMux()
-	transports.Mount(mux, nil)
-	ts := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		_ = transports.Streamable.Shutdown(context.Background())
-		ts.Close()
-	})
-	return ts.URL
+	return serveStreamable(t, srv, mcp.HTTPOptions{}, nil)
 }
 
 // TestLocalToolsTasks: the conformance fixtures' calls take the tasks path every tool

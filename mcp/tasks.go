@@ -28,9 +28,13 @@ import (
 // and may cancel it with tasks/cancel. The registry is the session core's (session.Tasks);
 // this file only translates the wire format.
 //
-// The server decides: a call becomes a task when it has not ended after Config.TaskAfter,
-// or at once when the request carries the legacy `task` hint. Every sandbox tool supports
-// tasks; sandbox_open and sandbox_close never become one.
+// The server decides, by the tool's TaskSupport (local.go): a call becomes a task when it
+// has not ended after Config.TaskAfter, or at once when the request carries the legacy
+// `task` hint or the tool requires a task (a client that did not declare the extension is
+// then refused with -32021). Every sandbox tool supports tasks; sandbox_open and
+// sandbox_close never become one. A task's call may ask its client for input
+// (session.Ask): tasks/get shows it input_required with its inputRequests, and tasks/update
+// brings the answers.
 //
 // mcp-go v1.2.1 implements only the 2025-11-25 tasks (a different wire shape, and no
 // tasks/update); it gives a server no hook to add JSON-RPC methods or to answer a
