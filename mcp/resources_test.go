@@ -9,7 +9,6 @@ import (
 	"image/png"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"

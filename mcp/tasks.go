@@ -377,6 +377,9 @@ func createTaskResult(v session.TaskView) map[string]any {
 	out := taskEnvelope(v)
 	out["resultType"] = "task"
 	out["statusMessage"] = fmt.Sprintf("%s is running; poll tasks/get for its output and result", v.Tool)
+	if v.Status == session.TaskInputRequired { // it asked before its wait was over
+		out["statusMessage"] = fmt.Sprintf("%s waits for its client's answers: tasks/get shows its inputRequests", v.Tool)
+	}
 	return out
 }
 

@@ -175,10 +175,12 @@ func (t *Tasks) Start(ctx context.Context, owner, scope, tool string, wait time.
 		cancel()
 		return TaskView{}, false, err
 	}
-	go t.run(runCtx, tk, fn)
 	if wait <= 0 {
-		return tk.view(t.limits.Keep), false, nil
+		v := tk.view(t.limits.Keep) // as created: working, whatever the call does at once
+		go t.run(runCtx, tk, fn)
+		return v, false, nil
 	}
+	go t.run(runCtx, tk, fn)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
