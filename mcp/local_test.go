@@ -156,6 +156,18 @@ func TestLocalToolsTasks(t *testing.T) {
 		}
 	})
 
+	t.Run("tasks/update with inputResponses that are not an object is refused, saying so", func(t *testing.T) {
+		id := tasks.startTask(t, "", "confirm_delete", map[string]any{"filename": "c.txt"})
+		t.Cleanup(func() { _, _ = tasks.post("tasks/cancel", map[string]any{"taskId": id}) })
+		a, err := tasks.post("tasks/update", map[string]any{"taskId": id, "inputResponses": "yes"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Error == nil || a.Error.Code != mcpgo.INVALID_PARAMS || !strings.Contains(a.Error.Message, `"inputResponses": an object`) {
+			t.Errorf("tasks/update with a string for inputResponses: %+v; want -32602 saying it must be an object", a)
+		}
+	})
+
 	t.Run("a task waiting for input is cancelled", func(t *testing.T) {
 		id := tasks.startTask(t, "", "confirm_delete", map[string]any{"filename": "b.txt"})
 		tasks.awaitStatus(t, id, "input_required")
