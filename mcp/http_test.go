@@ -47,6 +47,21 @@ func newHTTPFixture(t *testing.T, sessionTTL time.Duration) *httpFixture {
 	return &httpFixture{url: ts.URL, engine: engine, manager: manager}
 }
 
+// serveStreamable serves srv's streamable HTTP transport (opts) on a test listener behind
+// guard (nil: none) until the test ends, and returns the listener's URL.
+func serveStreamable(t *testing.T, srv *mcp.Server, opts mcp.HTTPOptions, guard func(http.Handler) http.Handler) string {
+	t.Helper()
+	transports := srv.HTTPTransports(t.Context(), opts)
+	mux := http.NewServeMux()
+	transports.Mount(mux, guard)
+	ts := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		_ = transports.Streamable.Shutdown(context.Background())
+		ts.Close()
+	})
+	return ts.URL
+}
+
 // waitNoSandboxes polls until the manager holds no sandbox and the engine shows none of ours.
 func (f *httpFixture) waitNoSandboxes(t *testing.T, why string) {
 	t.Helper()
@@ -305,19 +320,12 @@ func TestHTTPSessionLimitPerPrincipal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{
+	url := serveStreamable(t, srv, mcp.HTTPOptions{
 		MaxSessions: 10, MaxSessionsPerPrincipal: 1,
 		Principal: func(r *http.Request) string { return r.Header.Get("X-Principal") },
-	})
-	mux := http.NewServeMux()
-	transports.Mount(mux, nil)
-	ts := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		_ = transports.Streamable.Shutdown(context.Background())
-		ts.Close()
-	})
+	}, nil)
 	open := func(principal string) (*mcpclient.Client, error) {
-		c, err := mcpclient.NewStreamableHttpClient(ts.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"X-Principal": principal}))
+		c, err := mcpclient.NewStreamableHttpClient(url+"/mcp", transport.WithHTTPHeaders(map[string]string{"X-Principal": principal}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"image/png"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -130,15 +129,8 @@ func resourceServer(t *testing.T) (*mcp.Server, *sandbox.Manager, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{})
-	mux := http.NewServeMux()
-	transports.Mount(mux, func(next http.Handler) http.Handler { return httpapi.RequireToken(httpTestToken, next) })
-	ts := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		_ = transports.Streamable.Shutdown(context.Background())
-		ts.Close()
-	})
-	return srv, manager, ts.URL
+	url := serveStreamable(t, srv, mcp.HTTPOptions{}, func(next http.Handler) http.Handler { return httpapi.RequireToken(httpTestToken, next) })
+	return srv, manager, url
 }
 
 // TestIntegrationWorkspaceResources: a session's plot (python_executor with matplotlib, the

@@ -53,6 +53,9 @@ type Config struct {
 	// runs before it goes on as a task (tasks.go); 0 means DefaultTaskAfter, and a
 	// negative value keeps every call synchronous.
 	TaskAfter time.Duration
+	// LocalTools are served beside the sandbox tools and run in the server's process
+	// (local.go).
+	LocalTools []LocalTool
 }
 
 // Server is an MCP server over enclave-mcp's tools.
@@ -70,6 +73,8 @@ type Server struct {
 	// initialize.
 	taskMu       sync.Mutex
 	taskSessions map[string]bool
+	// requiredTasks are the tools whose calls run only as tasks, by name; set in New.
+	requiredTasks map[string]bool
 }
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
@@ -117,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, core: core, log: cfg.Logger, sessions: newSessionIDs(),
 		handles: session.NewHandles(core), statelessSchemas: map[string]json.RawMessage{},
-		taskSessions: map[string]bool{}}
+		taskSessions: map[string]bool{}, requiredTasks: map[string]bool{}}
 	hooks := &server.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
 		s.endSession(ctx, session.SessionID())
@@ -151,6 +156,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if err := s.addHandleTools(); err != nil {
 		return nil, err
+	}
+	for _, lt := range cfg.LocalTools {
+		if err := s.addLocalTool(lt); err != nil {
+			return nil, err
+		}
 	}
 	s.addResourceTemplate()
 	return s, nil
@@ -243,15 +253,11 @@ func (s *Server) handler(def tools.Def) server.ToolHandlerFunc {
 			}
 			return res, err
 		}
-		outcome := s.runAsTask(ctx, c, scope, def.Name, run)
-		switch {
-		case outcome.task: // the middleware answers with the task
-			return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent("the call goes on as a task")}}, nil
-		case outcome.err != nil:
-			return errorResult(def.Name + ": " + outcome.err.Error()), nil
+		outcome := s.runAsTask(ctx, c, scope, def.Name, TasksOptional, run)
+		out, ran := outcome.result(def.Name)
+		if ran {
+			out.Content = append(out.Content, s.writtenLinks(c, handle, def.Name, outcome.res)...)
 		}
-		out := toMCPResult(outcome.res)
-		out.Content = append(out.Content, s.writtenLinks(c, handle, def.Name, outcome.res)...)
 		return out, nil
 	}
 }

@@ -1,10 +1,8 @@
 package mcp_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -54,15 +52,8 @@ func newStatelessFixtureConfig(t *testing.T, ttl time.Duration, cfg mcp.Config) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	transports := srv.HTTPTransports(t.Context(), mcp.HTTPOptions{SessionIdleTTL: ttl, Principal: httpapi.PrincipalOf})
-	mux := http.NewServeMux()
-	transports.Mount(mux, rest.RequireAuth)
-	ts := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		_ = transports.Streamable.Shutdown(context.Background())
-		ts.Close()
-	})
-	return &httpFixture{url: ts.URL, engine: engine, manager: manager}
+	url := serveStreamable(t, srv, mcp.HTTPOptions{SessionIdleTTL: ttl, Principal: httpapi.PrincipalOf}, rest.RequireAuth)
+	return &httpFixture{url: url, engine: engine, manager: manager}
 }
 
 type tokenTransport struct {

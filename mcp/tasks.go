@@ -28,9 +28,13 @@ import (
 // and may cancel it with tasks/cancel. The registry is the session core's (session.Tasks);
 // this file only translates the wire format.
 //
-// The server decides: a call becomes a task when it has not ended after Config.TaskAfter,
-// or at once when the request carries the legacy `task` hint. Every sandbox tool supports
-// tasks; sandbox_open and sandbox_close never become one.
+// The server decides, by the tool's TaskSupport (local.go): a call becomes a task when it
+// has not ended after Config.TaskAfter, or at once when the request carries the legacy
+// `task` hint or the tool requires a task (a client that did not declare the extension is
+// then refused with -32021). Every sandbox tool supports tasks; sandbox_open and
+// sandbox_close never become one. A task's call may ask its client for input
+// (session.Ask): tasks/get shows it input_required with its inputRequests, and tasks/update
+// brings the answers.
 //
 // mcp-go v1.2.1 implements only the 2025-11-25 tasks (a different wire shape, and no
 // tasks/update); it gives a server no hook to add JSON-RPC methods or to answer a
@@ -89,18 +93,24 @@ func taskOwner(c caller) string {
 	return "principal:" + c.principal
 }
 
-// runAsTask runs the call run as a task of c's, in scope (the session, or the handle),
-// when the request is one that may become a task. It returns the result when the call
-// ended in time (or ran synchronously), or a placeholder once the call became a task:
-// the middleware answers with the task instead.
-func (s *Server) runAsTask(ctx context.Context, c caller, scope, tool string, run session.TaskRun) taskOutcome {
+// runAsTask runs the call run of a tool with the task support support as a task of c's,
+// in scope (the session, or the handle), when the request is one that may become a task
+// and the tool allows it. It returns the result when the call ended in time (or ran
+// synchronously), or a placeholder once the call became a task: the middleware answers
+// with the task instead. A call of a tool that requires a task, on a request that cannot
+// become one (stdio, SSE, or --task-after negative), is refused.
+func (s *Server) runAsTask(ctx context.Context, c caller, scope, tool string, support TaskSupport, run session.TaskRun) taskOutcome {
 	slot, _ := ctx.Value(taskSlotKey{}).(*taskSlot)
-	if slot == nil || s.cfg.TaskAfter < 0 {
+	if support == TasksRequired && (slot == nil || s.cfg.TaskAfter < 0) {
+		return taskOutcome{err: errors.New("it runs only as a task (the MCP tasks extension), which needs streamable HTTP, " +
+			"a client that declares the extension and a server whose --task-after is not negative")}
+	}
+	if slot == nil || s.cfg.TaskAfter < 0 || support == TasksForbidden {
 		r, err := run(ctx, nil)
 		return taskOutcome{res: r, err: err}
 	}
 	wait := s.cfg.TaskAfter
-	if slot.now {
+	if slot.now || support == TasksRequired {
 		wait = 0
 	}
 	view, done, err := s.core.Tasks().Start(ctx, taskOwner(c), scope, tool, wait, run)
@@ -122,6 +132,19 @@ type taskOutcome struct {
 	res  tools.Result
 	err  error
 	task bool
+}
+
+// result is the tools/call answer of tool's outcome: a placeholder when the call went on
+// as a task (the middleware answers with the task instead), an error result when the call
+// could not run, else the tool's result; ran reports the last.
+func (o taskOutcome) result(tool string) (out *mcp.CallToolResult, ran bool) {
+	switch {
+	case o.task:
+		return &mcp.CallToolResult{Content: []mcp.Content{mcp.NewTextContent("the call goes on as a task")}}, false
+	case o.err != nil:
+		return errorResult(tool + ": " + o.err.Error()), false
+	}
+	return toMCPResult(o.res), true
 }
 
 // tasksDeclared reports whether the request's client declared the tasks extension: in the
@@ -196,7 +219,12 @@ func (s *Server) tasksHTTP(principal func(*http.Request) string, next http.Handl
 		case "tasks/get", "tasks/update", "tasks/cancel":
 			s.serveTaskMethod(w, r, msg, sid, principal(r))
 		case string(mcp.MethodToolsCall):
-			if s.cfg.TaskAfter < 0 || !s.tasksDeclared(sid, msg.Params) {
+			declared := s.tasksDeclared(sid, msg.Params)
+			if !declared && s.requiresTask(msg.Params) {
+				writeMissingTasks(w, msg.ID, "tools/call of a tool that runs only as a task")
+				return
+			}
+			if s.cfg.TaskAfter < 0 || !declared {
 				next.ServeHTTP(w, r)
 				return
 			}
@@ -214,6 +242,23 @@ func (s *Server) tasksHTTP(principal func(*http.Request) string, next http.Handl
 	})
 }
 
+// requiresTask reports whether tools/call params name a tool that runs only as a task.
+func (s *Server) requiresTask(params json.RawMessage) bool {
+	var p struct {
+		Name string `json:"name"`
+	}
+	return json.Unmarshal(params, &p) == nil && s.requiredTasks[p.Name]
+}
+
+// writeMissingTasks refuses what needs the tasks extension from a client that did not
+// declare it: -32021, with the capability it needs in data.requiredCapabilities.
+func writeMissingTasks(w http.ResponseWriter, id json.RawMessage, what string) {
+	writeRPCErrorData(w, http.StatusOK, id, mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
+		what+" needs the client capability extensions[\""+TasksExtension+"\"]: declare it in the request's "+
+			"_meta \""+mcp.MetaKeyClientCapabilities+"\" (or, with a session, in initialize)",
+		map[string]any{"requiredCapabilities": map[string]any{"extensions": map[string]any{TasksExtension: map[string]any{}}}})
+}
+
 // hasTaskHint reports whether tools/call params carry the legacy task request.
 func hasTaskHint(params json.RawMessage) bool {
 	var p map[string]json.RawMessage
@@ -228,9 +273,10 @@ func hasTaskHint(params json.RawMessage) bool {
 // caller: its session's tasks, or its principal's.
 func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpcMessage, sid, principal string) {
 	var p struct {
-		TaskID *string `json:"taskId"`
+		TaskID         *string                    `json:"taskId"`
+		InputResponses map[string]json.RawMessage `json:"inputResponses"`
 	}
-	_ = json.Unmarshal(msg.Params, &p)
+	badParams := json.Unmarshal(msg.Params, &p)
 	if version := r.Header.Get(mcp.HeaderProtocolVersion); mcp.RequiresStandardHeaders(version) {
 		if err := taskHeaders(r.Header, msg.Method, p.TaskID); err != nil {
 			writeRPCErrorData(w, http.StatusBadRequest, msg.ID, mcp.HEADER_MISMATCH, err.Error(), nil)
@@ -243,10 +289,12 @@ func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpc
 		return
 	}
 	if !s.tasksDeclared(sid, msg.Params) {
-		writeRPCErrorData(w, http.StatusOK, msg.ID, mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
-			msg.Method+" needs the client capability extensions[\""+TasksExtension+"\"]: declare it in the request's "+
-				"_meta \""+mcp.MetaKeyClientCapabilities+"\" (or, with a session, in initialize)",
-			map[string]any{"requiredCapabilities": map[string]any{"extensions": map[string]any{TasksExtension: map[string]any{}}}})
+		writeMissingTasks(w, msg.ID, msg.Method)
+		return
+	}
+	if badParams != nil {
+		writeRPCErrorData(w, http.StatusOK, msg.ID, mcp.INVALID_PARAMS,
+			msg.Method+": params are not valid: "+badParams.Error()+"; want {\"taskId\": string} (and for tasks/update \"inputResponses\": an object)", nil)
 		return
 	}
 	if p.TaskID == nil || *p.TaskID == "" {
@@ -267,8 +315,8 @@ func (s *Server) serveTaskMethod(w http.ResponseWriter, r *http.Request, msg rpc
 		if v, err = tasks.Get(owner, id); err == nil {
 			result = detailedTask(v)
 		}
-	case "tasks/update": // no task of ours ever asks for input: the answers are ignored
-		_, err = tasks.Get(owner, id)
+	case "tasks/update": // answers to what the task asked (session.Ask); others are ignored
+		err = tasks.Answer(owner, id, p.InputResponses)
 	case "tasks/cancel":
 		err = tasks.Cancel(owner, id)
 	}
@@ -329,6 +377,9 @@ func createTaskResult(v session.TaskView) map[string]any {
 	out := taskEnvelope(v)
 	out["resultType"] = "task"
 	out["statusMessage"] = fmt.Sprintf("%s is running; poll tasks/get for its output and result", v.Tool)
+	if v.Status == session.TaskInputRequired { // it asked before its wait was over
+		out["statusMessage"] = fmt.Sprintf("%s waits for its client's answers: tasks/get shows its inputRequests", v.Tool)
+	}
 	return out
 }
 
@@ -341,6 +392,9 @@ func detailedTask(v session.TaskView) map[string]any {
 	case session.TaskWorking:
 		out["statusMessage"] = fmt.Sprintf("%s running for %s", v.Tool, time.Since(v.Created).Round(time.Second)) + lastLine(v.Stdout+v.Stderr)
 		out["_meta"] = map[string]any{outputMetaKey: map[string]any{"stdout": v.Stdout, "stderr": v.Stderr, "droppedBytes": v.Dropped}}
+	case session.TaskInputRequired:
+		out["statusMessage"] = fmt.Sprintf("%s waits for its client's answers: reply to inputRequests with tasks/update", v.Tool)
+		out["inputRequests"] = v.InputRequests
 	case session.TaskCompleted:
 		out["result"] = toMCPResult(v.Result)
 	case session.TaskFailed:

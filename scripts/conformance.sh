@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The MCP conformance suite (npm @modelcontextprotocol/conformance) against a real server:
-# bin/enclave-mcp serve --http on loopback with a token, behind a reverse proxy that adds the
-# token (the suite sends no credentials; e2e/conformance/proxy). Two pinned suite versions,
+# bin/enclave-mcp serve --http --conformance-fixtures on loopback with a token, behind a
+# reverse proxy that adds the token (the suite sends no credentials; e2e/conformance/proxy).
+# Two pinned suite versions,
 # one protocol era each:
 #   0.1.16          --spec-version 2025-11-25  (initialize handshake, sessions)
 #   0.2.0-alpha.12  --spec-version 2026-07-28  (stateless), plus the tasks extension
@@ -73,7 +74,12 @@ cleanup() {
 	[ -z "$proxy_pid" ] || { kill "$proxy_pid" 2>/dev/null || true; wait "$proxy_pid" 2>/dev/null || true; }
 }
 trap cleanup EXIT
-"$cache/proxy" -bin "$bin" -log "$out/server.log" >"$out/url" &
+# The server serves the suite's fixture tools beside its own (--conformance-fixtures; the
+# fixtures run no sandbox, and their calls take the path of every tool's, tasks included),
+# and makes a task of a call of a client that declared the tasks extension once it has run
+# 200 ms (--task-after): the tasks scenarios expect a task of slow_compute's one-second
+# calls, and of nothing that ends at once.
+"$cache/proxy" -bin "$bin" -log "$out/server.log" -- --conformance-fixtures --task-after 200ms >"$out/url" &
 proxy_pid=$!
 for _ in $(seq 600); do
 	[ -s "$out/url" ] && break

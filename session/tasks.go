@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -21,6 +23,10 @@ import (
 // once it ends. A task belongs to the owner that started it: to any other owner it is not
 // found, like an id that never existed. It also belongs to a scope, the MCP session or
 // sandbox handle it runs in: when that ends (EndScope), its running tasks are cancelled.
+//
+// A task's call may ask its client for input (Ask): the task is then input_required,
+// showing what it asks on Get, until Answer has brought a response to each request; the
+// call then goes on with them.
 //
 // Bounds: an owner has at most TaskLimits.MaxLive running tasks (more are refused with
 // api.ErrLimit); a finished task is kept for TaskLimits.Keep after it ends, and an owner's
@@ -66,16 +72,17 @@ func (l TaskLimits) withDefaults() TaskLimits {
 // TaskStatus is where a task is in its life.
 type TaskStatus string
 
-// The statuses of a task. Working is the only one that changes.
+// The statuses of a task. Working and InputRequired are the ones that change.
 const (
-	TaskWorking   TaskStatus = "working"
-	TaskCompleted TaskStatus = "completed" // the tool ran: the result says how it went
-	TaskFailed    TaskStatus = "failed"    // the call could not run: Err says why
-	TaskCancelled TaskStatus = "cancelled"
+	TaskWorking       TaskStatus = "working"
+	TaskInputRequired TaskStatus = "input_required" // its call waits for its client's answers (Ask)
+	TaskCompleted     TaskStatus = "completed"      // the tool ran: the result says how it went
+	TaskFailed        TaskStatus = "failed"         // the call could not run: Err says why
+	TaskCancelled     TaskStatus = "cancelled"
 )
 
 // Terminal reports whether s is final.
-func (s TaskStatus) Terminal() bool { return s != TaskWorking }
+func (s TaskStatus) Terminal() bool { return s != TaskWorking && s != TaskInputRequired }
 
 // ErrNoTask is the error of a task id that is not one of the caller's tasks (or was
 // dropped after TaskLimits.Keep).
@@ -100,6 +107,9 @@ type TaskView struct {
 	// TaskLimits.OutputTail bytes of each); Dropped counts the bytes before them.
 	Stdout, Stderr string
 	Dropped        int64
+	// InputRequests are what an InputRequired task asks its client, by key, the ones not
+	// answered yet (Ask).
+	InputRequests map[string]any
 }
 
 // task is one task; its fields after the constants are guarded by mu.
@@ -120,6 +130,12 @@ type task struct {
 	cancel   context.CancelFunc
 	cancelBy error // why it was cancelled, once it was
 	forget   bool  // drop it as soon as it ends: no one can read it any more
+	// An Ask in progress: the requests not answered yet, the answers so far, and answered,
+	// closed once every request has its answer. asked is closed on the first Ask.
+	pending  map[string]any
+	answers  map[string]json.RawMessage
+	answered chan struct{}
+	asked    chan struct{}
 }
 
 // ErrTaskCancelled is the reason of a task its client cancelled.
@@ -142,7 +158,8 @@ type TaskRun func(ctx context.Context, progress func(sandbox.Output)) (tools.Res
 
 // Start runs fn for owner in scope on a context detached from ctx (keeping its values), and
 // waits up to wait for it (wait <= 0: not at all). A call that ends in time is returned as it ended, with no task
-// left behind (done is true). Otherwise it goes on as a task, already readable by Get when
+// left behind (done is true). Otherwise (or as soon as it asks for input: only a task can
+// be answered) it goes on as a task, already readable by Get when
 // Start returns, and Start returns its view (done is false). ctx ending (the client went
 // away) stops the wait, not the call. An owner at TaskLimits.MaxLive running tasks is
 // refused with api.ErrLimit before anything runs.
@@ -151,16 +168,19 @@ func (t *Tasks) Start(ctx context.Context, owner, scope, tool string, wait time.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	tk := &task{
 		id: newTaskID(), owner: owner, scope: scope, tool: tool, created: now, done: make(chan struct{}),
-		status: TaskWorking, updated: now, cancel: cancel,
+		status: TaskWorking, updated: now, cancel: cancel, asked: make(chan struct{}),
 	}
+	runCtx = context.WithValue(runCtx, taskKey{}, tk)
 	if err := t.add(tk, now); err != nil {
 		cancel()
 		return TaskView{}, false, err
 	}
-	go t.run(runCtx, tk, fn)
 	if wait <= 0 {
-		return tk.view(t.limits.Keep), false, nil
+		v := tk.view(t.limits.Keep) // as created: working, whatever the call does at once
+		go t.run(runCtx, tk, fn)
+		return v, false, nil
 	}
+	go t.run(runCtx, tk, fn)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
@@ -174,6 +194,7 @@ func (t *Tasks) Start(ctx context.Context, owner, scope, tool string, wait time.
 		}
 		return v, true, nil
 	case <-timer.C:
+	case <-tk.asked:
 	case <-ctx.Done():
 	}
 	return tk.view(t.limits.Keep), false, nil
@@ -230,13 +251,29 @@ func (t *Tasks) pruneLocked(now time.Time) {
 
 func (t *Tasks) run(ctx context.Context, tk *task, fn TaskRun) {
 	defer close(tk.done)
-	res, err := fn(ctx, tk.record(t.limits.OutputTail))
+	res, err := runGuarded(ctx, fn, tk.record(t.limits.OutputTail))
 	if tk.finish(res, err) {
 		t.mu.Lock()
 		delete(t.byID, tk.id)
 		t.mu.Unlock()
 	}
 }
+
+// runGuarded runs fn, turning a panic into an error: a task's call runs on a goroutine of
+// its own, where a panic would otherwise end the whole server rather than the one call (a
+// synchronous call's panic is recovered by the face's SDK). The task then fails, with the
+// panic as its reason.
+func runGuarded(ctx context.Context, fn TaskRun, progress func(sandbox.Output)) (res tools.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			res, err = tools.Result{}, fmt.Errorf("%w: %v", ErrTaskPanicked, p)
+		}
+	}()
+	return fn(ctx, progress)
+}
+
+// ErrTaskPanicked is the reason of a task whose call panicked.
+var ErrTaskPanicked = errors.New("the call failed inside the server (it panicked)")
 
 // finish records how tk's call ended, and reports whether tk is to be forgotten.
 func (tk *task) finish(res tools.Result, err error) (forget bool) {
@@ -294,10 +331,14 @@ func (tk *task) endedAt() time.Time {
 func (tk *task) view(keep time.Duration) TaskView {
 	tk.mu.Lock()
 	defer tk.mu.Unlock()
-	return TaskView{
+	v := TaskView{
 		ID: tk.id, Tool: tk.tool, Status: tk.status, Created: tk.created, Updated: tk.updated, Ended: tk.ended,
 		Keep: keep, Result: tk.res, Err: tk.err, Stdout: string(tk.stdout), Stderr: string(tk.stderr), Dropped: tk.dropped,
 	}
+	if tk.status == TaskInputRequired {
+		v.InputRequests = maps.Clone(tk.pending)
+	}
+	return v
 }
 
 // find is owner's task id, or ErrNoTask.
@@ -396,6 +437,84 @@ func (t *Tasks) Wait(ctx context.Context, owner, id string) (TaskView, error) {
 		return TaskView{}, ctx.Err()
 	}
 	return tk.view(t.limits.Keep), nil
+}
+
+// taskKey carries a task's call's task in its context, for Ask.
+type taskKey struct{}
+
+// ErrNoInput is Ask's error outside a task: a call that answers synchronously has no way
+// to ask its client anything.
+var ErrNoInput = errors.New("this call needs answers from its client, which only a task can ask for: " +
+	"call it as a task (declare the MCP tasks extension)")
+
+// Ask asks the client of the task whose call ctx is for input: requests, by key, each
+// opaque here (a face's request, such as an MCP elicitation). The task is input_required,
+// showing the requests not answered yet on Get, until Answer has brought a response to
+// each; Ask then returns the responses by key, and the task is working again. It returns
+// ctx's error when the task is cancelled or its scope ends first, and ErrNoInput when ctx
+// is not a task's call's (or requests is empty).
+func Ask(ctx context.Context, requests map[string]any) (map[string]json.RawMessage, error) {
+	tk, _ := ctx.Value(taskKey{}).(*task)
+	if tk == nil || len(requests) == 0 {
+		return nil, ErrNoInput
+	}
+	answered := tk.ask(requests)
+	select {
+	case <-answered:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	out := tk.answers
+	tk.answers = nil
+	return out, nil
+}
+
+// ask puts tk in input_required with requests pending, and returns the channel closed
+// once they are all answered.
+func (tk *task) ask(requests map[string]any) <-chan struct{} {
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	tk.pending, tk.answers, tk.answered = maps.Clone(requests), map[string]json.RawMessage{}, make(chan struct{})
+	if !tk.status.Terminal() {
+		tk.status = TaskInputRequired
+	}
+	tk.updated = time.Now()
+	select {
+	case <-tk.asked:
+	default:
+		close(tk.asked)
+	}
+	return tk.answered
+}
+
+// Answer brings owner's task id responses to what it asked (Ask), by key: each response
+// to a request still pending is taken, and others (a key it did not ask, one answered
+// already, a task asking nothing) are ignored. Once every request has its response, the
+// task is working again.
+func (t *Tasks) Answer(owner, id string, responses map[string]json.RawMessage) error {
+	tk, err := t.find(owner, id)
+	if err != nil {
+		return err
+	}
+	tk.mu.Lock()
+	defer tk.mu.Unlock()
+	if tk.status != TaskInputRequired {
+		return nil
+	}
+	for key, r := range responses {
+		if _, ok := tk.pending[key]; ok {
+			tk.answers[key] = r
+			delete(tk.pending, key)
+		}
+	}
+	tk.updated = time.Now()
+	if len(tk.pending) == 0 {
+		tk.status = TaskWorking
+		close(tk.answered)
+	}
+	return nil
 }
 
 // newTaskID is an unguessable task id.

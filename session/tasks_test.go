@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -61,6 +62,75 @@ func TestTasks(t *testing.T) {
 		}
 		if _, err := tasks.Get("alice", v.ID); !errors.Is(err, api.ErrNotFound) {
 			t.Fatalf("Get after a synchronous call: %v, want not found", err)
+		}
+	})
+
+	t.Run("a call that panics fails, in time or as a task, and the process goes on", func(t *testing.T) {
+		tasks := session.NewTasks(session.TaskLimits{})
+		boom := func(context.Context, func(sandbox.Output)) (tools.Result, error) { panic("boom") }
+		if _, done, err := tasks.Start(t.Context(), "alice", "s1", "x", time.Hour, boom); !done || !errors.Is(err, session.ErrTaskPanicked) {
+			t.Errorf("in time: done %v, error %v; want done with ErrTaskPanicked", done, err)
+		}
+		v, done, err := tasks.Start(t.Context(), "alice", "s1", "x", 0, boom)
+		if err != nil || done {
+			t.Fatalf("Start: done %v, error %v; want a task", done, err)
+		}
+		got, err := tasks.Wait(t.Context(), "alice", v.ID)
+		if err != nil || got.Status != session.TaskFailed || !errors.Is(got.Err, session.ErrTaskPanicked) || !strings.Contains(got.Err.Error(), "boom") {
+			t.Errorf("as a task: %+v, %v; want failed with ErrTaskPanicked and the panic's value", got, err)
+		}
+	})
+
+	t.Run("a call that asks for input is a task at once, input_required until every answer came", func(t *testing.T) {
+		if _, err := session.Ask(t.Context(), map[string]any{"q": 1}); !errors.Is(err, session.ErrNoInput) {
+			t.Errorf("Ask outside a task: %v, want ErrNoInput", err)
+		}
+		tasks := session.NewTasks(session.TaskLimits{})
+		ask := func(ctx context.Context, _ func(sandbox.Output)) (tools.Result, error) {
+			answers, err := session.Ask(ctx, map[string]any{"a": "first?", "b": "second?"})
+			if err != nil {
+				return tools.Result{}, err
+			}
+			return tools.Result{Status: tools.StatusSuccess, Output: string(answers["a"]) + string(answers["b"])}, nil
+		}
+		v, done, err := tasks.Start(t.Context(), "alice", "s1", "x", time.Hour, ask) // returns at the question, not in an hour
+		if err != nil || done {
+			t.Fatalf("Start: done %v, error %v; want a task", done, err)
+		}
+		testwait.Until(t, 10*time.Second, "the task to ask", func() bool {
+			got, _ := tasks.Get("alice", v.ID)
+			return got.Status == session.TaskInputRequired
+		})
+		for _, step := range []struct {
+			answers map[string]json.RawMessage
+			left    []string
+		}{
+			{map[string]json.RawMessage{"zz": []byte(`1`)}, []string{"a", "b"}}, // not asked: ignored
+			{map[string]json.RawMessage{"a": []byte(`"A"`)}, []string{"b"}},
+			{map[string]json.RawMessage{"a": []byte(`"again"`)}, []string{"b"}}, // answered already: ignored
+		} {
+			if err := tasks.Answer("alice", v.ID, step.answers); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := tasks.Get("alice", v.ID)
+			if got.Status != session.TaskInputRequired || len(got.InputRequests) != len(step.left) {
+				t.Fatalf("after answering %s: %s asking %v; want input_required asking %v", step.answers, got.Status, got.InputRequests, step.left)
+			}
+			for _, key := range step.left {
+				if _, ok := got.InputRequests[key]; !ok {
+					t.Errorf("after answering %s, %q is not asked any more", step.answers, key)
+				}
+			}
+		}
+		if err := tasks.Answer("bob", v.ID, map[string]json.RawMessage{"b": []byte(`"B"`)}); !errors.Is(err, session.ErrNoTask) {
+			t.Errorf("Answer by another owner: %v, want ErrNoTask", err)
+		}
+		if err := tasks.Answer("alice", v.ID, map[string]json.RawMessage{"b": []byte(`"B"`)}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := tasks.Wait(t.Context(), "alice", v.ID)
+		if err != nil || got.Status != session.TaskCompleted || got.Result.Output != `"A""B"` || got.InputRequests != nil {
+			t.Errorf("after every answer: %+v, %v", got, err)
 		}
 	})
 

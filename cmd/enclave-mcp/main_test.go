@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHTTPToken(t *testing.T) {
@@ -125,5 +127,23 @@ func TestSchemaCommandWithConfig(t *testing.T) {
 		if strings.Join(names, ",") != "shell_executor,run_tests" {
 			t.Errorf("%s: tools %v, want shell_executor and run_tests", format, names)
 		}
+	}
+}
+
+// TestPrintDefaultsHidden: serve's help leaves out its hidden flags (the conformance
+// fixtures) and shows the others with their defaults, whatever was parsed before.
+func TestPrintDefaultsHidden(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	fs.Bool(fixturesFlag, false, "fixtures")
+	fs.Duration("task-after", 5*time.Second, "when a call becomes a task")
+	if err := fs.Parse([]string{"--task-after", "1s", "--" + fixturesFlag}); err != nil {
+		t.Fatal(err)
+	}
+	printDefaults(fs, hiddenServeFlags)
+	if help := out.String(); strings.Contains(help, fixturesFlag) || !strings.Contains(help, "-task-after") || !strings.Contains(help, "(default 5s)") {
+		t.Errorf("help:\n%s\nwant -task-after with its default 5s, and no -%s", help, fixturesFlag)
 	}
 }

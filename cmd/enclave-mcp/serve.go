@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/httpapi"
 	"github.com/enclave-mcp/enclave-mcp/mcp"
+	"github.com/enclave-mcp/enclave-mcp/mcp/conformance"
 	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/runtimeapi"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -55,6 +57,7 @@ type serveFlags struct {
 	set         map[string]bool     // the flags given on the command line
 	sessionTTL  time.Duration
 	taskAfter   time.Duration
+	fixtures    bool // --conformance-fixtures: the conformance suite's fixture tools
 	idleTTL     time.Duration
 	maxLifetime time.Duration
 	maxTotal    int
@@ -73,6 +76,26 @@ type serveFlags struct {
 	warmNotebook int
 	notebook     notebookConfig // the config file's notebook section
 	tools        []tools.Def    // the built-in tools, then the config file's declared ones
+}
+
+// fixturesFlag serves the conformance suite's fixture tools. It is left out of serve's
+// help (hiddenServeFlags): it is for scripts/conformance.sh, not for operators.
+const fixturesFlag = "conformance-fixtures"
+
+// hiddenServeFlags are serve's flags its help does not list.
+var hiddenServeFlags = []string{fixturesFlag}
+
+// printDefaults prints fs's flags as flag.PrintDefaults does, leaving out hidden.
+func printDefaults(fs *flag.FlagSet, hidden []string) {
+	shown := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	shown.SetOutput(fs.Output())
+	fs.VisitAll(func(fl *flag.Flag) {
+		if !slices.Contains(hidden, fl.Name) {
+			shown.Var(fl.Value, fl.Name, fl.Usage)
+			shown.Lookup(fl.Name).DefValue = fl.DefValue // the default, not a value parsed before the error
+		}
+	})
+	shown.PrintDefaults()
 }
 
 // defaultWarmHTTP is the warm pools' minimum over HTTP when --warm is not given. An HTTP
@@ -131,7 +154,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprint(os.Stderr, "Usage: enclave-mcp serve [flags]\n\nServes MCP over stdio by default: one client, whose sandbox is created on its first\ntool call and removed when it disconnects. With --http ADDR (token from --token-file F or\nENCLAVE_MCP_TOKEN) it serves MCP over streamable HTTP (/mcp) and SSE (/sse) beside the REST\nAPI; GET /health needs no token, and without one answers only {\"status\":\"ok\"|\"unhealthy\"}.\n\nFlags:\n")
-		fs.PrintDefaults()
+		printDefaults(fs, hiddenServeFlags)
 	}
 	f.register(fs)
 	fs.StringVar(&f.config, "config", "", "JSON file with sandbox defaults, policy and declared tools {\"sandbox\": {...}, \"policy\": {...}, \"tools\": [...]}")
@@ -157,6 +180,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.StringVar(&f.allowedHosts, "allowed-hosts", "", "HTTP: comma-separated host names the server may be addressed as, besides localhost and loopback addresses; on a loopback listener any other Host gets 403 (DNS rebinding)")
 	fs.DurationVar(&f.sessionTTL, "session-ttl", 30*time.Minute, "HTTP: end an MCP session (and remove its sandboxes) after this long without a request")
 	fs.DurationVar(&f.taskAfter, "task-after", mcp.DefaultTaskAfter, "HTTP: a tool call of a client that declared the MCP tasks extension goes on as a task (polled with tasks/get) once it has run this long (negative: never)")
+	fs.BoolVar(&f.fixtures, fixturesFlag, false, "TEST ONLY: also serve the MCP conformance suite's fixture tools (greet, slow_compute, test_*, ...; package mcp/conformance), which run no sandbox; for scripts/conformance.sh, never for agents")
 	fs.DurationVar(&f.idleTTL, "idle-ttl", 0, "remove a sandbox unused for this long (0: never)")
 	fs.DurationVar(&f.maxLifetime, "max-lifetime", 0, "remove a sandbox this long after its creation (0: never)")
 	fs.IntVar(&f.maxTotal, "max-sandboxes", 100, "most sandboxes alive at once (0: no cap)")
@@ -308,8 +332,14 @@ func serveCmd(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	var local []mcp.LocalTool
+	if f.fixtures {
+		log.Warn("serving the MCP conformance suite's fixture tools beside the real ones (--" + fixturesFlag + "): for testing only")
+		local = conformance.Tools()
+	}
 	srv, err := mcp.New(mcp.Config{
 		Name: "enclave-mcp", Version: version, Core: core, Logger: log, OnToolCall: onToolCall, TaskAfter: f.taskAfter,
+		LocalTools: local,
 	})
 	if err != nil {
 		return err

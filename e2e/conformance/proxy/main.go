@@ -11,12 +11,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -108,7 +110,7 @@ func run() error {
 		FlushInterval: -1, // SSE: every event as it comes
 	}
 	fmt.Printf("http://%s/mcp\n", ln.Addr())
-	hs := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: wholeBody(rp), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	select {
 	case <-ctx.Done():
@@ -119,6 +121,34 @@ func run() error {
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	return nil
+}
+
+// maxBody caps a request body the proxy holds: the server's own default limit (--max-body).
+const maxBody = 8 << 20
+
+// wholeBody reads a request's body whole before next forwards it. The reverse proxy's
+// transport otherwise copies the body from the client's connection while the server
+// answers, and a server that answers at once (every MCP answer here takes about a
+// millisecond) can have its answer copied back before that copy has read the body's end:
+// net/http then refuses further reads of a body whose response has begun (HTTP/1.x), the
+// transport takes the failed read for a broken request and closes the server connection
+// mid-answer, and the client sees its response cut ("terminated", or no end at all). On a
+// loaded machine, where the copying goroutine waits its turn, that cut a scenario in about
+// one run of three; the proxy logged "ReverseProxy read error during body copy: use of
+// closed network connection".
+func wholeBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			http.Error(w, "proxy: reading the request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body, r.ContentLength = http.NoBody, 0
+		if len(body) > 0 {
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // freePort asks the kernel for a free loopback port. Another process could take it before
