@@ -34,6 +34,12 @@ SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1 # the kubernetes Service: first address of SERVICE_CIDR
 ETCD_PORT=23790      # not etcd's default, so a system etcd can run beside
 BRIDGE=enclave-kube0
+# RuntimeClass enclave-isolated (containerd handler runc-isolated): Pods whose eth0 is on a bridge
+# with no host address, no route and no forwarding, so they reach nothing but themselves (what
+# the Docker backend's network "none" gives). Exec and attach go through the kubelet, not the
+# Pod network, so sandboxes need no more.
+ISO_BRIDGE=enclave-iso0
+ISO_CIDR=10.245.0.0/16
 # Start order; `down` stops them in reverse.
 PROCS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
@@ -206,7 +212,7 @@ pki() {
 # --- configuration files --------------------------------------------------------------------
 
 configs() {
-	mkdir -p "$S/cni/net.d" "$S/cni/ipam" "$S/containerd/root" "$S/containerd/state" \
+	mkdir -p "$S/cni/net.d" "$S/cni/isolated.d" "$S/cni/ipam" "$S/containerd/root" "$S/containerd/state" \
 		"$S/kubelet" "$S/pod-logs" "$S/etcd"
 	chmod 700 "$S/etcd"
 	cat >"$S/containerd/config.toml" <<EOF
@@ -241,6 +247,13 @@ state = "$S/containerd/state"
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
           BinaryName = '$(command -v runc)'
           SystemdCgroup = false
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc-isolated]
+        runtime_type = 'io.containerd.runc.v2'
+        cni_conf_dir = '$S/cni/isolated.d'
+        cni_max_conf_num = 1
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc-isolated.options]
+          BinaryName = '$(command -v runc)'
+          SystemdCgroup = false
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['/usr/lib/cni']
       conf_dir = '$S/cni/net.d'
@@ -269,6 +282,26 @@ EOF
     },
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "firewall", "backend": "iptables"}
+  ]
+}
+EOF
+	cat >"$S/cni/isolated.d/10-enclave-isolated.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "enclave-isolated",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$ISO_BRIDGE",
+      "isGateway": false,
+      "ipMasq": false,
+      "hairpinMode": false,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$ISO_CIDR"}]],
+        "dataDir": "$S/cni/ipam"
+      }
+    }
   ]
 }
 EOF
@@ -316,6 +349,22 @@ metricsBindAddress: 127.0.0.1:10249
 conntrack:
   maxPerCore: 0
 EOF
+}
+
+# isolation_rules add|delete: the isolated bridge's traffic never reaches the host or another
+# Pod (the bridge has no address, and its bridged frames pass FORWARD through br_netfilter).
+ISO_RULES=("INPUT -i $ISO_BRIDGE -j DROP" "FORWARD -i $ISO_BRIDGE -j DROP" "FORWARD -o $ISO_BRIDGE -j DROP")
+isolation_rules() {
+	local op=$1 rule t
+	for t in iptables ip6tables; do
+		for rule in "${ISO_RULES[@]}"; do
+			# shellcheck disable=SC2086 # a rule is several words
+			case $op in
+			add) $t -C $rule 2>/dev/null || $t -I $rule ;;
+			delete) while $t -C $rule 2>/dev/null; do $t -D $rule; done ;;
+			esac
+		done
+	done
 }
 
 # --- images ---------------------------------------------------------------------------------
@@ -385,6 +434,9 @@ cmd_up() {
 	"$repo/scripts/kube-build.sh" all
 	pki
 	configs
+	# Bridged Pod traffic must pass iptables (kube-proxy's Services, the isolation rules).
+	sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 net.ipv4.ip_forward=1
+	isolation_rules add
 
 	start etcd etcd --name enclave-kube --data-dir "$S/etcd" \
 		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -434,6 +486,13 @@ cmd_up() {
 		--root-dir "$S/kubelet" --hostname-override "$NODE" --node-ip "$IP"
 	start kube-proxy "$KBIN/kube-proxy" --config "$S/kube-proxy.yaml"
 
+	kubectl apply -f - >/dev/null <<EOF
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata:
+  name: enclave-isolated
+handler: runc-isolated
+EOF
 	wait_for "node $NODE" 120 kubectl wait --for=condition=Ready "node/$NODE" --timeout=2s
 	wait_for "the default ServiceAccount" 60 kubectl -n default get serviceaccount default
 	log "up in $((SECONDS - t0)) s"
@@ -484,7 +543,11 @@ cmd_down() {
 	if [ -x "$KBIN/kube-proxy" ] && iptables -t nat -S KUBE-SERVICES >/dev/null 2>&1; then
 		"$KBIN/kube-proxy" --cleanup >/dev/null 2>&1 || log "kube-proxy --cleanup failed"
 	fi
-	ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE" || true
+	local br
+	for br in "$BRIDGE" "$ISO_BRIDGE"; do
+		ip link show "$br" >/dev/null 2>&1 && ip link delete "$br" || true
+	done
+	isolation_rules delete
 	# Pod volumes and sandbox mounts left by a kubelet that was killed.
 	grep -o " $S/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	log "down"
