@@ -237,7 +237,10 @@ state = "$S/containerd/state"
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = 'docker.io/$PAUSE_IMAGE'
   [plugins.'io.containerd.cri.v1.runtime']
-    netns_mounts_under_state_dir = true
+    netns_mounts_under_state_dir = false
+    # This machine refuses a lower oom_score_adj even to root (the sandbox's -998 failed in
+    # runc with EACCES): clamp to containerd's own.
+    restrict_oom_score_adj = true
     enable_unprivileged_ports = false
     enable_unprivileged_icmp = false
     [plugins.'io.containerd.cri.v1.runtime'.containerd]
@@ -246,6 +249,7 @@ state = "$S/containerd/state"
         runtime_type = 'io.containerd.runc.v2'
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
           BinaryName = '$(command -v runc)'
+          Root = '$S/runc'
           SystemdCgroup = false
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc-isolated]
         runtime_type = 'io.containerd.runc.v2'
@@ -253,6 +257,7 @@ state = "$S/containerd/state"
         cni_max_conf_num = 1
         [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc-isolated.options]
           BinaryName = '$(command -v runc)'
+          Root = '$S/runc'
           SystemdCgroup = false
     [plugins.'io.containerd.cri.v1.runtime'.cni]
       bin_dirs = ['/usr/lib/cni']
@@ -447,6 +452,9 @@ cmd_up() {
 	wait_for etcd 60 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 	wait_for containerd 60 ctr version
 
+	# WatchList=false: a watch from "now" otherwise waits for the watch cache to be as fresh as
+	# etcd, which needs etcd's progress notifications; Debian's etcd 3.4.23 predates their fix
+	# (3.4.31), so such watches failed after 3 s with "Too large resource version".
 	start kube-apiserver "$KBIN/kube-apiserver" \
 		--etcd-servers "http://127.0.0.1:$ETCD_PORT" \
 		--bind-address "$IP" --advertise-address "$IP" --secure-port 6443 \
@@ -460,7 +468,8 @@ cmd_up() {
 		--kubelet-client-key "$S/pki/apiserver-kubelet-client.key" \
 		--kubelet-certificate-authority "$S/pki/ca.crt" \
 		--kubelet-preferred-address-types InternalIP \
-		--profiling=false
+		--profiling=false \
+		--feature-gates WatchList=false
 	images # while the API server starts
 	wait_for kube-apiserver 120 api_ready
 	# The API server's client for kubelets (exec, attach, logs) is allowed by this binding.
