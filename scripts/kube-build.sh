@@ -16,6 +16,17 @@ GO=${GO:-go}
 
 log() { printf 'kube-build: %s\n' "$*" >&2; }
 
+# version_flags stamps KUBE_VERSION where `kubectl version` and the node's kubelet version read
+# it (go build alone leaves v0.0.0-master).
+version_flags() {
+	local v=${KUBE_VERSION#v} pkg f
+	for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		for f in "gitVersion=$KUBE_VERSION" "gitMajor=${v%%.*}" "gitMinor=$(echo "$v" | cut -d. -f2)" gitTreeState=clean; do
+			printf -- '-X %s.%s ' "$pkg" "$f"
+		done
+	done
+}
+
 # build_kubernetes builds the multi-call binary of deploy/kube/build, whose go.mod pins the
 # version (KUBE_VERSION names the cache directory and must match it).
 build_kubernetes() {
@@ -29,7 +40,7 @@ build_kubernetes() {
 	log "building Kubernetes $KUBE_VERSION (first time: ~25 min on 2 cores)"
 	local start=$SECONDS
 	(cd "$repo/deploy/kube/build" &&
-		CGO_ENABLED=0 nice -n 10 "$GO" build -trimpath -ldflags "-s -w" -o "$dir/bin/kube.tmp" .)
+		CGO_ENABLED=0 nice -n 10 "$GO" build -trimpath -ldflags "-s -w $(version_flags)" -o "$dir/bin/kube.tmp" .)
 	mv "$dir/bin/kube.tmp" "$dir/bin/kube"
 	for c in kube-apiserver kubelet kube-scheduler kube-controller-manager kube-proxy kubectl; do
 		ln -sf kube "$dir/bin/$c"
