@@ -66,6 +66,19 @@ wait_for() {
 	done
 }
 
+# put FILE: writes stdin to FILE only when it differs (kube-proxy exits when its config file
+# changes, even to the same bytes).
+put() {
+	local tmp
+	tmp=$(mktemp "$1.XXXXXX")
+	cat >"$tmp"
+	if cmp -s "$tmp" "$1"; then
+		rm -f "$tmp"
+	else
+		mv "$tmp" "$1"
+	fi
+}
+
 host_ip() { ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1; }
 node_name() { hostname | tr '[:upper:]' '[:lower:]'; }
 
@@ -78,7 +91,7 @@ alive() {
 	local pid exe
 	pid=$(pid_of "$1")
 	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-	exe=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+	exe=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
 	case "$exe" in
 	*"$S"*) return 0 ;; # every command line names the state dir
 	*) return 1 ;;
@@ -156,7 +169,7 @@ cert() {
 # kubeconfig FILE CERTNAME: a kubeconfig for the API server with the client cert CERTNAME.
 kubeconfig() {
 	local file=$1 name=$2
-	cat >"$file" <<EOF
+	put "$file" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -215,7 +228,7 @@ configs() {
 	mkdir -p "$S/cni/net.d" "$S/cni/isolated.d" "$S/cni/ipam" "$S/containerd/root" "$S/containerd/state" \
 		"$S/kubelet" "$S/pod-logs" "$S/etcd"
 	chmod 700 "$S/etcd"
-	cat >"$S/containerd/config.toml" <<EOF
+	put "$S/containerd/config.toml" <<EOF
 version = 3
 root = "$S/containerd/root"
 state = "$S/containerd/state"
@@ -267,7 +280,7 @@ state = "$S/containerd/state"
     stream_server_address = '127.0.0.1'
     stream_server_port = '0'
 EOF
-	cat >"$S/cni/net.d/10-enclave-kube.conflist" <<EOF
+	put "$S/cni/net.d/10-enclave-kube.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "enclave-kube",
@@ -290,7 +303,7 @@ EOF
   ]
 }
 EOF
-	cat >"$S/cni/isolated.d/10-enclave-isolated.conflist" <<EOF
+	put "$S/cni/isolated.d/10-enclave-isolated.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "enclave-isolated",
@@ -310,7 +323,7 @@ EOF
   ]
 }
 EOF
-	cat >"$S/kubelet.yaml" <<EOF
+	put "$S/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -341,7 +354,7 @@ evictionHard:
   memory.available: "100Mi"
 serializeImagePulls: false
 EOF
-	cat >"$S/kube-proxy.yaml" <<EOF
+	put "$S/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
@@ -351,6 +364,7 @@ clusterCIDR: $POD_CIDR
 hostnameOverride: $NODE
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
 conntrack:
   maxPerCore: 0
 EOF
@@ -368,6 +382,21 @@ isolation_rules() {
 			add) $t -C $rule 2>/dev/null || $t -I $rule ;;
 			delete) while $t -C $rule 2>/dev/null; do $t -D $rule; done ;;
 			esac
+		done
+	done
+}
+
+# kubelet_rules delete: the chains the kubelet makes (KUBE-FIREWALL, its canaries), which it
+# never removes.
+kubelet_rules() {
+	local t c tb
+	for t in iptables ip6tables; do
+		for c in INPUT OUTPUT; do
+			while $t -C $c -j KUBE-FIREWALL 2>/dev/null; do $t -D $c -j KUBE-FIREWALL; done
+		done
+		$t -F KUBE-FIREWALL 2>/dev/null && $t -X KUBE-FIREWALL 2>/dev/null
+		for tb in filter nat mangle; do
+			for c in KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do $t -t $tb -X $c 2>/dev/null || true; done
 		done
 	done
 }
@@ -529,7 +558,7 @@ kill_leftovers() {
 		for t in $(ctr tasks ls -q 2>/dev/null); do ctr tasks delete -f "$t" >/dev/null 2>&1 || true; done
 	fi
 	for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-		cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+		cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || continue
 		case "$cmdline" in
 		*containerd-shim-runc-v2*"-address $SOCK "*) kill -9 "$pid" 2>/dev/null && log "killed shim $pid" || true ;;
 		esac
@@ -557,8 +586,9 @@ cmd_down() {
 		ip link show "$br" >/dev/null 2>&1 && ip link delete "$br" || true
 	done
 	isolation_rules delete
+	kubelet_rules delete
 	# Pod volumes and sandbox mounts left by a kubelet that was killed.
-	grep -o " $S/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	{ grep -o " $S/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	log "down"
 }
 

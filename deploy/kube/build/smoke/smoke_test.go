@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -174,13 +175,14 @@ func execIn(ctx context.Context, config *rest.Config, client *kubernetes.Clients
 	return stdout.String(), stderr.String(), err
 }
 
-func TestHardenedPod(t *testing.T) {
-	config, client, ns := cluster(t)
+// run creates the Pod and waits until it runs; the watch it returns goes on with the Pod's
+// later events.
+func run(t *testing.T, client *kubernetes.Clientset, ns string, pod *corev1.Pod) watch.Interface {
+	t.Helper()
 	pods := client.CoreV1().Pods(ns)
-
-	events := watchOne(t, pods, "sandbox")
+	events := watchOne(t, pods, pod.Name)
 	start := time.Now()
-	if _, err := pods.Create(t.Context(), hardenedPod("sandbox"), metav1.CreateOptions{}); err != nil {
+	if _, err := pods.Create(t.Context(), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating the Pod: %v", err)
 	}
 	until(t, events, "the Pod to run", func(ev watch.Event) (bool, error) {
@@ -194,6 +196,13 @@ func TestHardenedPod(t *testing.T) {
 		return pod.Status.Phase == corev1.PodRunning, nil
 	})
 	t.Logf("Pod create to Running: %v", time.Since(start).Round(time.Millisecond))
+	return events
+}
+
+func TestHardenedPod(t *testing.T) {
+	config, client, ns := cluster(t)
+	pods := client.CoreV1().Pods(ns)
+	events := run(t, client, ns, hardenedPod("sandbox"))
 
 	tests := []struct {
 		name    string
@@ -255,5 +264,35 @@ func TestDenyEgressPolicy(t *testing.T) {
 	}
 	if len(got.Spec.Egress) != 0 || len(got.Spec.PolicyTypes) != 1 || got.Spec.PolicyTypes[0] != networkingv1.PolicyTypeEgress {
 		t.Fatalf("the NetworkPolicy came back as %+v, want egress denied to all", got.Spec)
+	}
+}
+
+// TestIsolatedRuntimeClass checks the RuntimeClass the cluster offers sandboxes: the Pod has
+// no route anywhere (not even to the API server it is reached through), and exec still works.
+func TestIsolatedRuntimeClass(t *testing.T) {
+	config, client, ns := cluster(t)
+	pod := hardenedPod("isolated")
+	class := "enclave-isolated"
+	pod.Spec.RuntimeClassName = &class
+	run(t, client, ns, pod)
+
+	apiserver, err := url.Parse(config.Host)
+	if err != nil {
+		t.Fatalf("parsing the API server's address %q: %v", config.Host, err)
+	}
+	connect := fmt.Sprintf(`import socket
+s = socket.socket()
+s.settimeout(5)
+try:
+    s.connect((%q, %s))
+    print("connected")
+except OSError as e:
+    print(e.strerror)`, apiserver.Hostname(), apiserver.Port())
+	stdout, stderr, err := execIn(t.Context(), config, client, ns, "isolated", "python3", "-c", connect)
+	if err != nil {
+		t.Fatalf("exec in the isolated Pod: %v (stderr %q)", err, stderr)
+	}
+	if stdout != "Network is unreachable\n" {
+		t.Fatalf("connecting to the API server at %s from the isolated Pod printed %q, want Network is unreachable", apiserver.Host, stdout)
 	}
 }
