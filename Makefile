@@ -142,3 +142,20 @@ test-polyglot: setup
 bench-polyglot: setup
 	$(BIN) images build --missing --image $(POLYGLOT)
 	$(GO) run ./cmd/enclave-bench -polyglot-only
+
+# A single-node Kubernetes cluster on this machine, offline, for the Kubernetes backend's tests
+# (README "Kubernetes cluster for tests"): scripts/kube-cluster.sh builds kube-apiserver, the
+# kubelet and the rest from the Go module proxy the first time (~25 min on 2 cores, cached in
+# ~/.cache/enclave-mcp/kube), then starts in seconds. Not part of `make test`. kube-down stops
+# every process kube-up started; the cluster's state stays in /var/lib/enclave-kube.
+.PHONY: kube-up kube-down kube-smoke
+kube-up:
+	scripts/kube-cluster.sh up
+
+kube-down:
+	scripts/kube-cluster.sh down
+
+# A hardened Pod of enclave/python:bookworm runs, and commands run in it through the API server.
+kube-smoke: kube-up
+	eval "$$(scripts/kube-cluster.sh env)" && cd deploy/kube/build && \
+		$(GO) test -count=1 -v -timeout 5m ./smoke/
