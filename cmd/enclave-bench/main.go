@@ -138,7 +138,7 @@ func run() int {
 }
 
 func runBench(ctx context.Context, opts options) (err error) {
-	agentPath, cleanupAgent, err := agentBinary(ctx, opts)
+	AgentPath, cleanupAgent, err := agentBinary(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -148,12 +148,12 @@ func runBench(ctx context.Context, opts options) (err error) {
 	if err != nil {
 		return fmt.Errorf("resolving the sandbox config: %w", err)
 	}
-	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: agentPath})
+	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: AgentPath})
 	if err != nil {
 		if errors.Is(err, sandbox.ErrEngine) {
 			return fmt.Errorf("connecting to the engine (scripts/ensure-docker.sh starts one): %w", err)
 		}
-		return fmt.Errorf("loading the agent binary %s: %w", agentPath, err)
+		return fmt.Errorf("loading the agent binary %s: %w", AgentPath, err)
 	}
 	defer engine.Close()
 	cli := engine.Client()
@@ -184,7 +184,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 		Nproc:      runtime.NumCPU(),
 		LoadAvg:    loadAverage(),
 		Image:      cfg.Image,
-		Agent:      agentPath,
+		Agent:      AgentPath,
 		N:          opts.n,
 		Started:    time.Now().UTC(),
 	}
