@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The binary is also the in-sandbox agent, injected into images without libc: static only.
 export CGO_ENABLED := 0
 
-.PHONY: all build setup images run test test-short bench bench-density load faults snapshots fmt vet clean gvisor test-gvisor bench-gvisor conformance
+.PHONY: all build setup images run test test-short bench bench-density load faults snapshots fmt vet clean gvisor test-gvisor bench-gvisor conformance test-kube bench-kube
 
 all: build
 
@@ -142,3 +142,19 @@ test-polyglot: setup
 bench-polyglot: setup
 	$(BIN) images build --missing --image $(POLYGLOT)
 	$(GO) run ./cmd/enclave-bench -polyglot-only
+
+# The Kubernetes backend's tests on a real single-node cluster (README "Kubernetes"): brings
+# the test cluster up (KUBE_CLUSTER; reused when it is up already, brought down again at the
+# end when this target started it, unless KUBE_KEEP=1), loads the agent image, and runs the
+# backend's integration tests and the behaviour table's kube rows in KUBE_NAMESPACE.
+KUBE_CLUSTER   ?= scripts/kube-cluster.sh
+KUBE_NAMESPACE ?= enclave-test
+test-kube: build
+	@was_up=0; $(KUBE_CLUSTER) status >/dev/null 2>&1 && was_up=1; \
+	$(KUBE_CLUSTER) up >/dev/null && eval "$$($(KUBE_CLUSTER) env)" && \
+	{ kubectl get namespace $(KUBE_NAMESPACE) >/dev/null 2>&1 || kubectl create namespace $(KUBE_NAMESPACE); } && \
+	image=$$(scripts/kube-agent-image.sh --import) && \
+	export ENCLAVE_TEST_KUBECONFIG=$$KUBECONFIG ENCLAVE_TEST_KUBE_NAMESPACE=$(KUBE_NAMESPACE) ENCLAVE_TEST_KUBE_AGENT_IMAGE=$$image && \
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestIntegrationKube' ./sandbox/kube/ && \
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestBehaviourOnEveryBackend/kube' ./session/; \
+	rc=$$?; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc
