@@ -158,3 +158,13 @@ test-kube: build
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestIntegrationKube' ./sandbox/kube/ && \
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestBehaviourOnEveryBackend/kube' ./session/; \
 	rc=$$?; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc
+
+# The Kubernetes backend beside the Docker backend (create until ready, warm acquire, a tool
+# call), on the test cluster, in namespace enclave-bench.
+bench-kube: build
+	@was_up=0; $(KUBE_CLUSTER) status >/dev/null 2>&1 && was_up=1; \
+	$(KUBE_CLUSTER) up >/dev/null && eval "$$($(KUBE_CLUSTER) env)" && \
+	{ kubectl get namespace enclave-bench >/dev/null 2>&1 || kubectl create namespace enclave-bench; } && \
+	image=$$(scripts/kube-agent-image.sh --import) && \
+	$(GO) run ./cmd/enclave-bench -kube "$$KUBECONFIG" -kube-namespace enclave-bench -kube-agent-image "$$image"; \
+	rc=$$?; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc

@@ -82,6 +82,8 @@ type options struct {
 	densityAgent    string
 	densityAgentSet bool
 	densityCompare  bool
+	// kube, when kube.kubeconfig is set, measures only the kube rows (kube.go).
+	kube kubeFlags
 }
 
 func run() int {
@@ -104,6 +106,9 @@ func run() int {
 	densitySizes := flag.String("density-sizes", "100,500", "with -density-only: the sandbox counts N")
 	flag.StringVar(&opts.densityAgent, "density-agent", "bin/enclave-agent", "with -density-only: the agent built alone (cmd/enclave-agent), rebuilt like -agent-binary when missing or stale")
 	flag.BoolVar(&opts.densityCompare, "density-compare", true, "with -density-only: also measure N sandboxes whose agent is -agent-binary (enclave-mcp as its own agent), the way before enclave-agent")
+	flag.StringVar(&opts.kube.kubeconfig, "kube", "", "measure only the Kubernetes backend beside the Docker backend, on the cluster of this kubeconfig: create until ready, warm acquire, a tool call (make bench-kube)")
+	flag.StringVar(&opts.kube.namespace, "kube-namespace", "enclave-bench", "with -kube: the namespace of the sandbox Pods (it must exist)")
+	flag.StringVar(&opts.kube.agentImage, "kube-agent-image", "", "with -kube: the agent image loaded on the nodes (default: enclave/agent:<hash of bin/enclave-agent>, scripts/kube-agent-image.sh)")
 	flag.Parse()
 	var err error
 	if opts.removalSizes, err = parseSizes("-removal-sizes", *removalSizes); err != nil {
@@ -221,6 +226,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 		densityOnly:    opts.densityOnly,
 		densitySizes:   opts.densitySizes,
 		densityCompare: opts.densityCompare,
+		kube:           opts.kube,
 	}
 	if opts.densityOnly {
 		path, cleanupDensityAgent, berr := staticBinary(ctx, opts.densityAgent, opts.densityAgentSet, "./cmd/enclave-agent")
