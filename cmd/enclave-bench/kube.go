@@ -63,11 +63,7 @@ func (b *bench) kubeRows(ctx context.Context) error {
 	b.rep.add(r)
 
 	acquire := func(be sandbox.Backend) (func(w *stopwatch) error, func()) {
-		m := sandbox.NewManager(sandbox.ManagerOptions{
-			Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
-			Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(be, sandbox.TypeDocker)},
-			Warm:     map[sandbox.Type]int{sandbox.TypeDocker: 1},
-		})
+		m := b.manager(be, 1)
 		run := 0
 		return func(w *stopwatch) error {
 			if err := waitSpare(ctx, m); err != nil {

@@ -27,14 +27,7 @@ func (b *bench) warm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	newManager := func(warm int) *sandbox.Manager {
-		return sandbox.NewManager(sandbox.ManagerOptions{
-			Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
-			Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(b.engine, sandbox.TypeDocker)},
-			Warm:     map[sandbox.Type]int{sandbox.TypeDocker: warm},
-		})
-	}
-	warmM, coldM := newManager(1), newManager(0)
+	warmM, coldM := b.manager(b.engine, 1), b.manager(b.engine, 0)
 	defer func() {
 		cctx := context.WithoutCancel(ctx)
 		_ = warmM.Close(cctx)
@@ -95,6 +88,15 @@ func (b *bench) warm(ctx context.Context) error {
 		return fmt.Errorf("warm runs were not all served by the pool: %+v", w)
 	}
 	return nil
+}
+
+// manager is a manager of sandboxes of the bench's image on be, with a pool of warm spares.
+func (b *bench) manager(be sandbox.Backend, warm int) *sandbox.Manager {
+	return sandbox.NewManager(sandbox.ManagerOptions{
+		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(be, sandbox.TypeDocker)},
+		Warm:     map[sandbox.Type]int{sandbox.TypeDocker: warm},
+	})
 }
 
 // waitSpare waits until m's docker pool has a spare ready.
