@@ -20,6 +20,7 @@ func Main(ctx context.Context, args []string) error {
 	workspace := fs.String("workspace", "/sandbox", "the sandbox's writable workspace")
 	egress := fs.String("egress-listen", "", "a loopback address where programs reach the server's egress proxy (empty: none)")
 	install := fs.String("install", "", "copy this executable to `PATH` (mode 0755) and exit: how a Kubernetes init container, whose image holds nothing else, hands the agent to the sandbox container")
+	awaitAttach := fs.Bool("await-attach", false, "read one byte from stdin before serving: the server writes it once attached, so the greeting is not sent before anyone listens (a Kubernetes attach joins a container that already runs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -28,6 +29,12 @@ func Main(ctx context.Context, args []string) error {
 	}
 	if *install != "" {
 		return installSelf(*install)
+	}
+	if *awaitAttach {
+		var b [1]byte
+		if _, err := io.ReadFull(os.Stdin, b[:]); err != nil {
+			return nil // the server never attached, or left: nothing to serve
+		}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	err := Run(ctx, os.Stdin, os.Stdout, Options{Workspace: *workspace, Logger: log, EgressListen: *egress})

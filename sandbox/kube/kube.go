@@ -242,6 +242,19 @@ func (k *Kube) start(ctx context.Context, pod *corev1.Pod, ready func(sandbox.St
 	if err != nil {
 		return sandbox.Launched{}, err
 	}
+	// The agent waits for one byte (--await-attach): the write returns once the attach
+	// stream took it, and fails when the attach failed (teardown closes the pipe).
+	wrote := make(chan error, 1)
+	go func() { _, err := streams.Stdin.Write([]byte{'\n'}); wrote <- err }()
+	select {
+	case err = <-wrote:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		streams.Teardown()
+		return sandbox.Launched{}, fmt.Errorf("%w: attaching to pod %s: %w", sandbox.ErrEngine, pod.Name, err)
+	}
 	if err := ready(streams); err != nil {
 		streams.Teardown()
 		return sandbox.Launched{}, fmt.Errorf("%w: %w%s", ErrStartFailed, err, k.exitHint(pod.Name))

@@ -155,7 +155,7 @@ func podSpec(in podInput) (*corev1.Pod, error) {
 				Name:            containerName,
 				Image:           c.Image,
 				ImagePullPolicy: in.PullPolicy,
-				Command:         sandbox.AgentCommand(c, in.Spec.AgentArgs),
+				Command:         agentCommand(c, in.Spec.AgentArgs),
 				Args:            []string{},
 				WorkingDir:      c.WorkingDir,
 				Env:             env,
@@ -187,6 +187,13 @@ func podSpec(in podInput) (*corev1.Pod, error) {
 	return pod, nil
 }
 
+// agentCommand is the sandbox's agent command line with --await-attach: the container
+// starts before the server can attach, so the agent greets only once the server's first
+// byte says it listens.
+func agentCommand(c sandbox.Resolved, agentArgs []string) []string {
+	return slices.Insert(sandbox.AgentCommand(c, agentArgs), 2, "--await-attach")
+}
+
 // denyAll is the NetworkPolicy that selects every sandbox Pod and allows nothing in or out.
 // It is enforced only where the cluster's network plugin enforces NetworkPolicies.
 func denyAll() *networkingv1.NetworkPolicy {
@@ -206,6 +213,9 @@ func denyAll() *networkingv1.NetworkPolicy {
 func fraction(q resource.Quantity, f float64) resource.Quantity {
 	if f <= 0 || f >= 1 {
 		return q.DeepCopy()
+	}
+	if q.Format == resource.BinarySI { // bytes: whole ones, as the API wants
+		return *resource.NewQuantity(max(int64(float64(q.Value())*f), 1), q.Format)
 	}
 	return *resource.NewMilliQuantity(max(int64(float64(q.MilliValue())*f), 1), q.Format)
 }
