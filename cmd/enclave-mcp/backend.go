@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -44,6 +45,11 @@ func (b *backendFlags) open(ctx context.Context, agentBinary string, eg *egress.
 		opts := b.kube
 		opts.AgentBinary, opts.Logger = agentBinary, log
 		opts.PullPolicy = corev1.PullPolicy(b.pullPolicy)
+		if log != nil {
+			// client-go logs through klog (an attach's end, as "Copying stdout failed"):
+			// into the server's log, not bare lines on stderr.
+			klog.SetSlogLogger(log)
+		}
 		return kube.New(ctx, opts)
 	case "process":
 		if !b.allowProcess {
