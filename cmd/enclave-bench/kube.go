@@ -64,19 +64,7 @@ func (b *bench) kubeRows(ctx context.Context) error {
 
 	acquire := func(be sandbox.Backend) (func(w *stopwatch) error, func()) {
 		m := b.manager(be, 1)
-		run := 0
-		return func(w *stopwatch) error {
-			if err := waitSpare(ctx, m); err != nil {
-				return err
-			}
-			run++
-			owner := fmt.Sprintf("enclave-bench-%d", run)
-			defer func() { _ = m.Release(context.WithoutCancel(ctx), owner) }()
-			w.restart()
-			_, err := m.Acquire(ctx, owner, sandbox.TypeDocker)
-			w.stop()
-			return err
-		}, func() { _ = m.Close(context.WithoutCancel(ctx)) }
+		return acquireRun(ctx, m, true, nil), func() { _ = m.Close(context.WithoutCancel(ctx)) }
 	}
 	r = row{Op: "kube: warm-pool acquire (Manager.Acquire, spare ready)", Baseline: "the docker backend's pool"}
 	kubeAcquire, closeKube := acquire(k)
