@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # The binary is also the in-sandbox agent, injected into images without libc: static only.
 export CGO_ENABLED := 0
 
-.PHONY: all build setup images run test test-short bench bench-density load faults snapshots fmt vet clean gvisor test-gvisor bench-gvisor conformance
+.PHONY: all build setup images run test test-short bench bench-density load faults snapshots fmt vet clean gvisor test-gvisor bench-gvisor conformance test-kube bench-kube
 
 all: build
 
@@ -148,7 +148,7 @@ bench-polyglot: setup
 # kubelet and the rest from the Go module proxy the first time (~25 min on 2 cores, cached in
 # ~/.cache/enclave-mcp/kube), then starts in seconds. Not part of `make test`. kube-down stops
 # every process kube-up started; the cluster's state stays in /var/lib/enclave-kube.
-.PHONY: kube-up kube-down kube-smoke
+.PHONY: kube-up kube-down kube-smoke test-kube bench-kube
 kube-up:
 	scripts/kube-cluster.sh up
 
@@ -159,3 +159,29 @@ kube-down:
 kube-smoke: kube-up
 	eval "$$(scripts/kube-cluster.sh env)" && cd deploy/kube/build && \
 		$(GO) test -count=1 -v -timeout 5m ./smoke/
+
+# The Kubernetes backend's tests on a real single-node cluster (README "Kubernetes"): brings
+# the test cluster up (KUBE_CLUSTER; reused when it is up already, brought down again at the
+# end when this target started it, unless KUBE_KEEP=1), loads the agent image, and runs the
+# backend's integration tests and the behaviour table's kube rows in KUBE_NAMESPACE.
+KUBE_CLUSTER   ?= scripts/kube-cluster.sh
+KUBE_NAMESPACE ?= enclave-test
+test-kube: build
+	@was_up=0; $(KUBE_CLUSTER) status >/dev/null 2>&1 && was_up=1; \
+	$(KUBE_CLUSTER) up >/dev/null && eval "$$($(KUBE_CLUSTER) env)" && \
+	{ kubectl get namespace $(KUBE_NAMESPACE) >/dev/null 2>&1 || kubectl create namespace $(KUBE_NAMESPACE); } && \
+	image=$$(scripts/kube-agent-image.sh --import) && \
+	export ENCLAVE_TEST_KUBECONFIG=$$KUBECONFIG ENCLAVE_TEST_KUBE_NAMESPACE=$(KUBE_NAMESPACE) ENCLAVE_TEST_KUBE_AGENT_IMAGE=$$image && \
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestIntegrationKube' ./sandbox/kube/ && \
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestBehaviourOnEveryBackend/kube' ./session/; \
+	rc=$$?; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc
+
+# The Kubernetes backend beside the Docker backend (create until ready, warm acquire, a tool
+# call), on the test cluster, in namespace enclave-bench.
+bench-kube: build
+	@was_up=0; $(KUBE_CLUSTER) status >/dev/null 2>&1 && was_up=1; \
+	$(KUBE_CLUSTER) up >/dev/null && eval "$$($(KUBE_CLUSTER) env)" && \
+	{ kubectl get namespace enclave-bench >/dev/null 2>&1 || kubectl create namespace enclave-bench; } && \
+	image=$$(scripts/kube-agent-image.sh --import) && \
+	$(GO) run ./cmd/enclave-bench -kube "$$KUBECONFIG" -kube-namespace enclave-bench -kube-agent-image "$$image"; \
+	rc=$$?; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc

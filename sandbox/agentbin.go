@@ -58,6 +58,16 @@ func loadAgentBinary(path string) (*agentBinary, error) {
 	return &agentBinary{path: path, data: data, hash: hex.EncodeToString(sum[:])}, nil
 }
 
+// AgentHash is the hex SHA-256 of the agent binary at path, after the checks every backend
+// makes (a static Linux executable): what names the images and volumes that carry it.
+func AgentHash(path string) (string, error) {
+	a, err := loadAgentBinary(path)
+	if err != nil {
+		return "", err
+	}
+	return a.hash, nil
+}
+
 // volumeName is the shared, read-only volume that carries this build of the agent. Sandboxes
 // mount it rather than receive a copy, so injection costs nothing per sandbox.
 func (a *agentBinary) volumeName() string { return "enclave-mcp-agent-" + a.hash[:16] }
@@ -102,11 +112,11 @@ func (e *Docker) ensureAgentVolume(ctx context.Context, image string) (string, e
 	// and its container must then be removed by the defer below, not leaked.
 	helperName := "enclave-agent-helper-" + NewID()
 	helper, err := e.cli.ContainerCreate(context.WithoutCancel(ctx),
-		&container.Config{Image: image, Entrypoint: []string{agentPath}, Labels: labels},
+		&container.Config{Image: image, Entrypoint: []string{AgentPath}, Labels: labels},
 		&container.HostConfig{
 			NetworkMode: "none",
 			LogConfig:   container.LogConfig{Type: "none"},
-			Mounts:      []mount.Mount{{Type: mount.TypeVolume, Source: name, Target: agentDir, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}},
+			Mounts:      []mount.Mount{{Type: mount.TypeVolume, Source: name, Target: AgentDir, VolumeOptions: &mount.VolumeOptions{NoCopy: true}}},
 		}, nil, nil, helperName)
 	if err != nil {
 		if !errdefs.IsNotFound(err) { // an engine failing mid-create may still have made it
@@ -116,11 +126,11 @@ func (e *Docker) ensureAgentVolume(ctx context.Context, image string) (string, e
 	}
 	defer e.discard(helper.ID)
 	// A copy cut short by a crash leaves a shorter file: compare sizes, not mere presence.
-	if st, err := e.cli.ContainerStatPath(ctx, helper.ID, agentPath); err == nil && st.Size == int64(len(e.agent.data)) {
+	if st, err := e.cli.ContainerStatPath(ctx, helper.ID, AgentPath); err == nil && st.Size == int64(len(e.agent.data)) {
 		e.agentReady = true
 		return name, nil
 	}
-	if err := e.cli.CopyToContainer(ctx, helper.ID, agentDir, e.agent.tarball(), container.CopyToContainerOptions{}); err != nil {
+	if err := e.cli.CopyToContainer(ctx, helper.ID, AgentDir, e.agent.tarball(), container.CopyToContainerOptions{}); err != nil {
 		return "", fmt.Errorf("%w: copying the agent into volume %s: %w", ErrEngine, name, err)
 	}
 	e.agentReady = true

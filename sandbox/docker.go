@@ -18,7 +18,6 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
-	"github.com/enclave-mcp/enclave-mcp/agent/wire"
 	"github.com/enclave-mcp/enclave-mcp/egress"
 )
 
@@ -83,7 +82,7 @@ func NewDocker(ctx context.Context, opts DockerOptions) (*Docker, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("%w: reading the engine's security options: %w", ErrEngine, err)
 	}
-	return &Docker{cli: cli, log: opts.Logger, identity: selfIdentity(opts.Instance), agent: agent, closing: make(chan struct{}),
+	return &Docker{cli: cli, log: opts.Logger, identity: SelfIdentity(opts.Instance), agent: agent, closing: make(chan struct{}),
 		host: ParseSecurityOptions(info.SecurityOptions), egress: egressOrDefault(opts.Egress, opts.Logger)}, nil
 }
 
@@ -187,11 +186,7 @@ func (e *Docker) launch(ctx context.Context, spec Spec, ready func(Streams) erro
 		// AutoRemove: the engine removes the container once its PID 1, the agent, exits.
 		RemovesOnExit: spec.Config.RemoveOnExit != nil && *spec.Config.RemoveOnExit,
 	}
-	// A borrower can leave files only in the workspace and the container's tmpfs mounts,
-	// unless the root file system is writable: then only a fresh container is clean.
-	if spec.Config.ReadOnlyRootfs == nil || *spec.Config.ReadOnlyRootfs {
-		l.Reset = &wire.Reset{Dirs: []string{spec.Config.WorkingDir, "/tmp", "/dev/shm", "/dev/mqueue"}, SysVIPC: true}
-	}
+	l.Reset = ResetFor(spec.Config)
 	return l, nil
 }
 

@@ -100,7 +100,7 @@ func NewProcess(opts ProcessOptions) (*Process, error) {
 		opts.Instance = NewID()
 	}
 	opts.Logger.Warn(ProcessWarning, "root", opts.Root)
-	return &Process{agent: agent, root: opts.Root, identity: selfIdentity(opts.Instance), log: opts.Logger,
+	return &Process{agent: agent, root: opts.Root, identity: SelfIdentity(opts.Instance), log: opts.Logger,
 		egress: egressOrDefault(opts.Egress, opts.Logger),
 		procs:  map[string]*agentProcess{}}, nil
 }
@@ -281,7 +281,7 @@ func processCredential(user string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	uid, gid, ok := numericUser(user)
+	uid, gid, ok := NumericUser(user)
 	if !ok {
 		return nil, fmt.Errorf("%w: the process backend running as root needs a numeric user \"uid:gid\", got %q", ErrInvalidConfig, user)
 	}

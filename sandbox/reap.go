@@ -30,8 +30,8 @@ type Identity struct {
 	PIDStart string // the process's start time in clock ticks since boot (/proc/PID/stat field 22)
 }
 
-// selfIdentity describes this process.
-func selfIdentity(id string) Identity {
+// SelfIdentity describes this process, as server instance id.
+func SelfIdentity(id string) Identity {
 	host, _ := os.Hostname()
 	pid := os.Getpid()
 	return Identity{ID: id, Host: host, PID: pid, PIDStart: processStart(pid)}

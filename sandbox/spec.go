@@ -12,6 +12,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/moby/profiles/seccomp"
+
+	"github.com/enclave-mcp/enclave-mcp/agent/wire"
 )
 
 // Labels put on every container and volume enclave-mcp creates, so that it can find (and
@@ -39,10 +41,10 @@ const (
 	egressBundle = egressDir + "/ca-bundle.pem"
 )
 
-// agentDir is where the agent's volume is mounted in every sandbox; agentPath is the binary.
+// AgentDir is where the agent's volume is mounted in every sandbox; AgentPath is the binary.
 const (
-	agentDir  = "/.enclave"
-	agentPath = agentDir + "/agent"
+	AgentDir  = "/.enclave"
+	AgentPath = AgentDir + "/agent"
 )
 
 // specInput is everything containerSpec needs; it holds no client and reads no environment.
@@ -92,12 +94,7 @@ func containerName(id string) string { return "enclave-" + id }
 // leaves no running sandbox behind.
 func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	labels := maps.Clone(in.Labels)
-	entrypoint := []string{agentPath, "agent", "--workspace", in.Config.WorkingDir}
-	if in.Config.Egress != nil {
-		entrypoint = append(entrypoint, "--egress-listen", EgressProxyAddr) // flags before AgentArgs
-	}
-	entrypoint = append(entrypoint, in.AgentArgs...)
-	cfg, host := HardenedSpec(in.Config, entrypoint, labels)
+	cfg, host := HardenedSpec(in.Config, AgentCommand(in.Config, in.AgentArgs), labels)
 	if in.Host.AppArmor {
 		// The engine would pick this profile anyway for a container that is not privileged;
 		// naming it keeps it when the engine's default changes. Only where the host has
@@ -110,7 +107,7 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 		if len(rules.Credentials) > 0 {
 			bundle = egressBundle
 			opts := "rw,noexec,nosuid,nodev,size=4m,mode=1777"
-			if uid, gid, ok := numericUser(in.Config.User); ok {
+			if uid, gid, ok := NumericUser(in.Config.User); ok {
 				opts += ",uid=" + uid + ",gid=" + gid
 			}
 			host.Tmpfs[egressDir] = opts
@@ -127,17 +124,26 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	host.Mounts = append([]mount.Mount{{
 		Type:          mount.TypeVolume,
 		Source:        in.AgentVolume,
-		Target:        agentDir,
+		Target:        AgentDir,
 		ReadOnly:      true,
 		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
 	}}, host.Mounts...)
 	return cfg, host
 }
 
-// HardenedSpec is a sandbox's container without the agent: the same image, user, limits and
-// hardening as every sandbox, running entrypoint. containerSpec builds on it, and the
-// benchmark's plain-Docker baseline uses it, so that comparison is like for like.
-func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*container.Config, *container.HostConfig) {
+// AgentCommand is the command line of a sandbox's first process: the agent, mounted at
+// AgentPath, serving config c's workspace, with agentArgs appended.
+func AgentCommand(c Resolved, agentArgs []string) []string {
+	cmd := []string{AgentPath, "agent", "--workspace", c.WorkingDir}
+	if c.Egress != nil {
+		cmd = append(cmd, "--egress-listen", EgressProxyAddr) // flags before agentArgs
+	}
+	return append(cmd, agentArgs...)
+}
+
+// Env is the environment of a sandbox's processes: the defaults every sandbox has, then
+// the config's variables in name order.
+func Env(c Resolved) []string {
 	env := []string{
 		"HOME=" + c.WorkingDir,
 		"LANG=C.UTF-8",
@@ -147,6 +153,25 @@ func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*c
 	for _, k := range slices.Sorted(maps.Keys(c.EnvVars)) {
 		env = append(env, k+"="+c.EnvVars[k])
 	}
+	return env
+}
+
+// ResetFor is what returns a sandbox of config c to its state at launch between pool
+// borrowers (Launched.Reset): a borrower can leave files only in the workspace and the
+// tmpfs mounts, unless the root file system is writable, when only a fresh sandbox is clean
+// (nil).
+func ResetFor(c Resolved) *wire.Reset {
+	if c.ReadOnlyRootfs != nil && !*c.ReadOnlyRootfs {
+		return nil
+	}
+	return &wire.Reset{Dirs: []string{c.WorkingDir, "/tmp", "/dev/shm", "/dev/mqueue"}, SysVIPC: true}
+}
+
+// HardenedSpec is a sandbox's container without the agent: the same image, user, limits and
+// hardening as every sandbox, running entrypoint. containerSpec builds on it, and the
+// benchmark's plain-Docker baseline uses it, so that comparison is like for like.
+func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*container.Config, *container.HostConfig) {
+	env := Env(c)
 	cfg := &container.Config{
 		Image:      c.Image,
 		Hostname:   "sandbox",
@@ -162,7 +187,7 @@ func HardenedSpec(c Resolved, entrypoint []string, labels map[string]string) (*c
 	// so mode=1777 alone is not enough where the image has the directory: the workspace is
 	// also owned by the sandbox user when that user is numeric.
 	workspaceOpts := fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", c.WorkspaceBytes)
-	if uid, gid, ok := numericUser(c.User); ok {
+	if uid, gid, ok := NumericUser(c.User); ok {
 		workspaceOpts += ",uid=" + uid + ",gid=" + gid
 	}
 	network := container.NetworkMode("none")
@@ -255,9 +280,9 @@ var defaultSeccompJSON = sync.OnceValue(func() string {
 	return string(b)
 })
 
-// numericUser splits "uid[:gid]" when both are numbers ("root" counts as 0:0); a user name
+// NumericUser splits "uid[:gid]" when both are numbers ("root" counts as 0:0); a user name
 // only the image knows gives ok false.
-func numericUser(user string) (uid, gid string, ok bool) {
+func NumericUser(user string) (uid, gid string, ok bool) {
 	if user == "root" {
 		return "0", "0", true
 	}

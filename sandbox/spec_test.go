@@ -303,9 +303,9 @@ func TestNumericUser(t *testing.T) {
 		{"1000:staff", "", "", false},
 	}
 	for _, tc := range tests {
-		uid, gid, ok := numericUser(tc.in)
+		uid, gid, ok := NumericUser(tc.in)
 		if uid != tc.uid || gid != tc.gid || ok != tc.ok {
-			t.Errorf("numericUser(%q) = %q, %q, %v; want %q, %q, %v", tc.in, uid, gid, ok, tc.uid, tc.gid, tc.ok)
+			t.Errorf("NumericUser(%q) = %q, %q, %v; want %q, %q, %v", tc.in, uid, gid, ok, tc.uid, tc.gid, tc.ok)
 		}
 	}
 }

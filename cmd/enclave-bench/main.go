@@ -82,6 +82,8 @@ type options struct {
 	densityAgent    string
 	densityAgentSet bool
 	densityCompare  bool
+	// kube, when kube.kubeconfig is set, measures only the kube rows (kube.go).
+	kube kubeFlags
 }
 
 func run() int {
@@ -104,6 +106,9 @@ func run() int {
 	densitySizes := flag.String("density-sizes", "100,500", "with -density-only: the sandbox counts N")
 	flag.StringVar(&opts.densityAgent, "density-agent", "bin/enclave-agent", "with -density-only: the agent built alone (cmd/enclave-agent), rebuilt like -agent-binary when missing or stale")
 	flag.BoolVar(&opts.densityCompare, "density-compare", true, "with -density-only: also measure N sandboxes whose agent is -agent-binary (enclave-mcp as its own agent), the way before enclave-agent")
+	flag.StringVar(&opts.kube.kubeconfig, "kube", "", "measure only the Kubernetes backend beside the Docker backend, on the cluster of this kubeconfig: create until ready, warm acquire, a tool call (make bench-kube)")
+	flag.StringVar(&opts.kube.namespace, "kube-namespace", "enclave-bench", "with -kube: the namespace of the sandbox Pods (it must exist)")
+	flag.StringVar(&opts.kube.agentImage, "kube-agent-image", "", "with -kube: the agent image loaded on the nodes (default: enclave/agent:<hash of bin/enclave-agent>, scripts/kube-agent-image.sh)")
 	flag.Parse()
 	var err error
 	if opts.removalSizes, err = parseSizes("-removal-sizes", *removalSizes); err != nil {
@@ -138,7 +143,7 @@ func run() int {
 }
 
 func runBench(ctx context.Context, opts options) (err error) {
-	agentPath, cleanupAgent, err := agentBinary(ctx, opts)
+	AgentPath, cleanupAgent, err := agentBinary(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -148,12 +153,12 @@ func runBench(ctx context.Context, opts options) (err error) {
 	if err != nil {
 		return fmt.Errorf("resolving the sandbox config: %w", err)
 	}
-	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: agentPath})
+	engine, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: AgentPath})
 	if err != nil {
 		if errors.Is(err, sandbox.ErrEngine) {
 			return fmt.Errorf("connecting to the engine (scripts/ensure-docker.sh starts one): %w", err)
 		}
-		return fmt.Errorf("loading the agent binary %s: %w", agentPath, err)
+		return fmt.Errorf("loading the agent binary %s: %w", AgentPath, err)
 	}
 	defer engine.Close()
 	cli := engine.Client()
@@ -184,7 +189,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 		Nproc:      runtime.NumCPU(),
 		LoadAvg:    loadAverage(),
 		Image:      cfg.Image,
-		Agent:      agentPath,
+		Agent:      AgentPath,
 		N:          opts.n,
 		Started:    time.Now().UTC(),
 	}
@@ -221,6 +226,7 @@ func runBench(ctx context.Context, opts options) (err error) {
 		densityOnly:    opts.densityOnly,
 		densitySizes:   opts.densitySizes,
 		densityCompare: opts.densityCompare,
+		kube:           opts.kube,
 	}
 	if opts.densityOnly {
 		path, cleanupDensityAgent, berr := staticBinary(ctx, opts.densityAgent, opts.densityAgentSet, "./cmd/enclave-agent")

@@ -51,9 +51,10 @@ type bench struct {
 	removalSizes  []int // its sandbox counts
 	removalRounds int
 
-	densityOnly    bool  // only density (density.go)
-	densitySizes   []int // its sandbox counts
-	densityCompare bool  // also with enclave-mcp as the agent
+	densityOnly    bool      // only density (density.go)
+	densitySizes   []int     // its sandbox counts
+	densityCompare bool      // also with enclave-mcp as the agent
+	kube           kubeFlags // -kube: only the kube rows
 	// densityEngine injects the agent built alone (enclave-agent); engine injects enclave-mcp.
 	densityEngine *sandbox.Docker
 }
@@ -85,6 +86,10 @@ func (b *bench) all(ctx context.Context) error {
 	}
 	if b.pythonOnly {
 		return b.pythonRows(ctx)
+	}
+	if b.kube.kubeconfig != "" {
+		fmt.Fprintln(os.Stderr, "kubernetes backend vs docker backend:")
+		return b.kubeRows(ctx)
 	}
 	fmt.Fprintln(os.Stderr, "sandbox lifecycle:")
 	if !b.warmOnly {

@@ -27,50 +27,19 @@ func (b *bench) warm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	newManager := func(warm int) *sandbox.Manager {
-		return sandbox.NewManager(sandbox.ManagerOptions{
-			Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
-			Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(b.engine, sandbox.TypeDocker)},
-			Warm:     map[sandbox.Type]int{sandbox.TypeDocker: warm},
-		})
-	}
-	warmM, coldM := newManager(1), newManager(0)
+	warmM, coldM := b.manager(b.engine, 1), b.manager(b.engine, 0)
 	defer func() {
 		cctx := context.WithoutCancel(ctx)
 		_ = warmM.Close(cctx)
 		_ = coldM.Close(cctx)
 	}()
 
-	run := 0
-	// session acquires a new owner's sandbox on m, times it (and the first call when call is
-	// set) and releases it after the stopwatch stopped.
+	python := defs["python_executor"]
 	session := func(m *sandbox.Manager, warm, call bool) func(w *stopwatch) error {
-		return func(w *stopwatch) error {
-			if warm {
-				if err := waitSpare(ctx, m); err != nil {
-					return err
-				}
-			}
-			run++
-			owner := fmt.Sprintf("enclave-bench-%d", run)
-			defer func() { _ = m.Release(context.WithoutCancel(ctx), owner) }()
-			w.restart()
-			sb, err := m.Acquire(ctx, owner, sandbox.TypeDocker)
-			if err != nil {
-				return err
-			}
-			if call {
-				res, err := invoke(ctx, defs["python_executor"], sb, map[string]any{"code": "print(1)"})
-				if err != nil {
-					return err
-				}
-				if res.Output != "1\n" {
-					return fmt.Errorf("python_executor printed %q, want \"1\\n\"", res.Output)
-				}
-			}
-			w.stop()
-			return nil
+		if !call {
+			return acquireRun(ctx, m, warm, nil)
 		}
+		return acquireRun(ctx, m, warm, &python)
 	}
 
 	acq := row{Op: "warm-pool acquire (Manager.Acquire, spare ready)", Baseline: "cold: Acquire creates the sandbox", Target: targetWarmAcquire}
@@ -95,6 +64,46 @@ func (b *bench) warm(ctx context.Context) error {
 		return fmt.Errorf("warm runs were not all served by the pool: %+v", w)
 	}
 	return nil
+}
+
+// acquireRun is one timed run of a session's start on m: it acquires a new owner's
+// sandbox (after waiting, untimed, for a spare when warm), runs python `print(1)` in it when
+// python is set, and releases it after the stopwatch stopped.
+func acquireRun(ctx context.Context, m *sandbox.Manager, warm bool, python *benchTool) func(w *stopwatch) error {
+	return func(w *stopwatch) error {
+		if warm {
+			if err := waitSpare(ctx, m); err != nil {
+				return err
+			}
+		}
+		owner := "enclave-bench-" + sandbox.NewID()
+		defer func() { _ = m.Release(context.WithoutCancel(ctx), owner) }()
+		w.restart()
+		sb, err := m.Acquire(ctx, owner, sandbox.TypeDocker)
+		if err != nil {
+			return err
+		}
+		if python != nil {
+			res, err := invoke(ctx, *python, sb, map[string]any{"code": "print(1)"})
+			if err != nil {
+				return err
+			}
+			if res.Output != "1\n" {
+				return fmt.Errorf("python_executor printed %q, want \"1\\n\"", res.Output)
+			}
+		}
+		w.stop()
+		return nil
+	}
+}
+
+// manager is a manager of sandboxes of the bench's image on be, with a pool of warm spares.
+func (b *bench) manager(be sandbox.Backend, warm int) *sandbox.Manager {
+	return sandbox.NewManager(sandbox.ManagerOptions{
+		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(be, sandbox.TypeDocker)},
+		Warm:     map[sandbox.Type]int{sandbox.TypeDocker: warm},
+	})
 }
 
 // waitSpare waits until m's docker pool has a spare ready.

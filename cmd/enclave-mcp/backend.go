@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+
 	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/sandbox/kube"
 )
 
 // backendFlags pick where sandboxes run.
@@ -15,12 +19,19 @@ type backendFlags struct {
 	name         string
 	allowProcess bool
 	processRoot  string
+	kube         kube.Options
+	pullPolicy   string
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&b.name, "backend", "docker", "where sandboxes run: docker (hardened containers), or process (plain host processes that ISOLATE NOTHING, for development; needs --allow-process-backend)")
+	fs.StringVar(&b.name, "backend", "docker", "where sandboxes run: docker (hardened containers), kube (a hardened Pod each, on a Kubernetes cluster), or process (plain host processes that ISOLATE NOTHING, for development; needs --allow-process-backend)")
 	fs.BoolVar(&b.allowProcess, "allow-process-backend", false, "DANGEROUS: allow --backend process, whose sandboxed code runs on this host unconfined")
 	fs.StringVar(&b.processRoot, "process-root", "", "--backend process: directory for the sandboxes' workspaces (default: enclave-mcp-process under the temporary directory)")
+	fs.StringVar(&b.kube.Kubeconfig, "kubeconfig", "", "--backend kube: kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else the in-cluster service account)")
+	fs.StringVar(&b.kube.Namespace, "namespace", "", "--backend kube: namespace of the sandbox Pods (default: the kubeconfig context's, else default)")
+	fs.StringVar(&b.kube.AgentImage, "kube-agent-image", "", "--backend kube: image whose /agent is the static agent, loaded on the nodes (default: enclave/agent:<hash of the agent binary>, which scripts/kube-agent-image.sh builds)")
+	fs.StringVar(&b.pullPolicy, "kube-pull-policy", "Never", "--backend kube: imagePullPolicy of the sandbox and agent images: Never (images loaded on the nodes) or IfNotPresent")
+	fs.Float64Var(&b.kube.RequestFraction, "kube-request-fraction", 0.1, "--backend kube: share of each limit (CPU, memory, ephemeral storage) a Pod requests from the scheduler; 1 makes Guaranteed Pods")
 }
 
 // open connects to the backend the flags name. The process backend is refused unless it was
@@ -30,13 +41,23 @@ func (b *backendFlags) open(ctx context.Context, agentBinary string, eg *egress.
 	switch b.name {
 	case "docker":
 		return sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: agentBinary, Logger: log, Egress: eg})
+	case "kube":
+		opts := b.kube
+		opts.AgentBinary, opts.Logger = agentBinary, log
+		opts.PullPolicy = corev1.PullPolicy(b.pullPolicy)
+		if log != nil {
+			// client-go logs through klog (an attach's end, as "Copying stdout failed"):
+			// into the server's log, not bare lines on stderr.
+			klog.SetSlogLogger(log)
+		}
+		return kube.New(ctx, opts)
 	case "process":
 		if !b.allowProcess {
 			return nil, fmt.Errorf("--backend process refused: %s; pass --allow-process-backend as well if that is what you want", sandbox.ProcessWarning)
 		}
 		return sandbox.NewProcess(sandbox.ProcessOptions{AgentBinary: agentBinary, Root: b.processRoot, Logger: log, Egress: eg})
 	}
-	return nil, fmt.Errorf("--backend %q: want docker or process", b.name)
+	return nil, fmt.Errorf("--backend %q: want docker, kube or process", b.name)
 }
 
 // egressService is the sandboxes' egress service for the operator's policy: its roots for

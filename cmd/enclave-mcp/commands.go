@@ -74,8 +74,13 @@ func toolSchemas(defs []tools.Def, format schema.Format) ([]json.RawMessage, err
 func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("doctor", flag.ContinueOnError)
 	agentBinary := fs.String("agent-binary", "", agentBinaryFlag)
+	var backend backendFlags
+	backend.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if backend.name == "kube" {
+		return kubeDoctor(ctx, backend, defaultAgent(*agentBinary), out)
 	}
 	failed := 0
 	check := func(ok bool, what, detail, fix string) {

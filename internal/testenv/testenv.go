@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/sandbox/kube"
 )
 
 // staticBuild is a static build of one command, made once per test process.
@@ -227,12 +228,72 @@ type Backend struct {
 	New  func(t testing.TB) sandbox.Backend
 }
 
-// Backends are the backends a behaviour table runs on: the process backend always, and
+// Backends are the backends a behaviour table runs on: the process backend always,
 // Docker, which skips under -short (and without an engine outside CI) like every
-// integration test.
+// integration test, and Kubernetes, which runs only when KubeconfigEnv names a cluster.
 func Backends() []Backend {
 	return []Backend{
 		{Name: "process", New: func(t testing.TB) sandbox.Backend { return Process(t) }},
 		{Name: "docker", New: func(t testing.TB) sandbox.Backend { return Engine(t) }},
+		{Name: "kube", New: func(t testing.TB) sandbox.Backend { return Kube(t) }},
 	}
+}
+
+// Environment of the Kubernetes backend's tests (make test-kube sets them).
+const (
+	// KubeconfigEnv names the kubeconfig of the cluster the kube backend's tests use;
+	// unset, they skip.
+	KubeconfigEnv = "ENCLAVE_TEST_KUBECONFIG"
+	// KubeNamespaceEnv is the namespace they create Pods in (default enclave-test), which
+	// must exist.
+	KubeNamespaceEnv = "ENCLAVE_TEST_KUBE_NAMESPACE"
+	// KubeAgentImageEnv is the agent image loaded on the nodes (default: the tag of
+	// bin/enclave-agent, which make test-kube builds and loads).
+	KubeAgentImageEnv = "ENCLAVE_TEST_KUBE_AGENT_IMAGE"
+)
+
+// KubeOptions are the kube backend's options for tests, with a fresh instance label, or a
+// skip when KubeconfigEnv is unset or in -short mode.
+func KubeOptions(t testing.TB) kube.Options {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs a Kubernetes cluster (make test-kube)")
+	}
+	path := os.Getenv(KubeconfigEnv)
+	if path == "" {
+		t.Skipf("no cluster: set %s to a kubeconfig (make test-kube does)", KubeconfigEnv)
+	}
+	ns := os.Getenv(KubeNamespaceEnv)
+	if ns == "" {
+		ns = "enclave-test"
+	}
+	image := os.Getenv(KubeAgentImageEnv)
+	if image == "" {
+		var err error
+		if image, err = kube.AgentImageTag(filepath.Join(RepoRoot(), "bin", "enclave-agent")); err != nil {
+			t.Fatalf("no agent image named in %s, and none from bin/enclave-agent: %v", KubeAgentImageEnv, err)
+		}
+	}
+	return kube.Options{Kubeconfig: path, Namespace: ns, AgentImage: image, StartTimeout: time.Minute}
+}
+
+// Kube returns a kube backend on the test cluster (KubeOptions) that checks at the end
+// that no Pod of it is left.
+func Kube(t testing.TB) *kube.Kube {
+	t.Helper()
+	return KubeWith(t, KubeOptions(t))
+}
+
+// KubeWith is Kube with opts.
+func KubeWith(t testing.TB, opts kube.Options) *kube.Kube {
+	t.Helper()
+	k, err := kube.New(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("connecting to the cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		AssertNoContainers(t, k)
+		_ = k.Close()
+	})
+	return k
 }
