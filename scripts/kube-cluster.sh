@@ -617,9 +617,26 @@ cmd_env() {
 	echo "export PATH=$KBIN:\$PATH"
 }
 
+# check_dev_null: on 2026-12-06 the host's /dev/null was found owned by nobody (uid 65534,
+# the smoke test Pod's user) with mode 600 after this cluster ran Pods, which breaks every
+# process of another user on the machine; the cause is not found yet. Until it is, up and down
+# put it back and say so loudly.
+check_dev_null() {
+	if [ "$(stat -c '%u:%g %a' /dev/null)" != "0:0 666" ]; then
+		echo "kube-cluster: WARNING: /dev/null was $(stat -c '%U:%G %a' /dev/null); restored to root:root 666" >&2
+		chown root:root /dev/null && chmod 666 /dev/null
+	fi
+}
+
 case "${1:-}" in
-up) cmd_up ;;
-down) cmd_down ;;
+up)
+	cmd_up
+	check_dev_null
+	;;
+down)
+	cmd_down
+	check_dev_null
+	;;
 status) cmd_status ;;
 env) cmd_env ;;
 *)
