@@ -171,7 +171,7 @@ func (e *Docker) launch(ctx context.Context, spec Spec, ready func(Streams) erro
 	streams, err := e.start(ctx, spec.ID, created.ID)
 	if err == nil {
 		if err = ready(streams); err != nil {
-			err = fmt.Errorf("%w%s", err, e.exitHint(created.ID))
+			err = fmt.Errorf("%w%s", err, ExitHint(e, created.ID))
 			streams.Teardown()
 		}
 	}
@@ -223,11 +223,12 @@ func (e *Docker) start(ctx context.Context, id, containerID string) (Streams, er
 	return streams, nil
 }
 
-// exitHint describes why a container exited early, when it did.
-func (e *Docker) exitHint(ref string) string {
+// ExitHint describes why a backend's sandbox ended early, when it did, for a launch error:
+// " (container exited with code N ...)", or "" while it runs or cannot be inspected.
+func ExitHint(b Backend, ref string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	st, err := e.Inspect(ctx, ref)
+	st, err := b.Inspect(ctx, ref)
 	if err != nil || st.Running {
 		return ""
 	}

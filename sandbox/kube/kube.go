@@ -257,7 +257,7 @@ func (k *Kube) start(ctx context.Context, pod *corev1.Pod, ready func(sandbox.St
 	}
 	if err := ready(streams); err != nil {
 		streams.Teardown()
-		return sandbox.Launched{}, fmt.Errorf("%w: %w%s", ErrStartFailed, err, k.exitHint(pod.Name))
+		return sandbox.Launched{}, fmt.Errorf("%w: %w%s", ErrStartFailed, err, sandbox.ExitHint(k, pod.Name))
 	}
 	return sandbox.Launched{
 		Ref:      pod.Name,
@@ -408,17 +408,6 @@ func (k *Kube) attach(name string) (sandbox.Streams, error) {
 		teardown()
 	}()
 	return sandbox.Streams{Stdin: stdinW, Stdout: stdoutR, Stderr: stderrR, Teardown: teardown}, nil
-}
-
-// exitHint describes why the sandbox container ended early, when it did.
-func (k *Kube) exitHint(name string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	st, err := k.Inspect(ctx, name)
-	if err != nil || st.Running {
-		return ""
-	}
-	return fmt.Sprintf(" (container exited with code %d%s)", st.ExitCode, strings.TrimRight(" "+st.Error, " "))
 }
 
 // createError explains a refused create in the cluster's words.
