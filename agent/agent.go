@@ -214,8 +214,13 @@ func (s *server) answer(ctx context.Context, req wire.Request) (*wire.Response, 
 	case wire.OpPing:
 		return &wire.Response{Kind: wire.KindResult, Stats: selfStats()}, nil
 	case wire.OpExec:
-		res, err := s.exec(ctx, req.ID, req.Exec)
-		return &wire.Response{Kind: wire.KindResult, Exec: res}, err
+		res, after, err := s.exec(ctx, req.ID, req.Exec)
+		if err != nil || after == nil {
+			return &wire.Response{Kind: wire.KindResult, Exec: res}, err
+		}
+		s.send(&wire.Response{ID: req.ID, Kind: wire.KindResult, Exec: res})
+		after()
+		return nil, nil
 	case wire.OpCancel:
 		return &wire.Response{Kind: wire.KindResult}, s.cancel(req.Target)
 	case wire.OpFile:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,13 +38,15 @@ var errCancelled = errors.New("cancelled by request")
 
 // command is a process the agent started for an exec request, foreground or background.
 type command struct {
-	argv     []string
-	pid      int
-	tree     *tree
-	exited   <-chan syscall.WaitStatus
-	started  time.Time
-	forked   bool   // from the resident interpreter (pyfork.go)
-	exitHook func() // if set, called once the main process has exited
+	argv      []string
+	pid       int
+	tree      *tree
+	exited    <-chan syscall.WaitStatus
+	started   time.Time
+	forked    bool                      // from the resident interpreter (pyfork.go)
+	reported  <-chan syscall.WaitStatus // a forked call's own report of its exit status
+	closers   []*os.File                // closed once the command is done
+	afterHook func()                    // if set, called once the command has been answered
 
 	stdout, stderr *stream    // nil for a background job, whose output is discarded
 	stdin          *os.File   // the write end of the stdin pipe, if any
@@ -51,35 +54,35 @@ type command struct {
 	readers        sync.WaitGroup
 }
 
-// exec runs a foreground command to its end, or starts a background job.
-func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.ExecResult, error) {
+// exec runs a foreground command to its end, or starts a background job. after, if not
+// nil, is work to do once the result has been sent (forking the next spare, starting the
+// resident interpreter), so that it does not delay the answer.
+func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (res *wire.ExecResult, after func(), err error) {
 	if spec == nil {
-		return nil, errorf(wire.CodeInvalid, "exec request %d has no exec field", id)
+		return nil, nil, errorf(wire.CodeInvalid, "exec request %d has no exec field", id)
 	}
 	if spec.MaxOutputBytes < 0 || spec.TimeoutMS < 0 || spec.StreamIntervalMS < 0 {
-		return nil, errorf(wire.CodeInvalid, "max_output_bytes, timeout_ms and stream_interval_ms must not be negative")
+		return nil, nil, errorf(wire.CodeInvalid, "max_output_bytes, timeout_ms and stream_interval_ms must not be negative")
 	}
 	if spec.Background {
-		return s.startJob(spec)
+		job, err := s.startJob(spec)
+		return job, nil, err
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if err := s.addRunning(id, cancel); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer s.removeRunning(id)
 
 	oomBefore, oomKnown := readOOMKills()
 	cmd, err := s.startForeground(spec)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	liveTrees.add(cmd.tree, true)
 	ending, status := s.waitForExit(ctx, id, cmd, spec)
-	if cmd.exitHook != nil {
-		cmd.exitHook()
-	}
 
 	// Whatever the command left behind dies with it, even processes still holding its
 	// output pipes, which is why this comes before waiting for the pipes to drain.
@@ -93,7 +96,7 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.Ex
 		s.streamChunk(id, cmd, true)
 	}
 
-	res := &wire.ExecResult{
+	res = &wire.ExecResult{
 		PID:        cmd.pid,
 		DurationMS: float64(time.Since(cmd.started).Microseconds()) / 1000,
 		TimedOut:   ending == endTimedOut,
@@ -113,7 +116,7 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (*wire.Ex
 		oomAfter, ok := readOOMKills()
 		res.OOMKilled = ok && oomAfter > oomBefore
 	}
-	return res, nil
+	return res, cmd.afterHook, nil
 }
 
 // ending says why a command's main process ended.
@@ -147,9 +150,11 @@ func (s *server) waitForExit(ctx context.Context, id uint64, cmd *command, spec 
 			rekillTicker.Stop()
 		}
 	}()
+	reported := cmd.reported
 	kill := func(reason ending) {
 		why = reason
 		timeout, done = nil, nil // each fires once; afterwards only the exit matters
+		reported = nil           // and only the kernel's word for it
 		cmd.tree.kill()
 		rekillTicker = time.NewTicker(rekillInterval)
 		rekill = rekillTicker.C
@@ -157,6 +162,11 @@ func (s *server) waitForExit(ctx context.Context, id uint64, cmd *command, spec 
 	for {
 		select {
 		case status := <-cmd.exited:
+			return why, status
+		case status := <-reported:
+			// The call says it is exiting, its output closed: the kernel's tear-down of
+			// the process is all that is left, and the tree kill that follows covers it.
+			cmd.tree.exiting = true
 			return why, status
 		case <-timeout:
 			kill(endTimedOut)
@@ -230,7 +240,7 @@ func (s *server) startForeground(spec *wire.Exec) (*command, error) {
 	}
 	cmd, err = s.start(spec, true)
 	if err == nil {
-		cmd.exitHook = func() { s.forks.prepare(path) }
+		cmd.afterHook = func() { s.forks.prepare(path) }
 	}
 	return cmd, err
 }
@@ -422,7 +432,7 @@ func (c *command) pipesHoldData() bool {
 }
 
 func (c *command) closePipes() {
-	for _, f := range c.pipes {
+	for _, f := range slices.Concat(c.pipes, c.closers) {
 		f.Close()
 	}
 	if c.stdin != nil {

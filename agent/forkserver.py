@@ -3,13 +3,19 @@
 # the call's script as `python3 -` would. The agent starts it as `python3 -` with this file
 # on stdin and a SOCK_SEQPACKET socket as descriptor 3.
 #
-# Protocol. The agent sends one message per call: the byte "c" with four descriptors
-# attached, [stdout, stderr, request, report]. The server forks an intermediate process,
-# which forks the call's process and exits at once, so the call's process is reparented to
-# the agent (PID 1, or a child subreaper) and the agent collects its exit status itself; the
-# intermediate first writes the call's pid to `report`. The call's process then reads, from
-# `request`, one JSON line {"env": [...], "dir": "..."} and the script; the agent writes them
-# only once it has taken the pid, so no script runs before the agent knows its process.
+# Protocol. The agent sends one message per call: the byte "c" with five descriptors
+# attached, [stdout, stderr, request, report, status]. The server forks an intermediate
+# process, which forks the call's process and exits at once, so the call's process is
+# reparented to the agent (PID 1, or a child subreaper) and the agent collects its exit
+# status itself; the intermediate first writes the call's pid to `report`. The call's
+# process then reads, from `request`, one JSON line {"env": [...], "dir": "..."} and the
+# script; the agent writes them only once it has taken the pid, so no script runs before the
+# agent knows its process, and the process acknowledges it with "r" on `status` (a spare
+# killed or stopped since it was forked never does, and the agent then starts the call
+# afresh). When the script is done, the process closes its stdout and stderr
+# and writes its exit status to `status` ("N\n") before it exits: the kernel's tear-down of
+# a process that shares the interpreter's pages takes milliseconds, and the result need not
+# wait for it (the agent still kills what is left of the call's tree).
 #
 # The server trusts nothing it is sent beyond that, keeps no state between calls, and is
 # non-dumpable, so the calls (which run as the same uid) cannot read or write its memory.
@@ -17,10 +23,12 @@
 import atexit
 import builtins
 import ctypes
+import fcntl
 import gc
 import importlib.machinery
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -56,7 +64,7 @@ def serve(sock):
             continue
         if not msg:
             os._exit(0)  # the agent is gone
-        if msg != b"c" or len(fds) != 4:
+        if msg != b"c" or len(fds) != 5:
             for fd in fds:
                 os.close(fd)
             continue
@@ -82,9 +90,11 @@ def become_call(sock, fds):
     What does not depend on the call is done first, while the process waits as the spare
     for the next call; then it reads its request (its directory and environment, then the
     script) and returns the script."""
-    stdout, stderr, request, report = fds
+    global status_fd
+    stdout, stderr, request, report, status_fd = fds
     os.close(report)
     sock.close()
+    status_fd = out_of_the_way(status_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
@@ -92,7 +102,7 @@ def become_call(sock, fds):
     os.dup2(stdout, 1)
     os.dup2(stderr, 2)
     for fd in [int(fd) for fd in os.listdir("/proc/self/fd")]:
-        if fd > 2 and fd != request:
+        if fd > 2 and fd != request and fd != status_fd:
             try:
                 os.close(fd)
             except OSError:
@@ -110,6 +120,10 @@ def become_call(sock, fds):
     with os.fdopen(request, "rb") as f:
         header = f.readline()
         script = f.read()
+    try:
+        os.write(status_fd, b"r")  # the agent now knows this process took the call
+    except OSError:
+        pass
     req = json.loads(header)
     os.chdir(req["dir"])
     env = dict(kv.partition("=")[::2] for kv in req["env"])
@@ -141,6 +155,7 @@ def run(script):
 
 
 status = 0  # the call's exit status, set by run
+status_fd = -1  # where the call reports its exit status (report_exit)
 
 
 def fast_exit():
@@ -157,7 +172,38 @@ def fast_exit():
     if code == -signal.SIGINT:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
+    report_exit(code & 0xFF)
     os._exit(code & 0xFF)
+
+
+def report_exit(code):
+    """Tells the agent the call's exit status before the process exits: its output ends
+    here (the agent reads to EOF on the pipes), and the exit itself is only the kernel's
+    tear-down. A script that closed or replaced the descriptor only makes the agent wait for
+    the exit, as for a started process."""
+    for fd in (1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.write(status_fd, b"%d\n" % code)
+    except OSError:
+        pass
+
+
+def out_of_the_way(fd):
+    """Moves descriptor fd up to the highest number the process may open (at most 1023),
+    close-on-exec, so that the script's own descriptors are numbered as in a started
+    `python3 -` and the programs it runs do not inherit it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, max(min(soft, 1024) - 1, 3))
+    except OSError:
+        os.set_inheritable(fd, False)
+        return fd
+    os.close(fd)
+    return high
 
 
 def exit_code(e):

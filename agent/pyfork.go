@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -22,8 +23,8 @@ import (
 // A Python call (wire.Exec.Fork) costs a fresh interpreter's start-up, and data-analysis
 // code then pays for `import numpy, pandas` again on every call: hundreds of milliseconds
 // against the few the agent needs. So the agent keeps a resident interpreter per sandbox,
-// started once the first such call has ended, that has imported the heavy modules the image has; each
-// call runs in a process forked from it (forkserver.py). The call still gets a fresh
+// started once the first such call has been answered, that has imported the heavy modules
+// the image has; each call runs in a process forked from it (forkserver.py). The call still gets a fresh
 // process: nothing one call sets, imports or opens is seen by the next.
 //
 // The forked process must be indistinguishable from one the agent started, to everything
@@ -35,10 +36,13 @@ import (
 // so it cannot end before the agent is ready for its status.
 //
 // The fork is done ahead of the call: the agent keeps one spare process per server, forked
-// and adopted, waiting for its request, and forks the next one while the call runs. A call
-// therefore pays for handing a script to a waiting process, and the fork (tens of
-// milliseconds for a large interpreter on a virtual machine) is only paid when calls come
-// faster than the server forks.
+// and adopted, waiting for its request, and forks the next one once the call has been
+// answered. A call therefore pays for handing a script to a waiting process, and the fork
+// (milliseconds for a large interpreter on a virtual machine) is only paid when calls come
+// faster than the server forks. At the other end, the call reports its exit status on a
+// pipe of its own just before it exits, its output already closed: the kernel's tear-down
+// of a process that shares the interpreter's pages (milliseconds again) then happens after
+// the answer, not before it.
 //
 // The server runs the same uid as the calls. They cannot read or write its memory (it is
 // non-dumpable, as the agent is), but they can kill or stop it. Whatever state it is in, a
@@ -59,6 +63,8 @@ const (
 	maxForkFailures = 3
 	// maxForkServerLog bounds what is kept of a server's stderr for the log.
 	maxForkServerLog = 4 << 10
+	// maxStatusBytes bounds what is read from a call's status pipe: "r", then "255\n".
+	maxStatusBytes = 8
 )
 
 // errNoFork says the call cannot be forked now; the caller starts the interpreter itself.
@@ -139,13 +145,88 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error)
 	// The script reaches the process through what would have been its stdin, after a
 	// header line; the process then takes /dev/null as stdin, where `python3 -` would be
 	// at EOF.
-	cmd := &command{argv: spec.Argv, stdin: sp.request, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true,
-		// The next spare is forked once this call's process has exited, so that the fork
-		// does not compete with the call for the CPU.
-		exitHook: func() { go f.refill(path, srv) }}
+	started := time.Now()
+	reported, err := sp.handOver(slices.Concat(header, []byte("\n"), spec.Stdin))
+	if err != nil {
+		f.log.Info("the spare process did not take its call; starting the interpreter instead", "pid", sp.pid, "err", err)
+		sp.discard()
+		return nil, errNoFork
+	}
+	cmd := &command{argv: spec.Argv, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true,
+		reported: reported, closers: []*os.File{sp.status},
+		// The next spare is forked once the call has been answered, so that the fork does
+		// not compete with the call, or its answer, for the CPU.
+		afterHook: func() { go f.refill(path, srv) }}
 	cmd.stdout, cmd.stderr = outputStreams(spec)
-	cmd.run(sp.pid, sp.exited, marker, slices.Concat(header, []byte("\n"), spec.Stdin))
+	cmd.run(sp.pid, sp.exited, marker, nil)
+	cmd.started = started
 	return cmd, nil
+}
+
+// handOver gives sp its request and waits until it has read it. Calls run as the same uid
+// and may have killed or stopped the spare since it was forked, and a check of its state
+// cannot see a signal still on its way: a spare that does not acknowledge its request within
+// forkReplyWait is given up, and the call started afresh rather than lost. It returns where
+// the call will report its exit status.
+func (sp *spare) handOver(request []byte) (<-chan syscall.WaitStatus, error) {
+	acked, reported := watchStatus(sp.status)
+	deadline := time.Now().Add(forkReplyWait)
+	sp.request.SetWriteDeadline(deadline)
+	_, err := sp.request.Write(request)
+	sp.request.Close()
+	if err != nil {
+		return nil, fmt.Errorf("writing its request: %w", err)
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case ok := <-acked:
+		if !ok {
+			return nil, errors.New("it ended or wrote something else before reading its request")
+		}
+		return reported, nil
+	case <-timer.C:
+		return nil, errors.New("it did not read its request in time")
+	}
+}
+
+// watchStatus reads what a forked call writes to its status pipe (forkserver.py): "r" once
+// it has read its request, and "N\n", its exit status, just before it exits, so that the
+// result need not wait for the kernel to tear the process down. Past the "r" the bytes are
+// the script's, which may lie: at most maxStatusBytes are read, anything but a status 0-255
+// is ignored (the agent then waits for the exit), and a lie only ends the call early, as
+// exiting would. acked gets true on the "r", false if the pipe ends or says anything else
+// first.
+func watchStatus(status *os.File) (acked <-chan bool, reported <-chan syscall.WaitStatus) {
+	ack, exit := make(chan bool, 1), make(chan syscall.WaitStatus, 1)
+	go func() {
+		var got []byte
+		buf := make([]byte, maxStatusBytes)
+		for len(got) < maxStatusBytes {
+			n, err := status.Read(buf[:maxStatusBytes-len(got)])
+			before := len(got)
+			got = append(got, buf[:n]...)
+			if before == 0 && len(got) > 0 {
+				if got[0] != 'r' {
+					break
+				}
+				ack <- true
+			}
+			if line, _, ok := bytes.Cut(got[min(len(got), 1):], []byte("\n")); ok {
+				if code, err := strconv.Atoi(string(line)); err == nil && code >= 0 && code <= 255 {
+					exit <- syscall.WaitStatus(code << 8) // as wait(2) encodes an exit
+				}
+				return
+			}
+			if err != nil {
+				break
+			}
+		}
+		if len(got) == 0 || got[0] != 'r' {
+			ack <- false
+		}
+	}()
+	return ack, exit
 }
 
 // spare is a process forked from a resident interpreter ahead of its call, waiting for its
@@ -155,6 +236,7 @@ type spare struct {
 	exited         <-chan syscall.WaitStatus
 	request        *os.File // the write end of the pipe it reads its request from
 	stdout, stderr *os.File // the read ends of its output pipes
+	status         *os.File // the read end of the pipe it reports its exit status to
 }
 
 // usable reports whether sp can still serve a call: calls run as the same uid and may have
@@ -179,6 +261,7 @@ func (sp *spare) closePipes() {
 	sp.request.Close()
 	sp.stdout.Close()
 	sp.stderr.Close()
+	sp.status.Close()
 }
 
 // take returns srv's spare, waiting for the one being forked if need be, or forks one now.
@@ -229,8 +312,9 @@ func (f *forkServers) server(path string) *forkServer {
 }
 
 // prepare starts path's resident interpreter unless one is running or starting, or forking
-// is disabled here. The agent calls it once a call that could have been forked has ended, so
-// that the interpreter's imports do not compete with that call for the CPU.
+// is disabled here, and gives a running one a spare if it has none. The agent calls it once
+// a call that could have been forked, but was not, has been answered, so that the
+// interpreter's imports do not compete with that call for the CPU.
 func (f *forkServers) prepare(path string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -240,8 +324,11 @@ func (f *forkServers) prepare(path string) {
 	if srv := f.servers[path]; srv != nil {
 		select {
 		case <-srv.dead:
+		case <-srv.ready:
+			go f.refill(path, srv) // replaces a spare given up on, if that is why
+			return
 		default:
-			return // ready or starting
+			return // starting
 		}
 	}
 	srv, err := f.launch(path)
@@ -331,7 +418,7 @@ func (f *forkServers) fork(srv *forkServer) (*spare, error) {
 			file.Close()
 		}
 	}
-	for range 4 { // stdout, stderr, request, report
+	for range 5 { // stdout, stderr, request, report, status
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(mine)
@@ -343,7 +430,7 @@ func (f *forkServers) fork(srv *forkServer) (*spare, error) {
 		}
 		mine, theirs = append(mine, r), append(theirs, w)
 	}
-	sp := &spare{stdout: mine[0], stderr: mine[1], request: mine[2]}
+	sp := &spare{stdout: mine[0], stderr: mine[1], request: mine[2], status: mine[4]}
 	report := mine[3]
 	defer report.Close()
 	fail := func(err error) (*spare, error) {

@@ -78,6 +78,7 @@ func TestForkedPythonBehavesAsStarted(t *testing.T) {
 		{name: "signal handlers", script: "import signal; print(signal.getsignal(signal.SIGCHLD), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGPIPE))"},
 		{name: "own session", script: "import os; print(os.getsid(0) == os.getpid(), os.getpgrp() == os.getpid())", stdout: "True True\n"},
 		{name: "waitpid works", script: "import os\npid = os.fork()\nif pid == 0: os._exit(5)\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))", stdout: "5\n"},
+		{name: "leftover processes are killed and counted", script: "import subprocess\nfor _ in range(2): subprocess.Popen(['sleep', '30'])\nprint('started')", stdout: "started\n"},
 		{name: "dumpable", script: "import ctypes; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))", stdout: "1\n"},
 	}
 	for _, tc := range tests {
@@ -88,9 +89,10 @@ func TestForkedPythonBehavesAsStarted(t *testing.T) {
 			if !got.Forked {
 				t.Fatalf("the call was not forked: %+v", got)
 			}
-			if got.Stdout != want.Stdout || got.Stderr != want.Stderr || got.ExitCode != want.ExitCode || got.Signal != want.Signal {
-				t.Errorf("forked: exit %d %q\nstdout %q\nstderr %q\nstarted: exit %d %q\nstdout %q\nstderr %q",
-					got.ExitCode, got.Signal, got.Stdout, got.Stderr, want.ExitCode, want.Signal, want.Stdout, want.Stderr)
+			if got.Stdout != want.Stdout || got.Stderr != want.Stderr || got.ExitCode != want.ExitCode || got.Signal != want.Signal ||
+				got.Reaped != want.Reaped {
+				t.Errorf("forked: exit %d %q, %d left over\nstdout %q\nstderr %q\nstarted: exit %d %q, %d left over\nstdout %q\nstderr %q",
+					got.ExitCode, got.Signal, got.Reaped, got.Stdout, got.Stderr, want.ExitCode, want.Signal, want.Reaped, want.Stdout, want.Stderr)
 			}
 			if tc.stdout != "" && got.Stdout != tc.stdout {
 				t.Errorf("stdout %q, want %q", got.Stdout, tc.stdout)
@@ -153,6 +155,50 @@ func TestForkedCallLimits(t *testing.T) {
 			t.Errorf("forked %v stdout %q stderr %.200q", res.Forked, res.Stdout, res.Stderr)
 		}
 	})
+}
+
+// TestForkedCallStatusReport: a forked call reports its exit status on a descriptor of its
+// own just before it exits (forkserver.py), and the agent answers without waiting for the
+// process's tear-down. The descriptor is reachable by the script, which may lie on it, close
+// it or write garbage to it: the result is then what the script's own exit would have
+// given, or the status it wrote (it ends the call, as exiting would), and nothing of the
+// call is left running.
+func TestForkedCallStatusReport(t *testing.T) {
+	a := startAgent(t)
+	forkReady(t, a)
+	// The status descriptor is the highest the call has open.
+	const statusFD = "max(int(f) for f in os.listdir('/proc/self/fd'))"
+	tests := []struct {
+		name   string
+		script string
+		exit   int
+		stdout string
+	}{
+		{name: "reported", script: "print('x'); raise SystemExit(3)", exit: 3, stdout: "x\n"},
+		{name: "a lie ends the call and kills the liar", script: "import os, time\nprint('lying', flush=True)\nos.write(" + statusFD + ", b'7\\n')\ntime.sleep(30)", exit: 7, stdout: "lying\n"},
+		{name: "descriptor closed", script: "import os; os.close(" + statusFD + "); raise SystemExit(4)", exit: 4},
+		{name: "garbage written", script: "import os; os.write(" + statusFD + ", b'nonsense' * 100); raise SystemExit(5)", exit: 5},
+		{name: "status out of range", script: "import os; os.write(" + statusFD + ", b'300\\n'); raise SystemExit(6)", exit: 6},
+		{name: "descriptor not inherited", script: "import os, subprocess\nfd = " + statusFD + "\nsubprocess.run(['sh', '-c', f'echo 9 >&{fd}'])\nraise SystemExit(8)", exit: 8},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tag := newTag()
+			spec := python(tc.script, true)
+			spec.Env = []string{tag}
+			res := a.exec(spec)
+			if !res.Forked || res.ExitCode != tc.exit || res.Signal != "" || res.TimedOut || res.Stdout != tc.stdout {
+				t.Errorf("got forked %v exit %d %q timed out %v stdout %q stderr %.300q; want exit %d stdout %q",
+					res.Forked, res.ExitCode, res.Signal, res.TimedOut, res.Stdout, res.Stderr, tc.exit, tc.stdout)
+			}
+			// The call's own process carries the tag in os.environ only, which /proc does
+			// not show: it is checked by pid.
+			testwait.Until(t, 5*time.Second, "no process of the call left", func() bool {
+				p, alive := readProc(res.PID)
+				return len(tagged(tag)) == 0 && (!alive || p.dead)
+			})
+		})
+	}
 }
 
 // residentPIDs lists the agent's resident interpreter processes: the server, whose

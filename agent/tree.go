@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,8 +29,9 @@ var treeIDs atomic.Uint64
 // tree identifies one command's processes. Its root runs in its own session, so the session
 // and process group ids both equal root.
 type tree struct {
-	root   int
-	marker string // markerVar=<id>, or "" for a tree known only by root
+	root    int
+	marker  string // markerVar=<id>, or "" for a tree known only by root
+	exiting bool   // root has reported its exit (pyfork.go) and is being torn down
 }
 
 func newMarker() string {
@@ -145,11 +147,21 @@ const killRounds = 50
 // kill SIGKILLs every process of t, rescanning until a scan finds none, so that processes
 // forked while the kill was under way die too. It returns how many distinct processes it
 // killed.
+//
+// A root that is exiting gets one SIGKILL, in case it lied, and is then left to the kernel:
+// it can fork nothing more once the signal is pending, and waiting for its tear-down is
+// what its report saved. It is not counted.
 func (t *tree) kill() int {
 	killed := make(map[int]bool)
+	if t.exiting {
+		syscall.Kill(t.root, syscall.SIGKILL)
+	}
 	pause := time.Duration(0)
 	for range killRounds {
 		pids := t.members(readProcs())
+		if t.exiting {
+			pids = slices.DeleteFunc(pids, func(pid int) bool { return pid == t.root })
+		}
 		if len(pids) == 0 {
 			break
 		}
