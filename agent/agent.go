@@ -212,7 +212,11 @@ func (s *server) dispatch(ctx context.Context, req wire.Request) bool {
 func (s *server) answer(ctx context.Context, req wire.Request) (*wire.Response, error) {
 	switch req.Op {
 	case wire.OpPing:
-		return &wire.Response{Kind: wire.KindResult, Stats: selfStats()}, nil
+		st := selfStats()
+		st.ResidentPython = s.forks.ready()
+		return &wire.Response{Kind: wire.KindResult, Stats: st}, nil
+	case wire.OpWarm:
+		return &wire.Response{Kind: wire.KindResult, Warm: s.warm(req.Warm)}, nil
 	case wire.OpExec:
 		res, after, err := s.exec(ctx, req.ID, req.Exec)
 		if err != nil || after == nil {
@@ -240,8 +244,8 @@ func (s *server) answer(ctx context.Context, req wire.Request) (*wire.Response, 
 		res, err := s.reset(req.Reset)
 		return &wire.Response{Kind: wire.KindResult, Reset: res}, err
 	default:
-		return nil, errorf(wire.CodeInvalid, "unknown op %q (valid: %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", req.Op,
-			wire.OpPing, wire.OpExec, wire.OpCancel, wire.OpFile, wire.OpJobs, wire.OpKill, wire.OpDial, wire.OpData, wire.OpClose, wire.OpReset)
+		return nil, errorf(wire.CodeInvalid, "unknown op %q (valid: %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", req.Op,
+			wire.OpPing, wire.OpExec, wire.OpCancel, wire.OpFile, wire.OpJobs, wire.OpKill, wire.OpDial, wire.OpData, wire.OpClose, wire.OpReset, wire.OpWarm)
 	}
 }
 

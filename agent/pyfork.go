@@ -314,30 +314,89 @@ func (f *forkServers) server(path string) *forkServer {
 // prepare starts path's resident interpreter unless one is running or starting, or forking
 // is disabled here, and gives a running one a spare if it has none. The agent calls it once
 // a call that could have been forked, but was not, has been answered, so that the
-// interpreter's imports do not compete with that call for the CPU.
-func (f *forkServers) prepare(path string) {
+// interpreter's imports do not compete with that call for the CPU, and on OpWarm. It reports
+// whether an interpreter is running or starting.
+func (f *forkServers) prepare(path string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed || f.failures >= maxForkFailures {
-		return
+		return false
 	}
 	if srv := f.servers[path]; srv != nil {
 		select {
 		case <-srv.dead:
 		case <-srv.ready:
 			go f.refill(path, srv) // replaces a spare given up on, if that is why
-			return
+			return true
 		default:
-			return // starting
+			return true // starting
 		}
 	}
 	srv, err := f.launch(path)
 	if err != nil {
 		f.failures++
 		f.log.Warn("cannot start the resident Python interpreter; calls start their own", "python", path, "err", err)
-		return
+		return false
 	}
 	f.servers[path] = srv
+	return true
+}
+
+// ready counts the resident interpreters ready to fork calls.
+func (f *forkServers) ready() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, srv := range f.servers {
+		select {
+		case <-srv.dead:
+		case <-srv.ready:
+			n++
+		default:
+		}
+	}
+	return n
+}
+
+// warm starts the resident interpreter for w.Python ahead of the first call (wire.OpWarm).
+// An image without that program is no error: nothing starts, and the result says so.
+func (s *server) warm(w *wire.Warm) *wire.WarmResult {
+	if w == nil || w.Python == "" {
+		return &wire.WarmResult{}
+	}
+	env, _ := commandEnv(nil, "")
+	path, err := lookPath(w.Python, env)
+	if err != nil {
+		return &wire.WarmResult{}
+	}
+	if !s.forks.prepare(path) {
+		return &wire.WarmResult{}
+	}
+	res := &wire.WarmResult{Python: path}
+	if w.Wait {
+		res.Ready = s.forks.await(path, forkReadyWait)
+	}
+	return res
+}
+
+// await waits up to wait for path's resident interpreter to be ready, and reports whether
+// it is.
+func (f *forkServers) await(path string, wait time.Duration) bool {
+	f.mu.Lock()
+	srv := f.servers[path]
+	f.mu.Unlock()
+	if srv == nil {
+		return false
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-srv.ready:
+		return true
+	case <-srv.dead:
+	case <-timer.C:
+	}
+	return false
 }
 
 // launch starts a server for path; f.mu is held.

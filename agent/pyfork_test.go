@@ -290,3 +290,37 @@ func TestForkServerGoneAtShutdownAndReset(t *testing.T) {
 		t.Errorf("resident interpreter %d survived the agent's shutdown", after)
 	}
 }
+
+// TestWarm: OpWarm starts the resident interpreter ahead of any call, so that the very
+// first call is forked, and says what it started; a program the image lacks starts
+// nothing and is no error.
+func TestWarm(t *testing.T) {
+	a := startAgent(t)
+	residents := func() int {
+		r := a.call(wire.Request{Op: wire.OpPing})
+		if r.Stats == nil {
+			t.Fatalf("ping: %+v", r)
+		}
+		return r.Stats.ResidentPython
+	}
+	if n := residents(); n != 0 {
+		t.Fatalf("%d resident interpreters before any call or warm-up", n)
+	}
+	for _, tc := range []struct{ python, want string }{{"no-such-python", ""}, {"", ""}} {
+		r := a.call(wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: tc.python}})
+		if r.Kind != wire.KindResult || r.Warm == nil || r.Warm.Python != tc.want {
+			t.Errorf("warm %q: %+v, want a result naming %q", tc.python, r, tc.want)
+		}
+	}
+	r := a.call(wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: "python3", Wait: true}})
+	if r.Kind != wire.KindResult || r.Warm == nil || !strings.HasSuffix(r.Warm.Python, "/python3") || !r.Warm.Ready {
+		t.Fatalf("warm python3: %+v", r)
+	}
+	if n := residents(); n != 1 {
+		t.Fatalf("%d resident interpreters after the warm-up, want 1", n)
+	}
+	testwait.Until(t, 10*time.Second, "its spare forked", func() bool { _, spares := residentPIDs(t); return len(spares) == 1 })
+	if res := a.exec(python("print(6 * 7)", true)); !res.Forked || res.Stdout != "42\n" {
+		t.Errorf("the first call after the warm-up: forked %v, stdout %q", res.Forked, res.Stdout)
+	}
+}

@@ -75,7 +75,8 @@ type ServerReport struct {
 	PeakRSS int64
 	// LeftAfterClose counts the server's sandbox containers once every session had closed
 	// (and a bounded wait for their removal); LeftAfterStop counts them after the server
-	// exited. Both must be 0.
+	// exited and the engine had a minute to remove what the server handed it. Both must be
+	// 0.
 	LeftAfterClose int
 	LeftAfterStop  int
 	// WarmSpares are the started sandboxes the server's warm pool keeps ready for new
@@ -84,8 +85,9 @@ type ServerReport struct {
 	WarmSpares int
 	// Pools describes the warm pools that served sessions: bounds, growth, hits and misses.
 	Pools string
-	// StopTime is how long the server took to exit after SIGTERM.
-	StopTime time.Duration
+	// StopTime is how long the server took to exit after SIGTERM, EngineDone how long until
+	// the engine had removed its last sandbox.
+	StopTime, EngineDone time.Duration
 }
 
 // Throughput is calls per second over the whole run.

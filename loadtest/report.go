@@ -27,6 +27,7 @@ func (r Report) Markdown() string {
 			row("warm pools (bounds, growth, hand-outs)", s.Pools)
 		}
 		row("server stop (SIGTERM to exit)", ms(s.StopTime))
+		row("engine done removing the server's sandboxes (from SIGTERM)", ms(s.EngineDone))
 		row("sandboxes left after server stopped", fmt.Sprint(s.LeftAfterStop))
 	} else {
 		row("server peak RSS, sandboxes left", "n/a (server not started by this run)")

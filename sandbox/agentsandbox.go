@@ -268,6 +268,14 @@ func (s *AgentSandbox) AgentStats(ctx context.Context) (wire.AgentStats, error) 
 	return *resp.Stats, nil
 }
 
+// WarmPython starts the sandbox's resident Python interpreter ahead of the first call
+// (wire.OpWarm), so that call is forked from it instead of starting an interpreter, and
+// returns once it has done its imports. An image without python3 is not an error.
+func (s *AgentSandbox) WarmPython(ctx context.Context) error {
+	_, err := s.request(ctx, wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: "python3", Wait: true}})
+	return err
+}
+
 // request is a plain request/response exchange with the agent.
 func (s *AgentSandbox) request(ctx context.Context, req wire.Request) (wire.Response, error) {
 	if err := s.enter(); err != nil {

@@ -47,6 +47,10 @@ type ManagerOptions struct {
 	WarmIdle time.Duration
 	// FillWorkers caps the warm pools' creations under way at once; 0 means FillWorkers.
 	FillWorkers int
+	// WarmUp, if set, readies each new spare for its first call (e.g. WarmPython). It runs
+	// once the spare is in the pool, which may hand it out meanwhile; an error is only
+	// logged.
+	WarmUp func(ctx context.Context, sb Sandbox, cfg Resolved) error
 
 	// RemoveWorkers caps the sandbox removals under way at once, whatever asked for them
 	// (Close, Release, Delete, the janitor); 0 means the package's RemoveWorkers.

@@ -45,6 +45,18 @@ import (
 // sandbox's idle TTL and maximum lifetime count from its hand-out, not from the spare's
 // creation. A spare found dead at hand-out is removed and the next one tried.
 
+// WarmPython is a ManagerOptions.WarmUp: it starts a spare's resident Python interpreter
+// and waits until it is ready (AgentSandbox.WarmPython), so that the first python_executor
+// call of the session the spare goes to is forked from an interpreter whose imports are
+// done: milliseconds instead of a fresh interpreter's start. It costs the spare the
+// interpreter's memory while it waits. Sandboxes without an agent are left as they are.
+func WarmPython(ctx context.Context, sb Sandbox, _ Resolved) error {
+	if w, ok := sb.(interface{ WarmPython(context.Context) error }); ok {
+		return w.WarmPython(ctx)
+	}
+	return nil
+}
+
 // FillWorkers is how many warm-pool creations a Manager runs at once, over all its pools.
 // Creating a sandbox keeps dockerd, containerd and runc busy on the host's cores; creations
 // at once beyond what the engine absorbs make no more sandboxes per second, only stretch
@@ -70,6 +82,7 @@ type warmPool struct {
 	peak     int       // the highest target so far
 	spares   []Sandbox // oldest first
 	filling  int       // creations under way
+	warming  int       // WarmUps under way
 	waiters  []*warmWaiter
 	lastTake time.Time // the last hand-out or miss
 	retryAt  time.Time // after a failed refill, none starts before this
@@ -147,13 +160,15 @@ type WarmStats struct {
 	Type Type `json:"type"`
 	// Size is the number of spares the pool wants now (0: no pool), from Min to Max; Peak
 	// is the most it wanted so far. Spare is how many are ready now, Filling how many are
-	// being created, Waiting how many callers wait for one.
+	// being created, Warming how many new ones (spare or handed out since) are being warmed
+	// up (ManagerOptions.WarmUp), Waiting how many callers wait for one.
 	Size    int `json:"size"`
 	Min     int `json:"min"`
 	Max     int `json:"max"`
 	Peak    int `json:"peak"`
 	Spare   int `json:"spare"`
 	Filling int `json:"filling"`
+	Warming int `json:"warming"`
 	Waiting int `json:"waiting"`
 	// Hits count sandboxes handed out from a ready spare; Misses those that found none,
 	// of which Waited were served by the pool's next spare (the others were created cold).
@@ -320,8 +335,29 @@ func (m *Manager) fill(p *warmPool) {
 		return
 	}
 	m.placeLocked(p, sb)
+	warmUp := m.opts.WarmUp != nil
+	if warmUp {
+		p.warming++
+	}
 	m.mu.Unlock()
 	m.log.Debug("warm sandbox ready", "sandbox", sb.ID(), "type", p.typ)
+	if warmUp {
+		m.warmUp(p, sb)
+	}
+}
+
+// warmUp runs the pool's WarmUp on sb, a sandbox it has just placed: it is usable
+// meanwhile (a call that comes first runs as it would have without), and the fill slot is
+// free already.
+func (m *Manager) warmUp(p *warmPool, sb Sandbox) {
+	err := m.opts.WarmUp(m.warmCtx, sb, p.cfg)
+	m.mu.Lock()
+	p.warming--
+	m.mu.Unlock()
+	if err != nil {
+		// Often a spare handed out and closed, or a server shutting down, meanwhile.
+		m.log.Debug("warming a spare up", "sandbox", sb.ID(), "type", p.typ, "error", err)
+	}
 }
 
 // placeLocked gives a sandbox p just made to the first waiter whose owner may have one more,
@@ -540,7 +576,7 @@ func (m *Manager) warmStatsLocked() []WarmStats {
 		ws := WarmStats{Type: t}
 		if p := m.warm[t]; p != nil {
 			ws.Size, ws.Min, ws.Max, ws.Peak = p.target, p.min, p.max, p.peak
-			ws.Spare, ws.Filling, ws.Waiting = len(p.spares), p.filling, len(p.waiters)
+			ws.Spare, ws.Filling, ws.Warming, ws.Waiting = len(p.spares), p.filling, p.warming, len(p.waiters)
 			ws.Hits, ws.Misses, ws.Waited = p.hits, p.misses, p.waited
 			ws.Dead, ws.Evicted, ws.RefillFailures, ws.Shrinks = p.dead, p.evicted, p.failures, p.shrinks
 		}

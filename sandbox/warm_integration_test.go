@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
@@ -82,4 +83,33 @@ func TestIntegrationWarmPool(t *testing.T) {
 	}
 	t.Logf("Close of 2 sessions' sandboxes and 2 spares took %s", time.Since(start))
 	testenv.AssertNoContainers(t, e)
+}
+
+// TestIntegrationWarmPython: a pool whose WarmUp is WarmPython hands out spares whose
+// resident Python interpreter was started before any call, so the session's very first
+// python call is forked from it.
+func TestIntegrationWarmPython(t *testing.T) {
+	e := testenv.Engine(t)
+	m := sandbox.NewManager(sandbox.ManagerOptions{
+		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(e, sandbox.TypeDocker)},
+		Warm:     map[sandbox.Type]int{sandbox.TypeDocker: 1},
+		WarmUp:   sandbox.WarmPython,
+	})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	testwait.Until(t, 90*time.Second, "a spare in the pool, warmed up", func() bool {
+		w := m.Stats().Warm
+		return len(w) == 1 && w[0].Spare == 1 && w[0].Warming == 0
+	})
+	ctx := t.Context()
+	sb, err := m.Acquire(ctx, "session", sandbox.TypeDocker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := sb.(*sandbox.AgentSandbox).AgentStats(ctx); err != nil || st.ResidentPython != 1 {
+		t.Fatalf("the spare's agent: %v, %d resident interpreters, want 1", err, st.ResidentPython)
+	}
+	res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"python3", "-"}, Stdin: []byte("print(6 * 7)"), Fork: true, TimeoutMS: 20_000}, nil)
+	if err != nil || res.ExitCode != 0 || res.Stdout != "42\n" || !res.Forked {
+		t.Fatalf("the first call: %v %+v, want 42 from a forked process", err, res)
+	}
 }

@@ -1,11 +1,12 @@
 package session
 
 import (
+	"context"
 	"fmt"
-	"github.com/enclave-mcp/enclave-mcp/egress"
 	"log/slog"
 	"time"
 
+	"github.com/enclave-mcp/enclave-mcp/egress"
 	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 	"github.com/enclave-mcp/enclave-mcp/tools"
@@ -79,8 +80,18 @@ func NewManager(s Sandboxes) (*sandbox.Manager, error) {
 		MaxLifetime:  s.MaxLifetime,
 		Warm:         warm(s.Warm, s.WarmREST),
 		WarmMax:      warm(s.WarmMax, s.WarmREST),
+		WarmUp:       s.warmUp,
 		Egress:       egressOf(s.Backend),
 	}), nil
+}
+
+// warmUp readies a warm spare for its first call: when its sandbox forks python_executor's
+// calls, it starts the resident interpreter (sandbox.WarmPython).
+func (s Sandboxes) warmUp(ctx context.Context, sb sandbox.Sandbox, cfg sandbox.Resolved) error {
+	if !tools.ForksPython(s.Tools, cfg.ToolsConfig) {
+		return nil
+	}
+	return sandbox.WarmPython(ctx, sb, cfg)
 }
 
 // egressOf is the egress service of backend b, when it has one.

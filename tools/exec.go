@@ -19,9 +19,11 @@ type PythonParams struct {
 	Timeout float64 `json:"timeout,omitempty" jsonschema_description:"Seconds before the run, and every process it started, is killed. Fractions are allowed. Default 30."`
 }
 
+const pythonExecutorName = "python_executor"
+
 func pythonExecutor() Def {
 	return New(Def{
-		Name: "python_executor",
+		Name: pythonExecutorName,
 		Description: "Run Python 3 code in an isolated sandbox and return what it prints. Each call is a fresh " +
 			"interpreter, but files in the workspace (the current directory) persist between calls in the " +
 			"session. No network access; memory, CPU, processes and time are limited. Use print() for results.",
@@ -45,7 +47,7 @@ func runPython(ctx context.Context, call Call, p PythonParams) (Result, error) {
 	// The code goes in on stdin, not argv: argv caps one argument at 128 KiB. The agent
 	// forks the process from the sandbox's resident interpreter, which has the heavy
 	// modules imported, unless the tool's options say "fork": false.
-	fork := call.Options["fork"] != false
+	fork := forks(call.Options)
 	for _, py := range pythonCandidates {
 		res, err := runProcess(ctx, call, sandbox.ExecRequest{Argv: []string{py, "-"}, Stdin: []byte(p.Code), Fork: fork}, timeout)
 		if !errors.Is(err, sandbox.ErrNotFound) {
@@ -53,6 +55,26 @@ func runPython(ctx context.Context, call Call, p PythonParams) (Result, error) {
 		}
 	}
 	return failure("no Python interpreter (python3 or python) in this sandbox's image; use an image that has one, e.g. " + sandbox.DefaultImage), nil
+}
+
+// forks reads python_executor's "fork" option: calls are forked from the sandbox's
+// resident interpreter unless it is false.
+func forks(options map[string]any) bool { return options["fork"] != false }
+
+// ForksPython reports whether sandboxes whose tools_config is cfg have python_executor
+// among tools and run its calls forked from a resident interpreter, which a warm spare can
+// then start ahead of its first call (sandbox.WarmPython).
+func ForksPython(tools []Def, cfg sandbox.ToolsConfig) bool {
+	enabled, err := Enabled(tools, cfg)
+	if err != nil {
+		return false
+	}
+	for _, d := range enabled {
+		if d.Name == pythonExecutorName {
+			return forks(cfg[d.Name])
+		}
+	}
+	return false
 }
 
 // ShellParams are shell_executor's parameters (ms-enclave's names).

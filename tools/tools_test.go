@@ -262,3 +262,27 @@ func TestHandlersRefuseBeforeTouchingTheSandbox(t *testing.T) {
 		})
 	}
 }
+
+// TestForksPython: a warm spare starts a resident interpreter only when its sandbox's
+// tools_config enables python_executor with forking on.
+func TestForksPython(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  sandbox.ToolsConfig
+		want bool
+	}{
+		{"every tool (empty config)", nil, true},
+		{"python_executor enabled", sandbox.ToolsConfig{"python_executor": {}}, true},
+		{"fork true", sandbox.ToolsConfig{"python_executor": {"fork": true}}, true},
+		{"fork false", sandbox.ToolsConfig{"python_executor": {"fork": false}}, false},
+		{"python_executor not enabled", sandbox.ToolsConfig{"shell_executor": {}}, false},
+		{"unknown tool", sandbox.ToolsConfig{"no_such_tool": {}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ForksPython(All(), tc.cfg); got != tc.want {
+				t.Errorf("ForksPython(%v) = %v, want %v", tc.cfg, got, tc.want)
+			}
+		})
+	}
+}

@@ -49,6 +49,8 @@ type Request struct {
 
 	// Reset is OpReset's request.
 	Reset *Reset `json:"reset,omitempty"`
+	// Warm is OpWarm's request.
+	Warm *Warm `json:"warm,omitempty"`
 }
 
 // Dial asks the agent to open a connection from inside the sandbox.
@@ -206,6 +208,8 @@ type Response struct {
 
 	// Reset answers OpReset.
 	Reset *ResetResult `json:"reset,omitempty"`
+	// Warm answers OpWarm.
+	Warm *WarmResult `json:"warm,omitempty"`
 
 	// Stats answers OpPing: what the agent itself costs right now.
 	Stats *AgentStats `json:"stats,omitempty"`
@@ -217,6 +221,8 @@ type AgentStats struct {
 	Procs      int    `json:"procs"`       // GOMAXPROCS: the runtime starts a GC worker per P at its first collection
 	HeapBytes  uint64 `json:"heap_bytes"`  // live and not yet swept heap objects
 	TotalBytes uint64 `json:"total_bytes"` // everything the runtime has mapped (an upper bound of its RSS)
+	// ResidentPython counts the resident Python interpreters ready to fork calls.
+	ResidentPython int `json:"resident_python"`
 }
 
 // Ready is the agent's greeting.
@@ -307,6 +313,32 @@ type Job struct {
 	// ExitCode and Signal are set once the job has ended.
 	ExitCode int    `json:"exit_code,omitempty"`
 	Signal   string `json:"signal,omitempty"`
+}
+
+// OpWarm readies the sandbox for its first calls ahead of them (Request.Warm), in the
+// background: the agent answers at once, or once it is done if asked to wait. A pool's spare gets it, so that the first
+// python_executor call of the session it goes to is forked from a resident interpreter
+// that has its imports done, instead of starting one.
+const OpWarm Operation = "warm"
+
+// Warm asks the agent for an OpWarm.
+type Warm struct {
+	// Python names the interpreter (looked up in PATH, e.g. "python3") whose resident
+	// process to start; empty starts none. An image without it is not an error: the result
+	// says what was started.
+	Python string `json:"python,omitempty"`
+	// Wait answers only once the interpreter is ready to fork calls, or has failed (within
+	// a minute).
+	Wait bool `json:"wait,omitempty"`
+}
+
+// WarmResult says what an OpWarm started.
+type WarmResult struct {
+	// Python is the resident interpreter's path, empty when none was started (the image has
+	// no such program, or forking is disabled after repeated failures). With Warm.Wait,
+	// Ready says whether it became ready to fork calls.
+	Python string `json:"python,omitempty"`
+	Ready  bool   `json:"ready,omitempty"`
 }
 
 // OpReset returns the sandbox to the state it started in, for a pool's next borrower

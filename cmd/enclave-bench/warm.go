@@ -97,19 +97,22 @@ func acquireRun(ctx context.Context, m *sandbox.Manager, warm bool, python *benc
 	}
 }
 
-// manager is a manager of sandboxes of the bench's image on be, with a pool of warm spares.
+// manager is a manager of sandboxes of the bench's image on be, with a pool of warm spares
+// whose resident Python interpreter is started ahead of the first call, as serve's are.
 func (b *bench) manager(be sandbox.Backend, warm int) *sandbox.Manager {
 	return sandbox.NewManager(sandbox.ManagerOptions{
 		Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {Image: b.cfg.Image}},
 		Creators: map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: sandbox.NewCreator(be, sandbox.TypeDocker)},
 		Warm:     map[sandbox.Type]int{sandbox.TypeDocker: warm},
+		WarmUp:   sandbox.WarmPython,
 	})
 }
 
-// waitSpare waits until m's docker pool has a spare ready.
+// waitSpare waits until m's docker pool has a spare ready and warmed up: a session comes
+// to a pool that has had the time a model's turn takes to refill.
 func waitSpare(ctx context.Context, m *sandbox.Manager) error {
 	deadline := time.Now().Add(60 * time.Second)
-	for warmStats(m).Spare == 0 {
+	for w := warmStats(m); w.Spare == 0 || w.Warming > 0; w = warmStats(m) {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
