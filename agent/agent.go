@@ -216,7 +216,7 @@ func (s *server) answer(ctx context.Context, req wire.Request) (*wire.Response, 
 		st.ResidentPython = s.forks.ready()
 		return &wire.Response{Kind: wire.KindResult, Stats: st}, nil
 	case wire.OpWarm:
-		return &wire.Response{Kind: wire.KindResult, Warm: s.warm(req.Warm)}, nil
+		return &wire.Response{Kind: wire.KindResult, Warm: s.warm(ctx, req.Warm)}, nil
 	case wire.OpExec:
 		res, after, err := s.exec(ctx, req.ID, req.Exec)
 		if err != nil || after == nil {

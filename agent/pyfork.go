@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -360,7 +361,7 @@ func (f *forkServers) ready() int {
 
 // warm starts the resident interpreter for w.Python ahead of the first call (wire.OpWarm).
 // An image without that program is no error: nothing starts, and the result says so.
-func (s *server) warm(w *wire.Warm) *wire.WarmResult {
+func (s *server) warm(ctx context.Context, w *wire.Warm) *wire.WarmResult {
 	if w == nil || w.Python == "" {
 		return &wire.WarmResult{}
 	}
@@ -374,14 +375,14 @@ func (s *server) warm(w *wire.Warm) *wire.WarmResult {
 	}
 	res := &wire.WarmResult{Python: path}
 	if w.Wait {
-		res.Ready = s.forks.await(path, forkReadyWait)
+		res.Ready = s.forks.await(ctx, path, forkReadyWait)
 	}
 	return res
 }
 
-// await waits up to wait for path's resident interpreter to be ready, and reports whether
-// it is.
-func (f *forkServers) await(path string, wait time.Duration) bool {
+// await waits up to wait (or until ctx ends) for path's resident interpreter to be ready,
+// and reports whether it is.
+func (f *forkServers) await(ctx context.Context, path string, wait time.Duration) bool {
 	f.mu.Lock()
 	srv := f.servers[path]
 	f.mu.Unlock()
@@ -395,6 +396,7 @@ func (f *forkServers) await(path string, wait time.Duration) bool {
 		return true
 	case <-srv.dead:
 	case <-timer.C:
+	case <-ctx.Done():
 	}
 	return false
 }

@@ -272,8 +272,21 @@ func (s *AgentSandbox) AgentStats(ctx context.Context) (wire.AgentStats, error) 
 // (wire.OpWarm), so that call is forked from it instead of starting an interpreter, and
 // returns once it has done its imports. An image without python3 is not an error.
 func (s *AgentSandbox) WarmPython(ctx context.Context) error {
-	_, err := s.request(ctx, wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: "python3", Wait: true}})
+	_, err := s.chore(ctx, wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: "python3", Wait: true}})
 	return err
+}
+
+// chore is a request the sandbox's user did not make, such as a warm-up: unlike request, it
+// neither shows the sandbox busy nor counts as a use for its idle TTL.
+func (s *AgentSandbox) chore(ctx context.Context, req wire.Request) (wire.Response, error) {
+	if !s.Alive() {
+		return wire.Response{}, ErrClosed
+	}
+	resp, err := s.conn.call(ctx, req, nil)
+	if err != nil {
+		return resp, s.callError(err)
+	}
+	return resp, nil
 }
 
 // request is a plain request/response exchange with the agent.

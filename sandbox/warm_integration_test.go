@@ -35,26 +35,17 @@ func TestIntegrationWarmPool(t *testing.T) {
 	}
 	waitFull := func() {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for w := warm(); w.Spare < 2 || w.Filling > 0; w = warm() {
-			if time.Now().After(deadline) {
-				t.Fatalf("the warm pool did not fill: %+v", w)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testwait.Until(t, 30*time.Second, "the warm pool full", func() bool {
+			w := warm()
+			return w.Spare == 2 && w.Filling == 0
+		})
 	}
 	waitFull()
 
 	ctx := t.Context()
-	start := time.Now()
 	a, err := m.Acquire(ctx, "session-a", sandbox.TypeDocker)
-	took := time.Since(start)
 	if err != nil {
 		t.Fatal(err)
-	}
-	t.Logf("warm acquire took %s", took)
-	if took > 100*time.Millisecond {
-		t.Errorf("warm acquire took %s, want well under 100ms", took)
 	}
 	res, err := a.Exec(ctx, sandbox.ExecRequest{Argv: []string{"sh", "-c", "echo warm"}, TimeoutMS: 5000}, nil)
 	if err != nil || res.ExitCode != 0 || res.Stdout != "warm\n" {
@@ -76,7 +67,7 @@ func TestIntegrationWarmPool(t *testing.T) {
 		t.Errorf("warm stats = %+v, want 2 hits", w)
 	}
 
-	start = time.Now()
+	start := time.Now()
 	closed = true
 	if err := m.Close(context.Background()); err != nil {
 		t.Fatal(err)
