@@ -76,19 +76,31 @@ type roundState struct {
 	Answers map[string]json.RawMessage `json:"answers,omitempty"`
 }
 
-// binding is the hash a state is bound to: the caller and the call's arguments (as sent,
-// compacted).
+// binding is the hash a state is bound to: the caller and the call's arguments, in a
+// canonical form (object keys sorted, numbers as written), so a client that re-encodes the
+// same arguments is not refused.
 func binding(owner string, args json.RawMessage) string {
-	var compact bytes.Buffer
-	if json.Compact(&compact, args) != nil {
-		compact.Reset()
-		compact.Write(args)
-	}
 	h := sha256.New()
 	h.Write([]byte(owner))
 	h.Write([]byte{0})
-	h.Write(compact.Bytes())
+	h.Write(canonicalJSON(args))
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+// canonicalJSON is raw re-encoded with sorted object keys and numbers kept as written;
+// raw itself when it is not JSON.
+func canonicalJSON(raw json.RawMessage) []byte {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return raw
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		return raw
+	}
+	return out
 }
 
 func (c *stateCodec) mac(payload []byte) []byte {
@@ -215,7 +227,7 @@ func (e *rpcError) Error() string { return e.msg }
 // request did not declare (-32021, data.requiredCapabilities naming it).
 func missingCapability(tool string, mc *session.MissingCapability) *rpcError {
 	return &rpcError{code: mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
-		msg: fmt.Sprintf("%s: %s: declare it in the request's _meta %q", tool, mc.Error(), mcp.MetaKeyClientCapabilities),
+		msg:  fmt.Sprintf("%s: %s: declare it in the request's _meta %q", tool, mc.Error(), mcp.MetaKeyClientCapabilities),
 		data: map[string]any{"requiredCapabilities": map[string]any{mc.Capability: map[string]any{}}}}
 }
 
