@@ -18,9 +18,20 @@
 //	                    elicitation), then says what it would have done (it deletes nothing)
 //	multi_input         required: asks two questions at once, then reports both answers
 //
-// and the fixtures of scenarios outside the tasks extension that need nothing but a
+// the fixtures of scenarios outside the tasks extension that need nothing but a
 // tools.Result: test_simple_text, test_error_handling, test_image_content and
-// json_schema_2020_12_tool (whose schema is the point).
+// json_schema_2020_12_tool (whose schema is the point); and those that ask their client
+// (session.Ask: an InputRequiredResult for a 2026-07-28 call, server-initiated requests
+// for a session client; package mcp's mrtr.go) or log to it:
+//
+//	test_input_required_result_*  the multi round-trip scenarios' tools (SEP-2322)
+//	test_tool_with_task           gathers a name by MRTR (LocalTool.Gather), then a task
+//	test_missing_capability       asks the client's LLM: -32021 without sampling
+//	test_streaming_elicitation    asks a name (by MRTR, never on the response stream)
+//	test_sampling                 2025-11-25: asks the client's LLM
+//	test_elicitation              2025-11-25: asks a username and an email
+//	test_logging_tool             logs three messages, sent only at a level asked for
+//	test_tool_with_logging        the same, under the 2025-11-25 scenario's name
 package conformance
 
 import (
@@ -526,6 +537,11 @@ func mrtrTools() []enclave.LocalTool {
 				return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("Hello, %s! (gathered by a multi round-trip request, run as a task)", p.UserName)}, nil
 			},
 		},
+		fixture("test_sampling", "Conformance fixture: asks the client's LLM `prompt` (sampling), then reports its answer.", enclave.TasksForbidden,
+			`{"type":"object","properties":{"prompt":{"type":"string"}},"required":["prompt"],"additionalProperties":false}`, askSampling),
+		fixture("test_elicitation", "Conformance fixture: asks the user for a username and an email with `message` (elicitation), then reports the answer.",
+			enclave.TasksForbidden,
+			`{"type":"object","properties":{"message":{"type":"string"}},"required":["message"],"additionalProperties":false}`, askUser),
 		logFixture("test_logging_tool", "Conformance fixture: logs three messages (notifications/message, at info), only to a client that asked for a log level."),
 		logFixture("test_tool_with_logging", "Conformance fixture: logs three messages (notifications/message, at info) while it runs."),
 	}
@@ -567,4 +583,47 @@ func logFixture(name, description string) enclave.LocalTool {
 		}
 		return tools.Result{Status: tools.StatusSuccess, Output: "logged three messages (sent only at a log level the client asked for)"}, nil
 	})
+}
+
+// askSampling is test_sampling: the question of the 2025 scenario, which a session client
+// gets as a server-initiated sampling/createMessage (mcp-go's bridge of the same Ask).
+func askSampling(ctx context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+	var p struct {
+		Prompt string `json:"prompt"`
+	}
+	if bad := decode("test_sampling", args, &p); bad != nil {
+		return *bad, nil
+	}
+	raw, err := session.Ask(ctx, map[string]any{"sample": sample(p.Prompt, 100)})
+	if err != nil {
+		return tools.Result{}, err
+	}
+	text, bad := sampledText("test_sampling", "sample", raw["sample"])
+	if bad != nil {
+		return *bad, nil
+	}
+	return tools.Result{Status: tools.StatusSuccess, Output: "LLM response: " + text}, nil
+}
+
+// askUser is test_elicitation: a form asking a username and an email.
+func askUser(ctx context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+	var p struct {
+		Message string `json:"message"`
+	}
+	if bad := decode("test_elicitation", args, &p); bad != nil {
+		return *bad, nil
+	}
+	raw, err := session.Ask(ctx, map[string]any{"user": elicit(p.Message, map[string]any{
+		"username": map[string]any{"type": "string", "description": "User's response"},
+		"email":    map[string]any{"type": "string", "description": "User's email address"},
+	})})
+	if err != nil {
+		return tools.Result{}, err
+	}
+	answers, bad := answersOf("test_elicitation", raw, "user")
+	if bad != nil {
+		return *bad, nil
+	}
+	content, _ := json.Marshal(answers["user"].Content)
+	return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("User response: action %s, content %s", answers["user"].Action, content)}, nil
 }
