@@ -38,6 +38,7 @@ import (
 // expired, issued by an earlier run, or presented for another tool, other arguments or by
 // another caller is refused with -32602 and a message saying which. Its size is bounded
 // (RequestStateMaxBytes): a call whose answers outgrow it fails with a message saying so.
+// It is signed, not encrypted: it carries nothing but the client's own answers.
 //
 // mcp-go v1.2.1 bridges such a result for clients of the older protocols (sessions): it
 // sends them the questions as server-initiated requests and calls the handler again with

@@ -12,25 +12,15 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/enclave-mcp/enclave-mcp/mcp"
-	"github.com/enclave-mcp/enclave-mcp/mcp/conformance"
-	"github.com/enclave-mcp/enclave-mcp/sandbox"
-	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
 // newMRTRServer serves the conformance fixtures over real HTTP, each bearer token its own
 // principal.
 func newMRTRServer(t *testing.T) string {
 	t.Helper()
-	manager := sandbox.NewManager(sandbox.ManagerOptions{})
-	t.Cleanup(func() { _ = manager.Close(context.Background()) })
-	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager, TaskAfter: 200 * time.Millisecond,
-		LocalTools: conformance.Tools()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return serveStreamable(t, srv, mcp.HTTPOptions{Principal: func(r *http.Request) string {
+	return newLocalToolsServerWith(t, mcp.HTTPOptions{Principal: func(r *http.Request) string {
 		return strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	}}, nil)
+	}})
 }
 
 var askCaps = map[string]any{"elicitation": map[string]any{}, "sampling": map[string]any{}, "roots": map[string]any{}}
@@ -198,19 +188,9 @@ func TestMultiRoundTripMCPGoClients(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if text := contentText(res); res.IsError || text != "Hello, Ada!" {
+			if text := textOf(res); res.IsError || text != "Hello, Ada!" {
 				t.Errorf("result %q (isError %v); want Hello, Ada!", text, res.IsError)
 			}
 		})
 	}
-}
-
-func contentText(res *mcpgo.CallToolResult) string {
-	var b strings.Builder
-	for _, c := range res.Content {
-		if tc, ok := c.(mcpgo.TextContent); ok {
-			b.WriteString(tc.Text)
-		}
-	}
-	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Multi round-trip requests (MRTR, SEP-2322, protocol 2026-07-28). A call that is not a
@@ -27,6 +28,7 @@ type Round struct {
 	caps    map[string]bool // nil: not known (ask whatever the call needs)
 	resumed bool
 
+	mu   sync.Mutex // guards used: a call may ask from several goroutines
 	used map[string]json.RawMessage
 }
 
@@ -47,7 +49,11 @@ func (r *Round) Declared(capability string) bool { return r.caps == nil || r.cap
 
 // Answered are the answers the call's Asks have taken so far: what the next round must
 // carry (answers to keys no Ask named are dropped).
-func (r *Round) Answered() map[string]json.RawMessage { return maps.Clone(r.used) }
+func (r *Round) Answered() map[string]json.RawMessage {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.used)
+}
 
 type roundKey struct{}
 
@@ -122,6 +128,8 @@ func (r *Round) ask(requests map[string]any) (map[string]json.RawMessage, error)
 			return nil, &MissingCapability{Capability: capability, Method: method}
 		}
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	out := map[string]json.RawMessage{}
 	missing := map[string]any{}
 	for key, req := range requests {

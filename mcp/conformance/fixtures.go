@@ -388,8 +388,23 @@ func greetByElicitation(tool, key, message string) run {
 	}
 }
 
+// confirmed asks for a confirmation ({"ok": boolean}), and reports its action as say
+// puts it.
+func confirmed(tool string, say func(ctx context.Context, action string) string) run {
+	return func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+		raw, err := session.Ask(ctx, map[string]any{"confirm": elicit("Please confirm", map[string]any{"ok": map[string]any{"type": "boolean"}})})
+		if err != nil {
+			return tools.Result{}, err
+		}
+		answers, bad := answersOf(tool, raw, "confirm")
+		if bad != nil {
+			return *bad, nil
+		}
+		return tools.Result{Status: tools.StatusSuccess, Output: say(ctx, answers["confirm"].Action)}, nil
+	}
+}
+
 func mrtrTools() []enclave.LocalTool {
-	confirmProp := map[string]any{"ok": map[string]any{"type": "boolean"}}
 	return []enclave.LocalTool{
 		askFixture("test_input_required_result_elicitation", "Conformance fixture: asks the client's name (elicitation), then greets it.",
 			greetByElicitation("test_input_required_result_elicitation", "user_name", "What is your name?")),
@@ -397,27 +412,11 @@ func mrtrTools() []enclave.LocalTool {
 			greetByElicitation("test_streaming_elicitation", "user_name", "What is your name?")),
 		askFixture("test_input_required_result_sampling", "Conformance fixture: asks the client's LLM a question (sampling), then reports the answer.",
 			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
-				raw, err := session.Ask(ctx, map[string]any{"capital_question": sample("What is the capital of France?", 100)})
-				if err != nil {
-					return tools.Result{}, err
-				}
-				text, bad := sampledText("test_input_required_result_sampling", "capital_question", raw["capital_question"])
-				if bad != nil {
-					return *bad, nil
-				}
-				return tools.Result{Status: tools.StatusSuccess, Output: "The model said: " + text}, nil
+				return askLLM(ctx, "test_input_required_result_sampling", "capital_question", "What is the capital of France?", 100, "The model said: ")
 			}),
 		askFixture("test_missing_capability", "Conformance fixture: needs the client's sampling capability (it asks the client's LLM).",
 			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
-				raw, err := session.Ask(ctx, map[string]any{"question": sample("Say hello.", 20)})
-				if err != nil {
-					return tools.Result{}, err
-				}
-				text, bad := sampledText("test_missing_capability", "question", raw["question"])
-				if bad != nil {
-					return *bad, nil
-				}
-				return tools.Result{Status: tools.StatusSuccess, Output: "The model said: " + text}, nil
+				return askLLM(ctx, "test_missing_capability", "question", "Say hello.", 20, "The model said: ")
 			}),
 		askFixture("test_input_required_result_list_roots", "Conformance fixture: asks the client's roots, then lists them.",
 			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
@@ -432,32 +431,14 @@ func mrtrTools() []enclave.LocalTool {
 				return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("The client's roots: %v", uris)}, nil
 			}),
 		askFixture("test_input_required_result_request_state", "Conformance fixture: asks for a confirmation; says state-ok when the retry brought back a requestState the server verified.",
-			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
-				raw, err := session.Ask(ctx, map[string]any{"confirm": elicit("Please confirm", confirmProp)})
-				if err != nil {
-					return tools.Result{}, err
-				}
-				answers, bad := answersOf("test_input_required_result_request_state", raw, "confirm")
-				if bad != nil {
-					return *bad, nil
-				}
+			confirmed("test_input_required_result_request_state", func(ctx context.Context, action string) string {
 				if r := session.RoundFrom(ctx); r == nil || !r.Resumed() {
-					return tools.Result{Status: tools.StatusSuccess, Output: "answered without a requestState: " + answers["confirm"].Action}, nil
+					return "answered without a requestState: " + action
 				}
-				return tools.Result{Status: tools.StatusSuccess, Output: "state-ok: the requestState was verified; " + answers["confirm"].Action}, nil
-			}),
+				return "state-ok: the requestState was verified; " + action
+			})),
 		askFixture("test_input_required_result_tampered_state", "Conformance fixture: asks for a confirmation; a retry with an altered requestState is refused.",
-			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
-				raw, err := session.Ask(ctx, map[string]any{"confirm": elicit("Please confirm", confirmProp)})
-				if err != nil {
-					return tools.Result{}, err
-				}
-				answers, bad := answersOf("test_input_required_result_tampered_state", raw, "confirm")
-				if bad != nil {
-					return *bad, nil
-				}
-				return tools.Result{Status: tools.StatusSuccess, Output: "confirmed: " + answers["confirm"].Action}, nil
-			}),
+			confirmed("test_input_required_result_tampered_state", func(_ context.Context, action string) string { return "confirmed: " + action })),
 		askFixture("test_input_required_result_multiple_inputs", "Conformance fixture: asks a name (elicitation), a greeting (sampling) and the roots at once.",
 			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
 				const tool = "test_input_required_result_multiple_inputs"
@@ -594,15 +575,20 @@ func askSampling(ctx context.Context, args json.RawMessage, _ func(sandbox.Outpu
 	if bad := decode("test_sampling", args, &p); bad != nil {
 		return *bad, nil
 	}
-	raw, err := session.Ask(ctx, map[string]any{"sample": sample(p.Prompt, 100)})
+	return askLLM(ctx, "test_sampling", "sample", p.Prompt, 100, "LLM response: ")
+}
+
+// askLLM asks the client's LLM prompt under key, and reports its text after prefix.
+func askLLM(ctx context.Context, tool, key, prompt string, maxTokens int, prefix string) (tools.Result, error) {
+	raw, err := session.Ask(ctx, map[string]any{key: sample(prompt, maxTokens)})
 	if err != nil {
 		return tools.Result{}, err
 	}
-	text, bad := sampledText("test_sampling", "sample", raw["sample"])
+	text, bad := sampledText(tool, key, raw[key])
 	if bad != nil {
 		return *bad, nil
 	}
-	return tools.Result{Status: tools.StatusSuccess, Output: "LLM response: " + text}, nil
+	return tools.Result{Status: tools.StatusSuccess, Output: prefix + text}, nil
 }
 
 // askUser is test_elicitation: a form asking a username and an email.
