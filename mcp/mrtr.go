@@ -319,6 +319,9 @@ func (w *replyWriter) Flush() {
 	}
 }
 
+// Unwrap gives http.ResponseController (write deadlines) the underlying writer.
+func (w *replyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // rpcStatus is the HTTP status of a JSON-RPC error code (protocol 2026-07-28).
 func rpcStatus(code int) int {
 	switch code {

@@ -2,6 +2,7 @@ package mcp_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -192,5 +193,36 @@ func TestMultiRoundTripMCPGoClients(t *testing.T) {
 				t.Errorf("result %q (isError %v); want Hello, Ada!", text, res.IsError)
 			}
 		})
+	}
+}
+
+// TestToolCallStreamsThroughReplyWriter: a tools/call's response still streams (progress
+// notifications on an SSE response, then the result) now that every call's response on
+// /mcp passes through the writer that can replace it with a JSON-RPC error.
+func TestToolCallStreamsThroughReplyWriter(t *testing.T) {
+	t.Parallel()
+	url := newLocalToolsServer(t)
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow_compute","arguments":{"seconds":1.2,"label":"p"},` +
+		`"_meta":{"progressToken":"tok","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}`
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+"/mcp", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+		"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "slow_compute"} {
+		req.Header.Set(k, v)
+	}
+	resp, err := freshHTTP().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") ||
+		!strings.Contains(string(raw), `"notifications/progress"`) || !strings.Contains(string(raw), `\"p\" done`) {
+		t.Errorf("HTTP %d %s, body %s; want an SSE stream with a progress notification, then the result", resp.StatusCode, resp.Header.Get("Content-Type"), raw)
 	}
 }
