@@ -95,9 +95,9 @@ func (s *Server) localHandler(lt LocalTool) server.ToolHandlerFunc {
 			return errorResult(fmt.Sprintf("%s: reading the arguments: %v", lt.Tool.Name, err)), nil
 		}
 		c := callerOf(ctx)
-		round, err := s.roundOf(ctx, c, lt.Tool.Name, args, req.Params.MultiRoundTripParams)
-		if err != nil {
-			return failCall(ctx, err.(*rpcError))
+		round, refused := s.roundOf(ctx, c, lt.Tool.Name, args, req.Params.MultiRoundTripParams)
+		if refused != nil {
+			return failCall(ctx, refused)
 		}
 		ctx = session.WithRound(ctx, round)
 		callArgs := args

@@ -162,7 +162,7 @@ func (c *stateCodec) open(token, owner, tool string, args json.RawMessage) (map[
 // inputResponses it brings, and the client's declared capabilities (known for 2026-07-28
 // requests, which declare them on each request). A refused state, or an answer that is
 // not a JSON object, is a protocol error (-32602).
-func (s *Server) roundOf(ctx context.Context, c caller, tool string, args json.RawMessage, p mcp.MultiRoundTripParams) (*session.Round, error) {
+func (s *Server) roundOf(ctx context.Context, c caller, tool string, args json.RawMessage, p mcp.MultiRoundTripParams) (*session.Round, *rpcError) {
 	answers := map[string]json.RawMessage{}
 	resumed := false
 	if p.RequestState != "" {
