@@ -11,6 +11,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
@@ -51,6 +52,12 @@ type LocalTool struct {
 	// cancelled or its session ends. A Go error is a failure of the server, not of the
 	// tool: a task with one fails (tool errors are a Result with an error status).
 	Run func(ctx context.Context, args json.RawMessage, progress func(sandbox.Output)) (tools.Result, error)
+	// Gather, when set, runs first, on the request, before the call may go on as a task,
+	// and returns the arguments Run gets: it gathers what the call needs from its client
+	// (session.Ask, answered by multi round-trip requests, mrtr.go) and then the call
+	// escalates to a task, as a tool that requires one does (SEP-2663's MRTR-then-task
+	// composition). Run's own questions are asked through its task when it is one.
+	Gather func(ctx context.Context, args json.RawMessage) (json.RawMessage, error)
 }
 
 // addLocalTool registers lt, refusing a name already taken or a declaration that is not
@@ -88,12 +95,26 @@ func (s *Server) localHandler(lt LocalTool) server.ToolHandlerFunc {
 			return errorResult(fmt.Sprintf("%s: reading the arguments: %v", lt.Tool.Name, err)), nil
 		}
 		c := callerOf(ctx)
+		round, refused := s.roundOf(ctx, c, lt.Tool.Name, args, req.Params.MultiRoundTripParams)
+		if refused != nil {
+			return failCall(ctx, refused)
+		}
+		ctx = session.WithRound(ctx, round)
+		callArgs := args
+		if lt.Gather != nil {
+			if callArgs, err = lt.Gather(ctx, args); err != nil {
+				if out, rerr, ok := s.askOutcome(ctx, c, lt.Tool.Name, args, round, err); ok {
+					return out, rerr
+				}
+				return errorResult(lt.Tool.Name + ": " + err.Error()), nil
+			}
+		}
 		run := func(ctx context.Context, progress func(sandbox.Output)) (tools.Result, error) {
 			if progress == nil {
 				progress = progressSender(ctx, req)
 			}
 			start := time.Now()
-			res, err := lt.Run(ctx, args, progress)
+			res, err := lt.Run(ctx, callArgs, progress)
 			if err != nil {
 				return tools.Result{}, err
 			}
@@ -104,7 +125,11 @@ func (s *Server) localHandler(lt LocalTool) server.ToolHandlerFunc {
 			res.Timestamp = time.Now().UTC()
 			return res, nil
 		}
-		out, _ := s.runAsTask(ctx, c, c.session, lt.Tool.Name, lt.Tasks, run).result(lt.Tool.Name)
+		outcome := s.runAsTask(ctx, c, c.session, lt.Tool.Name, lt.Tasks, run)
+		if out, rerr, ok := s.askOutcome(ctx, c, lt.Tool.Name, args, round, outcome.err); ok {
+			return out, rerr
+		}
+		out, _ := outcome.result(lt.Tool.Name)
 		return out, nil
 	}
 }

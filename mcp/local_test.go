@@ -20,6 +20,12 @@ import (
 // local tools beside the sandbox tools (no engine: the fixtures run no sandbox).
 func newLocalToolsServer(t *testing.T) string {
 	t.Helper()
+	return newLocalToolsServerWith(t, mcp.HTTPOptions{})
+}
+
+// newLocalToolsServerWith is newLocalToolsServer with opts for its HTTP transports.
+func newLocalToolsServerWith(t *testing.T, opts mcp.HTTPOptions) string {
+	t.Helper()
 	manager := sandbox.NewManager(sandbox.ManagerOptions{})
 	t.Cleanup(func() { _ = manager.Close(context.Background()) })
 	srv, err := mcp.New(mcp.Config{Tools: tools.All(), Manager: manager, TaskAfter: 200 * time.Millisecond,
@@ -27,7 +33,7 @@ func newLocalToolsServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return serveStreamable(t, srv, mcp.HTTPOptions{}, nil)
+	return serveStreamable(t, srv, opts, nil)
 }
 
 // TestLocalToolsTasks: the conformance fixtures' calls take the tasks path every tool

@@ -75,6 +75,8 @@ type Server struct {
 	taskSessions map[string]bool
 	// requiredTasks are the tools whose calls run only as tasks, by name; set in New.
 	requiredTasks map[string]bool
+	// states seals and opens the requestState of multi round-trip calls (mrtr.go).
+	states *stateCodec
 }
 
 const instructions = "Each session gets its own isolated sandbox (a container with no network), created on the " +
@@ -120,9 +122,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TaskAfter == 0 {
 		cfg.TaskAfter = DefaultTaskAfter
 	}
+	states, err := newStateCodec()
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, core: core, log: cfg.Logger, sessions: newSessionIDs(),
 		handles: session.NewHandles(core), statelessSchemas: map[string]json.RawMessage{},
-		taskSessions: map[string]bool{}, requiredTasks: map[string]bool{}}
+		taskSessions: map[string]bool{}, requiredTasks: map[string]bool{}, states: states}
 	hooks := &server.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, session server.ClientSession) {
 		s.endSession(ctx, session.SessionID())
@@ -135,6 +141,7 @@ func New(cfg Config) (*Server, error) {
 		server.WithToolCapabilities(false),
 		server.WithResourceCapabilities(false, false),
 		server.WithRecovery(),
+		server.WithLogging(),
 		server.WithHooks(hooks),
 		server.WithInstructions(instructions),
 		server.WithLogger(cfg.Logger),

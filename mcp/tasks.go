@@ -219,6 +219,10 @@ func (s *Server) tasksHTTP(principal func(*http.Request) string, next http.Handl
 		case "tasks/get", "tasks/update", "tasks/cancel":
 			s.serveTaskMethod(w, r, msg, sid, principal(r))
 		case string(mcp.MethodToolsCall):
+			// A handler may end the call with a JSON-RPC error of its own (mrtr.go).
+			reply := &replySlot{}
+			w = &replyWriter{ResponseWriter: w, id: msg.ID, slot: reply}
+			r = r.WithContext(context.WithValue(r.Context(), replySlotKey{}, reply))
 			declared := s.tasksDeclared(sid, msg.Params)
 			if !declared && s.requiresTask(msg.Params) {
 				writeMissingTasks(w, msg.ID, "tools/call of a tool that runs only as a task")
@@ -253,7 +257,7 @@ func (s *Server) requiresTask(params json.RawMessage) bool {
 // writeMissingTasks refuses what needs the tasks extension from a client that did not
 // declare it: -32021, with the capability it needs in data.requiredCapabilities.
 func writeMissingTasks(w http.ResponseWriter, id json.RawMessage, what string) {
-	writeRPCErrorData(w, http.StatusOK, id, mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
+	writeRPCErrorData(w, http.StatusBadRequest, id, mcp.MISSING_REQUIRED_CLIENT_CAPABILITY,
 		what+" needs the client capability extensions[\""+TasksExtension+"\"]: declare it in the request's "+
 			"_meta \""+mcp.MetaKeyClientCapabilities+"\" (or, with a session, in initialize)",
 		map[string]any{"requiredCapabilities": map[string]any{"extensions": map[string]any{TasksExtension: map[string]any{}}}})

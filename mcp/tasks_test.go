@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -29,7 +30,8 @@ type rpcClient struct {
 	url, token string
 	http       *http.Client
 	sid        string
-	tasks      bool // declare the tasks extension
+	tasks      bool           // declare the tasks extension
+	caps       map[string]any // other client capabilities to declare (stateless)
 }
 
 var rpcIDs atomic.Int64
@@ -49,7 +51,10 @@ func (c *rpcClient) post(method string, params map[string]any) (rpcAnswer, error
 	if params == nil {
 		params = map[string]any{}
 	}
-	caps := map[string]any{}
+	caps := maps.Clone(c.caps)
+	if caps == nil {
+		caps = map[string]any{}
+	}
 	if c.tasks {
 		caps["extensions"] = map[string]any{mcp.TasksExtension: map[string]any{}}
 	}

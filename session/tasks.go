@@ -442,20 +442,34 @@ func (t *Tasks) Wait(ctx context.Context, owner, id string) (TaskView, error) {
 // taskKey carries a task's call's task in its context, for Ask.
 type taskKey struct{}
 
-// ErrNoInput is Ask's error outside a task: a call that answers synchronously has no way
-// to ask its client anything.
-var ErrNoInput = errors.New("this call needs answers from its client, which only a task can ask for: " +
-	"call it as a task (declare the MCP tasks extension)")
+// ErrNoInput is Ask's error for a call that can ask its client nothing: neither a task's
+// nor one of a multi round-trip request (a Round).
+var ErrNoInput = errors.New("this call needs answers from its client, which it cannot ask here: " +
+	"call it as a task (declare the MCP tasks extension), or over protocol 2026-07-28 (multi round-trip requests)")
 
-// Ask asks the client of the task whose call ctx is for input: requests, by key, each
-// opaque here (a face's request, such as an MCP elicitation). The task is input_required,
-// showing the requests not answered yet on Get, until Answer has brought a response to
-// each; Ask then returns the responses by key, and the task is working again. It returns
-// ctx's error when the task is cancelled or its scope ends first, and ErrNoInput when ctx
-// is not a task's call's (or requests is empty).
+// Ask asks the client of the call ctx is for input: requests, by key, each opaque here (a
+// face's request, such as an MCP elicitation), keys unique within the call.
+//
+// In a task's call, the task is input_required, showing the requests not answered yet on
+// Get, until Answer has brought a response to each; Ask then returns the responses by
+// key, and the task is working again. It returns ctx's error when the task is cancelled
+// or its scope ends first.
+//
+// In a call of a multi round-trip request (WithRound; mrtr.go), Ask returns the round's
+// answers when it has one to each request, and otherwise *InputRequired, which the call
+// must return (wrapped or not): its client is asked, and the call runs again with the
+// answers. A request whose kind the client did not declare is *MissingCapability.
+//
+// Elsewhere (or with no requests) it returns ErrNoInput.
 func Ask(ctx context.Context, requests map[string]any) (map[string]json.RawMessage, error) {
+	if len(requests) == 0 {
+		return nil, ErrNoInput
+	}
 	tk, _ := ctx.Value(taskKey{}).(*task)
-	if tk == nil || len(requests) == 0 {
+	if tk == nil {
+		if r := RoundFrom(ctx); r != nil {
+			return r.ask(requests)
+		}
 		return nil, ErrNoInput
 	}
 	answered := tk.ask(requests)

@@ -18,9 +18,24 @@
 //	                    elicitation), then says what it would have done (it deletes nothing)
 //	multi_input         required: asks two questions at once, then reports both answers
 //
-// and the fixtures of scenarios outside the tasks extension that need nothing but a
+// the fixtures of scenarios outside the tasks extension that need nothing but a
 // tools.Result: test_simple_text, test_error_handling, test_image_content and
-// json_schema_2020_12_tool (whose schema is the point).
+// json_schema_2020_12_tool (whose schema is the point); and those that ask their client
+// (session.Ask: an InputRequiredResult for a 2026-07-28 call, server-initiated requests
+// for a session client; package mcp's mrtr.go) or log to it:
+//
+//	test_input_required_result_*  the multi round-trip scenarios' tools (SEP-2322)
+//	test_tool_with_task           gathers a name by MRTR (LocalTool.Gather), then a task
+//	test_missing_capability       asks the client's LLM: -32021 without sampling
+//	test_streaming_elicitation    asks a name (by MRTR, never on the response stream)
+//	test_sampling                 2025-11-25: asks the client's LLM
+//	test_elicitation              2025-11-25: asks a username and an email
+//	test_logging_tool             logs three messages, sent only at a level asked for
+//
+// The 2025-11-25 scenario's test_tool_with_logging is left out: it counts three log
+// messages on the call's response, and mcp-go v1.2.1 drops one now and then (its
+// notification forwarder can take the last one off the channel and then find the request
+// answered), so the scenario would pass or fail by chance.
 package conformance
 
 import (
@@ -35,6 +50,7 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
 
 	enclave "github.com/enclave-mcp/enclave-mcp/mcp"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
@@ -82,7 +98,7 @@ const noArgs = `{"type":"object","properties":{},"additionalProperties":false}`
 
 // Tools are the fixtures, for mcp.Config.LocalTools.
 func Tools() []enclave.LocalTool {
-	return []enclave.LocalTool{
+	return append([]enclave.LocalTool{
 		fixture("greet", "Conformance fixture: greets name, synchronously (never a task).", enclave.TasksForbidden,
 			`{"type":"object","properties":{"name":{"type":"string"}},"required":["name"],"additionalProperties":false}`, greet),
 		fixture("slow_compute", "Conformance fixture: waits `seconds` (0 to 300), then reports the label; a task when it runs long.",
@@ -106,7 +122,7 @@ func Tools() []enclave.LocalTool {
 		fixture("test_image_content", "Conformance fixture: a 1x1 red PNG.", enclave.TasksForbidden, noArgs, imageContent),
 		fixture("json_schema_2020_12_tool", "Tool with JSON Schema 2020-12 features", enclave.TasksForbidden, jsonSchema2020,
 			echo),
-	}
+	}, mrtrTools()...)
 }
 
 // run is a fixture's call on its decoded arguments (a JSON object).
@@ -296,4 +312,307 @@ func imageContent(context.Context, json.RawMessage, func(sandbox.Output)) (tools
 // echo answers with the arguments it got.
 func echo(_ context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
 	return tools.Result{Status: tools.StatusSuccess, Output: string(args)}, nil
+}
+
+// The fixtures of the multi round-trip scenarios (SEP-2322): each asks its client through
+// session.Ask, which ends a call that is not a task's with an InputRequiredResult; the
+// client's retry brings the answers.
+
+// sample is an MCP sampling/createMessage request for prompt.
+func sample(prompt string, maxTokens int) map[string]any {
+	return map[string]any{"method": "sampling/createMessage", "params": map[string]any{
+		"messages":  []any{map[string]any{"role": "user", "content": map[string]any{"type": "text", "text": prompt}}},
+		"maxTokens": maxTokens,
+	}}
+}
+
+// rootsList is an MCP roots/list request.
+func rootsList() map[string]any {
+	return map[string]any{"method": "roots/list", "params": map[string]any{}}
+}
+
+// sampledText is the text of a sampling result, or a tool error naming key.
+func sampledText(tool, key string, raw json.RawMessage) (string, *tools.Result) {
+	var r struct {
+		Content struct {
+			Type string `json:"type"`
+			Text string `json:"text"`
+		} `json:"content"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil || r.Content.Type != "text" {
+		return "", &tools.Result{Status: tools.StatusError,
+			Error: fmt.Sprintf(`%s: the answer to %q is %s; want a sampling result with text content {"role": ..., "content": {"type": "text", "text": ...}}`, tool, key, raw)}
+	}
+	return r.Content.Text, nil
+}
+
+// rootURIs are the URIs of a roots/list result, or a tool error naming key.
+func rootURIs(tool, key string, raw json.RawMessage) ([]string, *tools.Result) {
+	var r struct {
+		Roots *[]struct {
+			URI string `json:"uri"`
+		} `json:"roots"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil || r.Roots == nil {
+		return nil, &tools.Result{Status: tools.StatusError,
+			Error: fmt.Sprintf(`%s: the answer to %q is %s; want a roots/list result {"roots": [{"uri": ...}]}`, tool, key, raw)}
+	}
+	uris := []string{}
+	for _, root := range *r.Roots {
+		uris = append(uris, root.URI)
+	}
+	return uris, nil
+}
+
+// askFixture is a synchronous fixture that asks its client (it is never a task, so it
+// asks by multi round-trip requests).
+func askFixture(name, description string, fn run) enclave.LocalTool {
+	return fixture(name, description, enclave.TasksForbidden, noArgs, func(ctx context.Context, args json.RawMessage, progress func(sandbox.Output)) (tools.Result, error) {
+		if bad := decode(name, args, &struct{}{}); bad != nil {
+			return *bad, nil
+		}
+		return fn(ctx, args, progress)
+	})
+}
+
+var nameProp = map[string]any{"name": map[string]any{"type": "string"}}
+
+// greetByElicitation asks for a name under key with message, and greets it.
+func greetByElicitation(tool, key, message string) run {
+	return func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+		raw, err := session.Ask(ctx, map[string]any{key: elicit(message, nameProp)})
+		if err != nil {
+			return tools.Result{}, err
+		}
+		answers, bad := answersOf(tool, raw, key)
+		if bad != nil {
+			return *bad, nil
+		}
+		return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("Hello, %v!", answers[key].Content["name"])}, nil
+	}
+}
+
+// confirmed asks for a confirmation ({"ok": boolean}), and reports its action as say
+// puts it.
+func confirmed(tool string, say func(ctx context.Context, action string) string) run {
+	return func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+		raw, err := session.Ask(ctx, map[string]any{"confirm": elicit("Please confirm", map[string]any{"ok": map[string]any{"type": "boolean"}})})
+		if err != nil {
+			return tools.Result{}, err
+		}
+		answers, bad := answersOf(tool, raw, "confirm")
+		if bad != nil {
+			return *bad, nil
+		}
+		return tools.Result{Status: tools.StatusSuccess, Output: say(ctx, answers["confirm"].Action)}, nil
+	}
+}
+
+func mrtrTools() []enclave.LocalTool {
+	return []enclave.LocalTool{
+		askFixture("test_input_required_result_elicitation", "Conformance fixture: asks the client's name (elicitation), then greets it.",
+			greetByElicitation("test_input_required_result_elicitation", "user_name", "What is your name?")),
+		askFixture("test_streaming_elicitation", "Conformance fixture: asks the client's name (elicitation) by a multi round-trip request, never by a request on the response stream.",
+			greetByElicitation("test_streaming_elicitation", "user_name", "What is your name?")),
+		askFixture("test_input_required_result_sampling", "Conformance fixture: asks the client's LLM a question (sampling), then reports the answer.",
+			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+				return askLLM(ctx, "test_input_required_result_sampling", "capital_question", "What is the capital of France?", 100, "The model said: ")
+			}),
+		askFixture("test_missing_capability", "Conformance fixture: needs the client's sampling capability (it asks the client's LLM).",
+			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+				return askLLM(ctx, "test_missing_capability", "question", "Say hello.", 20, "The model said: ")
+			}),
+		askFixture("test_input_required_result_list_roots", "Conformance fixture: asks the client's roots, then lists them.",
+			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+				raw, err := session.Ask(ctx, map[string]any{"client_roots": rootsList()})
+				if err != nil {
+					return tools.Result{}, err
+				}
+				uris, bad := rootURIs("test_input_required_result_list_roots", "client_roots", raw["client_roots"])
+				if bad != nil {
+					return *bad, nil
+				}
+				return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("The client's roots: %v", uris)}, nil
+			}),
+		askFixture("test_input_required_result_request_state", "Conformance fixture: asks for a confirmation; says state-ok when the retry brought back a requestState the server verified.",
+			confirmed("test_input_required_result_request_state", func(ctx context.Context, action string) string {
+				if r := session.RoundFrom(ctx); r == nil || !r.Resumed() {
+					return "answered without a requestState: " + action
+				}
+				return "state-ok: the requestState was verified; " + action
+			})),
+		askFixture("test_input_required_result_tampered_state", "Conformance fixture: asks for a confirmation; a retry with an altered requestState is refused.",
+			confirmed("test_input_required_result_tampered_state", func(_ context.Context, action string) string { return "confirmed: " + action })),
+		askFixture("test_input_required_result_multiple_inputs", "Conformance fixture: asks a name (elicitation), a greeting (sampling) and the roots at once.",
+			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+				const tool = "test_input_required_result_multiple_inputs"
+				raw, err := session.Ask(ctx, map[string]any{
+					"user_name":    elicit("What is your name?", nameProp),
+					"greeting":     sample("Generate a greeting", 50),
+					"client_roots": rootsList(),
+				})
+				if err != nil {
+					return tools.Result{}, err
+				}
+				answers, bad := answersOf(tool, raw, "user_name")
+				if bad == nil {
+					var greeting string
+					if greeting, bad = sampledText(tool, "greeting", raw["greeting"]); bad == nil {
+						var uris []string
+						if uris, bad = rootURIs(tool, "client_roots", raw["client_roots"]); bad == nil {
+							return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("%s %v; roots %v", greeting, answers["user_name"].Content["name"], uris)}, nil
+						}
+					}
+				}
+				return *bad, nil
+			}),
+		askFixture("test_input_required_result_multi_round", "Conformance fixture: asks a name, then (a second round) a favourite colour.",
+			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+				const tool = "test_input_required_result_multi_round"
+				raw, err := session.Ask(ctx, map[string]any{"step1": elicit("Step 1: What is your name?", nameProp)})
+				if err != nil {
+					return tools.Result{}, err
+				}
+				first, bad := answersOf(tool, raw, "step1")
+				if bad != nil {
+					return *bad, nil
+				}
+				raw, err = session.Ask(ctx, map[string]any{"step2": elicit("Step 2: What is your favorite color?",
+					map[string]any{"color": map[string]any{"type": "string"}})})
+				if err != nil {
+					return tools.Result{}, err
+				}
+				second, bad := answersOf(tool, raw, "step2")
+				if bad != nil {
+					return *bad, nil
+				}
+				return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("%v likes %v", first["step1"].Content["name"], second["step2"].Content["color"])}, nil
+			}),
+		askFixture("test_input_required_result_capabilities", "Conformance fixture: asks only what the client declared it can answer (sampling, elicitation).",
+			func(ctx context.Context, _ json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+				requests := map[string]any{}
+				if r := session.RoundFrom(ctx); r != nil && r.Declared("sampling") {
+					requests["question"] = sample("Say hello.", 20)
+				}
+				if r := session.RoundFrom(ctx); r != nil && r.Declared("elicitation") {
+					requests["user_name"] = elicit("What is your name?", nameProp)
+				}
+				if len(requests) == 0 {
+					return tools.Result{Status: tools.StatusSuccess, Output: "the client can answer nothing this tool asks: nothing asked"}, nil
+				}
+				raw, err := session.Ask(ctx, requests)
+				if err != nil {
+					return tools.Result{}, err
+				}
+				return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("%d answers", len(raw))}, nil
+			}),
+		{
+			Tool: mcp.NewToolWithRawSchema("test_tool_with_task",
+				"Conformance fixture: asks the client's name (multi round-trip), then goes on as a task that greets it.",
+				json.RawMessage(noArgs)),
+			Tasks:  enclave.TasksRequired,
+			Gather: gatherName,
+			Run: func(_ context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+				var p struct {
+					UserName string `json:"user_name"`
+				}
+				if err := json.Unmarshal(args, &p); err != nil {
+					return tools.Result{}, fmt.Errorf("test_tool_with_task: the gathered arguments %s: %w", args, err)
+				}
+				return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("Hello, %s! (gathered by a multi round-trip request, run as a task)", p.UserName)}, nil
+			},
+		},
+		fixture("test_sampling", "Conformance fixture: asks the client's LLM `prompt` (sampling), then reports its answer.", enclave.TasksForbidden,
+			`{"type":"object","properties":{"prompt":{"type":"string"}},"required":["prompt"],"additionalProperties":false}`, askSampling),
+		fixture("test_elicitation", "Conformance fixture: asks the user for a username and an email with `message` (elicitation), then reports the answer.",
+			enclave.TasksForbidden,
+			`{"type":"object","properties":{"message":{"type":"string"}},"required":["message"],"additionalProperties":false}`, askUser),
+		logFixture("test_logging_tool", "Conformance fixture: logs three messages (notifications/message, at info), only to a client that asked for a log level."),
+	}
+}
+
+// gatherName is test_tool_with_task's input phase: the client's name, as Run's arguments.
+func gatherName(ctx context.Context, args json.RawMessage) (json.RawMessage, error) {
+	if bad := decode("test_tool_with_task", args, &struct{}{}); bad != nil {
+		return nil, errors.New(bad.Error)
+	}
+	raw, err := session.Ask(ctx, map[string]any{"user_name": elicit("What is your name?", nameProp)})
+	if err != nil {
+		return nil, err
+	}
+	answers, bad := answersOf("test_tool_with_task", raw, "user_name")
+	if bad != nil {
+		return nil, errors.New(bad.Error)
+	}
+	name, _ := answers["user_name"].Content["name"].(string)
+	return json.Marshal(map[string]string{"user_name": name})
+}
+
+// logFixture logs three messages to its client: mcp-go sends them to a session at the
+// level it set (logging/setLevel), and to a 2026-07-28 request only when its _meta asks
+// for a level.
+func logFixture(name, description string) enclave.LocalTool {
+	return fixture(name, description, enclave.TasksForbidden, noArgs, func(ctx context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+		if bad := decode(name, args, &struct{}{}); bad != nil {
+			return *bad, nil
+		}
+		srv := server.ServerFromContext(ctx)
+		if srv == nil {
+			return tools.Result{}, errors.New(name + ": no MCP server in the call's context")
+		}
+		for _, msg := range []string{"Tool execution started", "Tool processing data", "Tool execution completed"} {
+			if err := srv.SendLogMessageToClient(ctx, mcp.NewLoggingMessageNotification(mcp.LoggingLevelInfo, name, msg)); err != nil {
+				return tools.Result{}, fmt.Errorf("%s: sending a log message: %w", name, err)
+			}
+		}
+		return tools.Result{Status: tools.StatusSuccess, Output: "logged three messages (sent only at a log level the client asked for)"}, nil
+	})
+}
+
+// askSampling is test_sampling: the question of the 2025 scenario, which a session client
+// gets as a server-initiated sampling/createMessage (mcp-go's bridge of the same Ask).
+func askSampling(ctx context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+	var p struct {
+		Prompt string `json:"prompt"`
+	}
+	if bad := decode("test_sampling", args, &p); bad != nil {
+		return *bad, nil
+	}
+	return askLLM(ctx, "test_sampling", "sample", p.Prompt, 100, "LLM response: ")
+}
+
+// askLLM asks the client's LLM prompt under key, and reports its text after prefix.
+func askLLM(ctx context.Context, tool, key, prompt string, maxTokens int, prefix string) (tools.Result, error) {
+	raw, err := session.Ask(ctx, map[string]any{key: sample(prompt, maxTokens)})
+	if err != nil {
+		return tools.Result{}, err
+	}
+	text, bad := sampledText(tool, key, raw[key])
+	if bad != nil {
+		return *bad, nil
+	}
+	return tools.Result{Status: tools.StatusSuccess, Output: prefix + text}, nil
+}
+
+// askUser is test_elicitation: a form asking a username and an email.
+func askUser(ctx context.Context, args json.RawMessage, _ func(sandbox.Output)) (tools.Result, error) {
+	var p struct {
+		Message string `json:"message"`
+	}
+	if bad := decode("test_elicitation", args, &p); bad != nil {
+		return *bad, nil
+	}
+	raw, err := session.Ask(ctx, map[string]any{"user": elicit(p.Message, map[string]any{
+		"username": map[string]any{"type": "string", "description": "User's response"},
+		"email":    map[string]any{"type": "string", "description": "User's email address"},
+	})})
+	if err != nil {
+		return tools.Result{}, err
+	}
+	answers, bad := answersOf("test_elicitation", raw, "user")
+	if bad != nil {
+		return *bad, nil
+	}
+	content, _ := json.Marshal(answers["user"].Content)
+	return tools.Result{Status: tools.StatusSuccess, Output: fmt.Sprintf("User response: action %s, content %s", answers["user"].Action, content)}, nil
 }
