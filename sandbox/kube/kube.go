@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -68,7 +69,11 @@ type Options struct {
 	StartTimeout time.Duration
 	// Instance names this server process in every Pod's labels; empty means random.
 	Instance string
-	Logger   *slog.Logger
+	// AdvertiseURL is where the other replicas reach this server's HTTP API (for example
+	// http://POD_IP:8000), written on every Pod it creates: a replica that is asked for a
+	// sandbox it does not hold forwards the request there (Locate). Empty: none can.
+	AdvertiseURL string
+	Logger       *slog.Logger
 }
 
 // Kube is the Kubernetes backend.
@@ -76,6 +81,7 @@ type Kube struct {
 	cfg    *rest.Config
 	core   *rest.RESTClient // /api/v1
 	net    *rest.RESTClient // /apis/networking.k8s.io/v1
+	coord  *rest.RESTClient // /apis/coordination.k8s.io/v1: replicas' Leases
 	params runtime.ParameterCodec
 	ns     string
 	opts   Options
@@ -84,6 +90,8 @@ type Kube struct {
 
 	policyMu    sync.Mutex
 	policyReady bool // the deny-all NetworkPolicy exists in ns
+
+	located located // Locate's answers, by sandbox id
 }
 
 var _ sandbox.Backend = (*Kube)(nil)
@@ -119,6 +127,9 @@ func New(ctx context.Context, opts Options) (*Kube, error) {
 	}
 	if opts.Instance == "" {
 		opts.Instance = sandbox.NewID()
+	}
+	if err := checkAdvertiseURL(opts.AdvertiseURL); err != nil {
+		return nil, err
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = opts.Kubeconfig
@@ -157,6 +168,9 @@ func (k *Kube) connect() error {
 	if err := networkingv1.AddToScheme(scheme); err != nil {
 		return err
 	}
+	if err := coordinationv1.AddToScheme(scheme); err != nil {
+		return err
+	}
 	codecs := serializer.NewCodecFactory(scheme)
 	k.params = runtime.NewParameterCodec(scheme)
 	client := func(apiPath string, gv schema.GroupVersion) (*rest.RESTClient, error) {
@@ -172,6 +186,9 @@ func (k *Kube) connect() error {
 	}
 	if k.net, err = client("/apis", networkingv1.SchemeGroupVersion); err != nil {
 		return fmt.Errorf("%w: networking client: %w", sandbox.ErrEngine, err)
+	}
+	if k.coord, err = client("/apis", coordinationv1.SchemeGroupVersion); err != nil {
+		return fmt.Errorf("%w: coordination client: %w", sandbox.ErrEngine, err)
 	}
 	return nil
 }
@@ -206,7 +223,7 @@ func (k *Kube) Ping(ctx context.Context) error {
 // ready. On any failure the Pod is deleted before Launch returns.
 func (k *Kube) Launch(ctx context.Context, spec sandbox.Spec, ready func(sandbox.Streams) error) (sandbox.Launched, error) {
 	pod, err := podSpec(podInput{Spec: spec, AgentImage: k.opts.AgentImage, PullPolicy: k.opts.PullPolicy,
-		RuntimeClass: k.opts.RuntimeClass, RequestFraction: k.opts.RequestFraction})
+		RuntimeClass: k.opts.RuntimeClass, RequestFraction: k.opts.RequestFraction, ReplicaURL: k.opts.AdvertiseURL})
 	if err != nil {
 		return sandbox.Launched{}, err
 	}
