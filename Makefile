@@ -179,7 +179,7 @@ test-kube: build
 	{ kubectl get namespace $(KUBE_NAMESPACE)-replicas >/dev/null 2>&1 || kubectl create namespace $(KUBE_NAMESPACE)-replicas; } && \
 	sa=$$(mktemp) && scripts/kube-sa-kubeconfig.sh $(KUBE_NAMESPACE)-replicas $$sa && \
 	ENCLAVE_TEST_KUBE_REPLICA_NAMESPACE=$(KUBE_NAMESPACE)-replicas ENCLAVE_TEST_KUBE_REPLICA_KUBECONFIG=$$sa \
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 10m -run 'TestIntegrationKubeReplicas' ./cmd/enclave-mcp/; \
+	CGO_ENABLED=1 $(GO) test -race -count=1 -v -timeout 10m -run 'TestIntegrationKubeReplicas' ./cmd/enclave-mcp/; \
 	rc=$$?; rm -f "$$sa"; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc
 
 # The Kubernetes backend beside the Docker backend (create until ready, warm acquire, a tool

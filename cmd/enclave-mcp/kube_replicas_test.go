@@ -197,8 +197,11 @@ func TestIntegrationKubeReplicas(t *testing.T) {
 	}
 	id := created.ID
 	instA, owner := instanceOf(t, watcher, id)
+	if !logged(a.stderr.String(), `"msg":"sandbox handed out from the warm pool"`, `"sandbox":"`+id+`"`) {
+		t.Errorf("sandbox %s did not come from A's warm pool", id)
+	}
 	if owner != httpapi.RESTOwner {
-		t.Errorf("the pod of a sandbox handed out to %s is labelled owner %q", httpapi.RESTOwner, owner)
+		t.Errorf("the pod of a warm sandbox handed out to %s is labelled owner %q", httpapi.RESTOwner, owner)
 	}
 	if out := shell(t, b.url, id, "echo made-by-a > a.txt; cat a.txt"); strings.TrimSpace(out) != "made-by-a" {
 		t.Errorf("through B: %q", out)
@@ -330,6 +333,25 @@ func TestIntegrationKubeReplicas(t *testing.T) {
 	if t.Failed() {
 		t.Logf("A's log:\n%s\nB's log:\n%s", tail(a.stderr.String(), 8000), tail(b.stderr.String(), 8000))
 	}
+}
+
+// logged says whether one line of log holds every one of parts.
+func logged(log string, parts ...string) bool {
+	for line := range strings.Lines(log) {
+		if containsEvery(line, parts) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsEvery(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // tail is the last n bytes of s.

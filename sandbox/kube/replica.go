@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
@@ -212,49 +213,72 @@ func (r *Replica) reapLogged(ctx context.Context) {
 	}
 }
 
-// Reap runs one pass of the reaper: it lists the sandbox Pods, then the Leases (in that
-// order: a Pod listed was created after its replica's Lease, so that Lease is listed
-// too), and removes the Pods of dead replicas, and the Leases of dead replicas with no Pod
-// left. It returns how many Pods it removed.
+// sweepEvery is how many reaper passes go between two sweeps of every sandbox Pod of the
+// namespace (for Pods of replicas that hold no Lease); the passes between list the Leases,
+// and the Pods of dead replicas only.
+const sweepEvery = 12
+
+// Reap runs one pass of the reaper and returns how many Pods it removed. Every pass lists
+// the Leases (one per replica: a small list) and removes the Pods of the replicas that are
+// dead, selected by their instance label, then the Leases of dead replicas with no Pod left.
+// Every sweepEvery-th pass, the first included, lists every sandbox Pod of the namespace
+// first, then the Leases (in that order: a Pod listed was created after its replica's Lease,
+// so that Lease is listed too), for the Pods whose replica holds no Lease at all. Pod lists
+// are served from the API server's watch cache (resourceVersion 0), not from etcd.
 func (r *Replica) Reap(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, max(r.opts.ReapInterval, 10*time.Second))
 	defer cancel()
-	managed := labels.SelectorFromSet(labels.Set{sandbox.LabelManaged: "true"}).String()
-	var pods corev1.PodList
-	err := r.k.core.Get().Namespace(r.k.ns).Resource("pods").
-		VersionedParams(&metav1.ListOptions{LabelSelector: managed}, r.k.params).Do(ctx).Into(&pods)
-	if err != nil {
-		return 0, fmt.Errorf("%w: listing sandbox pods in %s: %w", sandbox.ErrEngine, r.k.ns, err)
+	r.mu.Lock()
+	sweep := r.stats.Passes%sweepEvery == 0
+	r.mu.Unlock()
+	var all []corev1.Pod
+	if sweep {
+		var err error
+		if all, err = r.pods(ctx, labels.Set{sandbox.LabelManaged: "true"}.AsSelector()); err != nil {
+			return 0, err
+		}
 	}
 	var leases coordinationv1.LeaseList
-	err = r.k.coord.Get().Namespace(r.k.ns).Resource("leases").
-		VersionedParams(&metav1.ListOptions{LabelSelector: managed}, r.k.params).Do(ctx).Into(&leases)
+	err := r.k.coord.Get().Namespace(r.k.ns).Resource("leases").
+		VersionedParams(&metav1.ListOptions{LabelSelector: sandbox.LabelManaged + "=true"}, r.k.params).Do(ctx).Into(&leases)
 	if err != nil {
 		return 0, fmt.Errorf("%w: listing replica leases in %s (the server needs list on leases.coordination.k8s.io): %w", sandbox.ErrEngine, r.k.ns, err)
 	}
 	now := time.Now()
+	self := r.k.id.ID
 	views := make([]leaseView, 0, len(leases.Items))
 	byInstance := map[string]*coordinationv1.Lease{}
 	for i := range leases.Items {
-		l := &leases.Items[i]
-		lv := viewLease(l)
+		lv := viewLease(&leases.Items[i])
 		views = append(views, lv)
-		byInstance[lv.Instance] = l
+		byInstance[lv.Instance] = &leases.Items[i]
 	}
-	self := r.k.id.ID
-	grace := r.opts.LeaseDuration
+	states := map[string]replicaState{}
+	var dead []string
+	r.mu.Lock()
+	r.live.observe(views, now)
+	for _, lv := range views {
+		states[lv.Instance] = r.live.state(lv.Instance, now)
+		if states[lv.Instance] == stateDead && lv.Instance != self {
+			dead = append(dead, labelValue(lv.Instance))
+		}
+	}
+	r.mu.Unlock()
+	if !sweep && len(dead) > 0 {
+		sel, err := labels.NewRequirement(sandbox.LabelInstance, selection.In, dead)
+		if err != nil {
+			return 0, fmt.Errorf("selecting the pods of dead replicas: %w", err)
+		}
+		managed, _ := labels.NewRequirement(sandbox.LabelManaged, selection.Equals, []string{"true"})
+		if all, err = r.pods(ctx, labels.NewSelector().Add(*managed, *sel)); err != nil {
+			return 0, err
+		}
+	}
 	var errs []error
 	removed := 0
 	left := map[string]int{}
-	r.mu.Lock()
-	r.live.observe(views, now)
-	states := map[string]replicaState{}
-	for _, lv := range views {
-		states[lv.Instance] = r.live.state(lv.Instance, now)
-	}
-	r.mu.Unlock()
-	for i := range pods.Items {
-		p := viewPod(&pods.Items[i])
+	for i := range all {
+		p := viewPod(&all[i])
 		if p.Instance == "" {
 			continue
 		}
@@ -262,7 +286,7 @@ func (r *Replica) Reap(ctx context.Context) (int, error) {
 		if !ok {
 			st = stateNoLease
 		}
-		reap, why := reapDecision(p, self, st, now, grace)
+		reap, why := reapDecision(p, self, st, now, r.opts.LeaseDuration)
 		if !reap {
 			left[p.Instance]++
 			continue
@@ -294,6 +318,17 @@ func (r *Replica) Reap(ctx context.Context) (int, error) {
 	r.stats.LeasesReaped += collected
 	r.mu.Unlock()
 	return removed, errors.Join(errs...)
+}
+
+// pods lists the namespace's Pods that sel selects, from the API server's watch cache.
+func (r *Replica) pods(ctx context.Context, sel labels.Selector) ([]corev1.Pod, error) {
+	var list corev1.PodList
+	err := r.k.core.Get().Namespace(r.k.ns).Resource("pods").
+		VersionedParams(&metav1.ListOptions{LabelSelector: sel.String(), ResourceVersion: "0"}, r.k.params).Do(ctx).Into(&list)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing sandbox pods in %s: %w", sandbox.ErrEngine, r.k.ns, err)
+	}
+	return list.Items, nil
 }
 
 // viewLease reads what liveness needs of a Lease.
