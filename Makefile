@@ -165,7 +165,8 @@ kube-smoke: kube-up
 # end when this target started it, unless KUBE_KEEP=1), loads the agent image, and runs the
 # backend's integration tests and the behaviour table's kube rows in KUBE_NAMESPACE, then two
 # replica servers (as the least-privilege ServiceAccount of deploy/kube/rbac) in
-# KUBE_NAMESPACE-replicas.
+# KUBE_NAMESPACE-replicas, then the Helm chart (backend=kube, two replicas, the server image
+# built and loaded) in KUBE_NAMESPACE-helm, reached through its Service.
 KUBE_CLUSTER   ?= scripts/kube-cluster.sh
 KUBE_NAMESPACE ?= enclave-test
 test-kube: build
@@ -179,7 +180,11 @@ test-kube: build
 	{ kubectl get namespace $(KUBE_NAMESPACE)-replicas >/dev/null 2>&1 || kubectl create namespace $(KUBE_NAMESPACE)-replicas; } && \
 	sa=$$(mktemp) && scripts/kube-sa-kubeconfig.sh $(KUBE_NAMESPACE)-replicas $$sa && \
 	ENCLAVE_TEST_KUBE_REPLICA_NAMESPACE=$(KUBE_NAMESPACE)-replicas ENCLAVE_TEST_KUBE_REPLICA_KUBECONFIG=$$sa \
-	CGO_ENABLED=1 $(GO) test -race -count=1 -v -timeout 10m -run 'TestIntegrationKubeReplicas' ./cmd/enclave-mcp/; \
+	CGO_ENABLED=1 $(GO) test -race -count=1 -v -timeout 10m -run 'TestIntegrationKubeReplicas' ./cmd/enclave-mcp/ && \
+	server=$$(scripts/build-server-image.sh $(BIN) | head -n 1) && KUBE_IMPORT_IMAGES=$$server scripts/kube-agent-image.sh --import >/dev/null && \
+	{ kubectl get namespace $(KUBE_NAMESPACE)-helm >/dev/null 2>&1 || kubectl create namespace $(KUBE_NAMESPACE)-helm; } && \
+	ENCLAVE_TEST_KUBE_SERVER_IMAGE=$$server ENCLAVE_TEST_KUBE_HELM_NAMESPACE=$(KUBE_NAMESPACE)-helm \
+	$(GO) test -count=1 -v -timeout 10m -run 'TestIntegrationChartOnKube' ./deploy/; \
 	rc=$$?; rm -f "$$sa"; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc
 
 # The Kubernetes backend beside the Docker backend (create until ready, warm acquire, a tool
