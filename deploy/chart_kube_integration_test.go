@@ -55,6 +55,7 @@ func TestIntegrationChartOnKube(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 	install := time.Now()
+	uninstalled := false
 	out, err := helm(t, "install", release, chartDir, "--kubeconfig", opts.Kubeconfig, "--namespace", ns, "--wait", "--timeout", "4m",
 		"--set", "backend=kube", "--set", "kube.agentImage="+opts.AgentImage, "--set", "kube.leaseDuration=6s", "--set", "kube.reapInterval=2s",
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never",
@@ -66,8 +67,9 @@ func TestIntegrationChartOnKube(t *testing.T) {
 				t.Logf("server logs:\n%s", logs)
 			}
 		}
-		if out, err := helm(t, "uninstall", release, "--kubeconfig", opts.Kubeconfig, "--namespace", ns, "--wait", "--timeout", "2m"); err != nil {
-			t.Errorf("helm uninstall: %v\n%s", err, out)
+		if !uninstalled {
+			// t.Context is over by now: helm runs without it.
+			_ = exec.Command(helmBinary(t), "uninstall", release, "--kubeconfig", opts.Kubeconfig, "--namespace", ns, "--wait", "--timeout", "2m").Run()
 		}
 	})
 	if err != nil {
@@ -77,6 +79,9 @@ func TestIntegrationChartOnKube(t *testing.T) {
 	ip := k("get", "service", defaultPrefix, "-o", "jsonpath={.spec.clusterIP}")
 	base := "http://" + ip + ":8000"
 
+	// A connection per request: the Service spreads connections, not requests, over the
+	// replicas.
+	noKeepAlive := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	do := func(method, path string, body any, auth bool) (int, []byte) {
 		t.Helper()
 		var rd io.Reader
@@ -88,7 +93,7 @@ func TestIntegrationChartOnKube(t *testing.T) {
 		if auth {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := noKeepAlive.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
@@ -125,7 +130,20 @@ func TestIntegrationChartOnKube(t *testing.T) {
 	})
 	// Both replicas served calls: the one without the sandbox forwarded its share.
 	logs := k("logs", "-l", "app.kubernetes.io/instance="+release, "--tail", "-1", "--prefix")
-	if !strings.Contains(logs, "forwarding to the replica that holds the sandbox") {
+	if n := strings.Count(logs, "forwarding to the replica that holds the sandbox"); n == 0 {
 		t.Errorf("no replica forwarded a call in 10 through a Service without session affinity")
+	} else {
+		t.Logf("%d of 10 calls reached the replica without the sandbox and were forwarded", n)
 	}
+	// Uninstalling removes the Role with the Deployment, so the servers may not clean up
+	// themselves: their pods own the sandbox pods and Leases, which go with them.
+	if out, err := helm(t, "uninstall", release, "--kubeconfig", opts.Kubeconfig, "--namespace", ns, "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	uninstalled = true
+	start := time.Now()
+	testwait.Until(t, 90*time.Second, "every sandbox pod and lease gone after the uninstall", func() bool {
+		return k("get", "pods,leases", "-l", "enclave-mcp.managed=true", "-o", "name") == ""
+	})
+	t.Logf("sandbox pods and leases gone %s after helm uninstall --wait returned", time.Since(start).Round(100*time.Millisecond))
 }

@@ -74,7 +74,7 @@ func TestChartKubeBackend(t *testing.T) {
 	args := strings.Join(c.Args, " ")
 	for _, want := range []string{
 		"--backend kube", "--namespace " + namespace, "--kube-pull-policy Never", "--kube-lease-duration 20s",
-		"--kube-reap-interval 5s", "--kube-advertise-url http://$(POD_IP):8000", "--kube-agent-image enclave/agent:0123456789abcdef",
+		"--kube-reap-interval 5s", "--kube-advertise-url http://$(POD_IP):8000", "--kube-owner-pod $(POD_NAME)", "--kube-agent-image enclave/agent:0123456789abcdef",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)

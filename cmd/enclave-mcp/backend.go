@@ -35,6 +35,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.pullPolicy, "kube-pull-policy", "Never", "--backend kube: imagePullPolicy of the sandbox and agent images: Never (images loaded on the nodes) or IfNotPresent")
 	fs.Float64Var(&b.kube.RequestFraction, "kube-request-fraction", 0.1, "--backend kube: share of each limit (CPU, memory, ephemeral storage) a Pod requests from the scheduler; 1 makes Guaranteed Pods")
 	fs.StringVar(&b.kube.AdvertiseURL, "kube-advertise-url", "", "--backend kube: where the other replicas reach this server's HTTP API (e.g. http://$(POD_IP):8000); a REST or stateless-MCP request for a sandbox another replica holds is forwarded to that replica's URL. Empty: this replica's sandboxes are reached through it alone")
+	fs.StringVar(&b.kube.OwnerPod, "kube-owner-pod", "", "--backend kube: the server's own Pod (e.g. $(POD_NAME) from the downward API), which then owns its sandbox Pods and its Lease: Kubernetes removes them with it")
 	fs.DurationVar(&b.replica.LeaseDuration, "kube-lease-duration", kube.DefaultLeaseDuration, "--backend kube: this replica's Lease lasts this long unrenewed (renewed every third of it); a replica unseen renewing for this long is dead, and its sandbox Pods are reaped")
 	fs.DurationVar(&b.replica.ReapInterval, "kube-reap-interval", kube.DefaultReapInterval, "--backend kube: how often to look for dead replicas' sandbox Pods and remove them")
 }

@@ -73,7 +73,12 @@ type Options struct {
 	// http://POD_IP:8000), written on every Pod it creates: a replica that is asked for a
 	// sandbox it does not hold forwards the request there (Locate). Empty: none can.
 	AdvertiseURL string
-	Logger       *slog.Logger
+	// OwnerPod is the server's own Pod in Namespace, when it runs in the cluster: it owns
+	// every sandbox Pod and the replica's Lease (ownerReferences), so that Kubernetes'
+	// garbage collector removes them with it, whatever became of the server (its Role
+	// removed before it could clean up, its node gone). Empty: nothing owns them.
+	OwnerPod string
+	Logger   *slog.Logger
 }
 
 // Kube is the Kubernetes backend.
@@ -92,6 +97,8 @@ type Kube struct {
 	policyReady bool // the deny-all NetworkPolicy exists in ns
 
 	located located // Locate's answers, by sandbox id
+
+	owner *metav1.OwnerReference // Options.OwnerPod's; nil without one
 }
 
 var _ sandbox.Backend = (*Kube)(nil)
@@ -155,6 +162,14 @@ func New(ctx context.Context, opts Options) (*Kube, error) {
 	}
 	if err := k.Ping(ctx); err != nil {
 		return nil, err
+	}
+	if opts.OwnerPod != "" {
+		var p corev1.Pod
+		if err := k.core.Get().Namespace(k.ns).Resource("pods").Name(opts.OwnerPod).Do(ctx).Into(&p); err != nil {
+			return nil, fmt.Errorf("%w: reading the server's own pod %s/%s (--kube-owner-pod; the sandbox pods must be in the server's namespace): %w",
+				sandbox.ErrInvalidConfig, k.ns, opts.OwnerPod, err)
+		}
+		k.owner = &metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: p.Name, UID: p.UID}
 	}
 	return k, nil
 }
@@ -223,7 +238,7 @@ func (k *Kube) Ping(ctx context.Context) error {
 // ready. On any failure the Pod is deleted before Launch returns.
 func (k *Kube) Launch(ctx context.Context, spec sandbox.Spec, ready func(sandbox.Streams) error) (sandbox.Launched, error) {
 	pod, err := podSpec(podInput{Spec: spec, AgentImage: k.opts.AgentImage, PullPolicy: k.opts.PullPolicy,
-		RuntimeClass: k.opts.RuntimeClass, RequestFraction: k.opts.RequestFraction, ReplicaURL: k.opts.AdvertiseURL})
+		RuntimeClass: k.opts.RuntimeClass, RequestFraction: k.opts.RequestFraction, ReplicaURL: k.opts.AdvertiseURL, Owner: k.owner})
 	if err != nil {
 		return sandbox.Launched{}, err
 	}

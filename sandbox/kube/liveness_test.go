@@ -3,6 +3,10 @@ package kube
 import (
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
 func TestLivenessState(t *testing.T) {
@@ -141,6 +145,28 @@ func TestCheckAdvertiseURL(t *testing.T) {
 		t.Run(tc.url, func(t *testing.T) {
 			if err := checkAdvertiseURL(tc.url); (err == nil) != tc.ok {
 				t.Errorf("checkAdvertiseURL(%q) = %v, want ok %v", tc.url, err, tc.ok)
+			}
+		})
+	}
+}
+
+// TestPodSpecOwner: the server's own Pod, when given, owns every sandbox Pod; without one,
+// nothing does.
+func TestPodSpecOwner(t *testing.T) {
+	c := resolved(t, sandbox.Config{}, sandbox.Policy{})
+	owner := &metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: "server-0", UID: "u-1"}
+	for _, tc := range []struct {
+		name  string
+		owner *metav1.OwnerReference
+		want  int
+	}{{"owned", owner, 1}, {"not owned", nil, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod, err := podSpec(podInput{Spec: sandbox.Spec{ID: "x", Config: c}, Owner: tc.owner, RequestFraction: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pod.OwnerReferences) != tc.want || (tc.want == 1 && pod.OwnerReferences[0] != *owner) {
+				t.Errorf("ownerReferences %+v, want %d", pod.OwnerReferences, tc.want)
 			}
 		})
 	}

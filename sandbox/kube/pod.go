@@ -57,6 +57,8 @@ type podInput struct {
 	RequestFraction float64
 	// ReplicaURL is the creating server's Options.AdvertiseURL; empty leaves it out.
 	ReplicaURL string
+	// Owner, when set, owns the Pod (the server's own Pod): it is garbage-collected with it.
+	Owner *metav1.OwnerReference
 }
 
 // podName is the Pod of sandbox id.
@@ -185,6 +187,9 @@ func podSpec(in podInput) (*corev1.Pod, error) {
 				},
 			}},
 		},
+	}
+	if in.Owner != nil {
+		pod.OwnerReferences = []metav1.OwnerReference{*in.Owner}
 	}
 	if rc := cmpOr(c.Runtime, in.RuntimeClass); rc != "" {
 		pod.Spec.RuntimeClassName = &rc

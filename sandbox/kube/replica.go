@@ -155,6 +155,9 @@ func (r *Replica) renew(ctx context.Context) error {
 			Labels:      map[string]string{sandbox.LabelManaged: "true", sandbox.LabelInstance: labelValue(r.k.id.ID)},
 			Annotations: map[string]string{annotationInstance: r.k.id.ID},
 		}}
+		if r.k.owner != nil {
+			want.OwnerReferences = []metav1.OwnerReference{*r.k.owner}
+		}
 	}
 	want = want.DeepCopy()
 	want.Spec.HolderIdentity = ptr(r.k.id.ID)
