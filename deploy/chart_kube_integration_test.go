@@ -101,9 +101,21 @@ func TestIntegrationChartOnKube(t *testing.T) {
 		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return resp.StatusCode, raw
 	}
-	if status, body := do("GET", "/health", nil, false); status != 200 || !strings.Contains(string(body), `"ok"`) {
-		t.Fatalf("GET /health through the Service: %d %s", status, body)
-	}
+	// helm's --wait may return before the Deployment's status says anything: wait for both
+	// replicas ready, then for the Service to answer.
+	testwait.Until(t, 3*time.Minute, "both replicas ready", func() bool {
+		return k("get", "deployment", defaultPrefix, "-o", "jsonpath={.status.readyReplicas}") == "2"
+	})
+	testwait.Until(t, 30*time.Second, "GET /health through the Service", func() bool {
+		resp, err := noKeepAlive.Get(base + "/health")
+		if err != nil {
+			return false
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200 && strings.Contains(string(body), `"ok"`)
+	})
+	t.Logf("install to both replicas ready and the Service answering: %s", time.Since(install).Round(100*time.Millisecond))
 	if status, _ := do("GET", "/sandboxes", nil, false); status != 401 {
 		t.Errorf("GET /sandboxes without the token: %d, want 401", status)
 	}
