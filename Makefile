@@ -163,7 +163,10 @@ kube-smoke: kube-up
 # The Kubernetes backend's tests on a real single-node cluster (README "Kubernetes"): brings
 # the test cluster up (KUBE_CLUSTER; reused when it is up already, brought down again at the
 # end when this target started it, unless KUBE_KEEP=1), loads the agent image, and runs the
-# backend's integration tests and the behaviour table's kube rows in KUBE_NAMESPACE.
+# backend's integration tests and the behaviour table's kube rows in KUBE_NAMESPACE, then two
+# replica servers (as the least-privilege ServiceAccount of deploy/kube/rbac) in
+# KUBE_NAMESPACE-replicas, then the Helm chart (backend=kube, two replicas, the server image
+# built and loaded) in KUBE_NAMESPACE-helm, reached through its Service.
 KUBE_CLUSTER   ?= scripts/kube-cluster.sh
 KUBE_NAMESPACE ?= enclave-test
 test-kube: build
@@ -173,8 +176,16 @@ test-kube: build
 	image=$$(scripts/kube-agent-image.sh --import) && \
 	export ENCLAVE_TEST_KUBECONFIG=$$KUBECONFIG ENCLAVE_TEST_KUBE_NAMESPACE=$(KUBE_NAMESPACE) ENCLAVE_TEST_KUBE_AGENT_IMAGE=$$image && \
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestIntegrationKube' ./sandbox/kube/ && \
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestBehaviourOnEveryBackend/kube' ./session/; \
-	rc=$$?; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m -run 'TestBehaviourOnEveryBackend/kube' ./session/ && \
+	{ kubectl get namespace $(KUBE_NAMESPACE)-replicas >/dev/null 2>&1 || kubectl create namespace $(KUBE_NAMESPACE)-replicas; } && \
+	sa=$$(mktemp) && scripts/kube-sa-kubeconfig.sh $(KUBE_NAMESPACE)-replicas $$sa && \
+	ENCLAVE_TEST_KUBE_REPLICA_NAMESPACE=$(KUBE_NAMESPACE)-replicas ENCLAVE_TEST_KUBE_REPLICA_KUBECONFIG=$$sa \
+	CGO_ENABLED=1 $(GO) test -race -count=1 -v -timeout 10m -run 'TestIntegrationKubeReplicas' ./cmd/enclave-mcp/ && \
+	server=$$(scripts/build-server-image.sh $(BIN) | head -n 1) && KUBE_IMPORT_IMAGES=$$server scripts/kube-agent-image.sh --import >/dev/null && \
+	{ kubectl get namespace $(KUBE_NAMESPACE)-helm >/dev/null 2>&1 || kubectl create namespace $(KUBE_NAMESPACE)-helm; } && \
+	ENCLAVE_TEST_KUBE_SERVER_IMAGE=$$server ENCLAVE_TEST_KUBE_HELM_NAMESPACE=$(KUBE_NAMESPACE)-helm \
+	$(GO) test -count=1 -v -timeout 10m -run 'TestIntegrationChartOnKube' ./deploy/; \
+	rc=$$?; rm -f "$$sa"; if [ $$was_up = 0 ] && [ -z "$(KUBE_KEEP)" ]; then $(KUBE_CLUSTER) down; fi; exit $$rc
 
 # The Kubernetes backend beside the Docker backend (create until ready, warm acquire, a tool
 # call), on the test cluster, in namespace enclave-bench.

@@ -86,9 +86,10 @@ type manifest struct {
 		Labels      map[string]string `json:"labels"`
 		Annotations map[string]string `json:"annotations"`
 	} `json:"metadata"`
-	Data map[string]string `json:"data"`
-	Spec json.RawMessage   `json:"spec"`
-	Text string            `json:"-"` // the document as rendered
+	Data  map[string]string `json:"data"`
+	Spec  json.RawMessage   `json:"spec"`
+	Rules []rbacRule        `json:"rules"` // a Role's
+	Text  string            `json:"-"`     // the document as rendered
 }
 
 type deploymentSpec struct {
@@ -104,6 +105,7 @@ type deploymentSpec struct {
 
 type podSpec struct {
 	AutomountServiceAccountToken  *bool               `json:"automountServiceAccountToken"`
+	ServiceAccountName            string              `json:"serviceAccountName"`
 	EnableServiceLinks            *bool               `json:"enableServiceLinks"`
 	TerminationGracePeriodSeconds int                 `json:"terminationGracePeriodSeconds"`
 	SecurityContext               map[string]any      `json:"securityContext"`
@@ -208,7 +210,7 @@ func parse(t *testing.T, out string) rendered {
 		// A stray word printed by a template lands on a key of its own, which Kubernetes
 		// would refuse and helm lint does not see.
 		for k := range doc {
-			if !slices.Contains([]string{"apiVersion", "kind", "metadata", "spec", "data", "type"}, k) {
+			if !slices.Contains([]string{"apiVersion", "kind", "metadata", "spec", "data", "type", "rules", "roleRef", "subjects", "automountServiceAccountToken"}, k) {
 				t.Errorf("rendered %v has a top-level key %q: a template printed stray text\n%s", doc["kind"], k, text)
 			}
 		}

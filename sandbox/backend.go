@@ -38,6 +38,15 @@ type Backend interface {
 	Close() error
 }
 
+// Relabeler is a backend whose sandboxes' labels can change after launch. A warm spare is
+// launched for nobody; on a backend whose labels are the only record other servers have
+// (Kubernetes, where any replica may be asked for any sandbox), it takes its owner's label
+// when handed out.
+type Relabeler interface {
+	// Relabel sets labels on sandbox ref, leaving its other labels as they are.
+	Relabel(ctx context.Context, ref string, labels map[string]string) error
+}
+
 // Spec is what a backend needs to launch a sandbox.
 type Spec struct {
 	// ID is the sandbox's id, unique on the backend.

@@ -268,6 +268,7 @@ func (m *Manager) Create(ctx context.Context, owner string, typ Type, cfg Config
 				return nil, err
 			}
 		} else {
+			m.labelOwner(ctx, sb, owner)
 			m.log.Info("sandbox handed out from the warm pool", "sandbox", sb.ID(), "type", typ, "owner", owner, "waited", !hit)
 		}
 		m.observeAcquire(typ, hit, time.Since(start))

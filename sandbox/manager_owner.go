@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"time"
 )
 
 // Owner-scoped access. A sandbox belongs to the owner it was created for (an MCP session, a
@@ -70,4 +71,27 @@ func (m *Manager) DefaultConfig(typ Type) Config {
 		c.RemoveOnExit = ptr(*c.RemoveOnExit)
 	}
 	return c
+}
+
+// relabelTimeout bounds labelOwner: a hand-out waits for it, and goes on without it.
+const relabelTimeout = 5 * time.Second
+
+// labelOwner gives a warm spare just handed to owner its owner's label, where its backend
+// can change labels (Relabeler). A failure is logged, not returned: the sandbox is owner's
+// in this manager whatever its label says, and every check on this server reads the
+// manager.
+func (m *Manager) labelOwner(ctx context.Context, sb Sandbox, owner string) {
+	a, ok := sb.(*AgentSandbox)
+	if !ok || owner == "" {
+		return
+	}
+	rl, ok := a.backend.(Relabeler)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), relabelTimeout)
+	defer cancel()
+	if err := rl.Relabel(ctx, a.ref, map[string]string{LabelOwner: owner}); err != nil {
+		m.log.Warn("labelling a warm sandbox with its owner", "sandbox", sb.ID(), "error", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
@@ -20,6 +21,7 @@ type backendFlags struct {
 	allowProcess bool
 	processRoot  string
 	kube         kube.Options
+	replica      kube.ReplicaOptions
 	pullPolicy   string
 }
 
@@ -32,6 +34,30 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.kube.AgentImage, "kube-agent-image", "", "--backend kube: image whose /agent is the static agent, loaded on the nodes (default: enclave/agent:<hash of the agent binary>, which scripts/kube-agent-image.sh builds)")
 	fs.StringVar(&b.pullPolicy, "kube-pull-policy", "Never", "--backend kube: imagePullPolicy of the sandbox and agent images: Never (images loaded on the nodes) or IfNotPresent")
 	fs.Float64Var(&b.kube.RequestFraction, "kube-request-fraction", 0.1, "--backend kube: share of each limit (CPU, memory, ephemeral storage) a Pod requests from the scheduler; 1 makes Guaranteed Pods")
+	fs.StringVar(&b.kube.AdvertiseURL, "kube-advertise-url", "", "--backend kube: where the other replicas reach this server's HTTP API (e.g. http://$(POD_IP):8000); a REST or stateless-MCP request for a sandbox another replica holds is forwarded to that replica's URL. Empty: this replica's sandboxes are reached through it alone")
+	fs.StringVar(&b.kube.OwnerPod, "kube-owner-pod", "", "--backend kube: the server's own Pod (e.g. $(POD_NAME) from the downward API), which then owns its sandbox Pods and its Lease: Kubernetes removes them with it")
+	fs.DurationVar(&b.replica.LeaseDuration, "kube-lease-duration", kube.DefaultLeaseDuration, "--backend kube: this replica's Lease lasts this long unrenewed (renewed every third of it); a replica unseen renewing for this long is dead, and its sandbox Pods are reaped")
+	fs.DurationVar(&b.replica.ReapInterval, "kube-reap-interval", kube.DefaultReapInterval, "--backend kube: how often to look for dead replicas' sandbox Pods and remove them")
+}
+
+// startReplica, on the kube backend, holds this server's Lease and reaps dead replicas'
+// Pods until the returned stop runs; other backends need neither (stop does nothing).
+func (b *backendFlags) startReplica(ctx context.Context, engine sandbox.Backend, log *slog.Logger) (stop func(), err error) {
+	k, ok := engine.(*kube.Kube)
+	if !ok {
+		return func() {}, nil
+	}
+	r, err := k.StartReplica(ctx, b.replica)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := r.Stop(sctx); err != nil {
+			log.Warn("releasing the replica lease", "error", err)
+		}
+	}, nil
 }
 
 // open connects to the backend the flags name. The process backend is refused unless it was

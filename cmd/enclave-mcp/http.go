@@ -70,6 +70,10 @@ type httpServer struct {
 	sessionTTL time.Duration
 	limits     httpLimits
 	log        *slog.Logger
+	// peers, when set, find the replica that holds a sandbox this one does not (the kube
+	// backend with --kube-advertise-url); instance names this replica to them.
+	peers    httpapi.Peers
+	instance string
 }
 
 // serve listens on h.addr until ctx ends; see serveOn.
@@ -99,7 +103,7 @@ func (h *httpServer) handler(ctx context.Context) (http.Handler, mcp.Transports)
 		h.sessions.Mount(mux, h.rest.RequireAuth)
 	}
 	mux.Handle("/", h.rest.Handler())
-	return h.perimeter.Wrap(mux), transports
+	return h.perimeter.Wrap(h.rest.Forward(mux, h.peers, h.instance)), transports
 }
 
 // serveOn serves on ln until ctx ends, then shuts the transports down (their sessions end,

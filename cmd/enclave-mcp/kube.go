@@ -48,6 +48,16 @@ func kubeDoctor(ctx context.Context, b backendFlags, agentBinary string, out io.
 	default:
 		fmt.Fprintf(out, "[note] %-22s deny-all not created yet (the first sandbox creates it)\n", "network policy")
 	}
+	if r.ReplicasErr != nil {
+		line(false, "replica leases", r.ReplicasErr.Error(), "grant the server create, get, list, update and delete on leases.coordination.k8s.io in the namespace (deploy/kube/rbac)")
+	}
+	for _, l := range r.Replicas {
+		state := fmt.Sprintf("renewed %s ago, lasts %s", l.Renewed, l.Duration)
+		if l.Released {
+			state = "released (stopped; removed once its pods are gone)"
+		}
+		fmt.Fprintf(out, "[note] %-22s %s\n", "replica "+l.Instance, state)
+	}
 	if r.NodesErr != nil {
 		fmt.Fprintf(out, "[note] %-22s cannot list nodes (%v): not needed to serve\n", "nodes", r.NodesErr)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/enclave-mcp/enclave-mcp/notebook"
 	"github.com/enclave-mcp/enclave-mcp/runtimeapi"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/sandbox/kube"
 	"github.com/enclave-mcp/enclave-mcp/session"
 	"github.com/enclave-mcp/enclave-mcp/tools"
 )
@@ -258,6 +259,12 @@ func serveCmd(ctx context.Context, args []string) error {
 	} else if n > 0 {
 		log.Info("reaped sandboxes of dead servers", "count", n)
 	}
+	// Before the first sandbox: a Pod whose replica holds no Lease is another's to reap.
+	stopReplica, err := f.backend.startReplica(ctx, engine, log)
+	if err != nil {
+		return err
+	}
+	defer stopReplica() // after the manager's Close below: the Lease outlives the sandboxes
 	enabled, err := tools.Enabled(f.tools, cfg.ToolsConfig)
 	if err != nil {
 		return err
@@ -349,6 +356,9 @@ func serveCmd(ctx context.Context, args []string) error {
 		h := &httpServer{
 			addr: f.httpAddr, mcp: srv, rest: api, sessions: sessionsAPI, perimeter: perimeter,
 			sessionTTL: f.sessionTTL, limits: limits, log: log,
+		}
+		if k, ok := engine.(*kube.Kube); ok && f.backend.kube.AdvertiseURL != "" {
+			h.peers, h.instance = k, k.Identity().ID
 		}
 		serveErr = h.serve(ctx)
 	} else {

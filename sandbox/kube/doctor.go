@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,10 +27,22 @@ type DoctorReport struct {
 	// Policy says whether the deny-all NetworkPolicy exists yet (Launch creates it).
 	Policy    bool
 	PolicyErr error
+	// Replicas are the server replicas' Leases in the namespace, with how long ago each was
+	// renewed by its writer's clock; ReplicasErr says why they cannot be listed.
+	Replicas    []ReplicaLease
+	ReplicasErr error
 	// Nodes are the nodes and whether each is Ready and holds the agent image; listing
 	// nodes needs a cluster-wide permission the server does not, so NodesErr is usual.
 	Nodes    []NodeStatus
 	NodesErr error
+}
+
+// ReplicaLease is one replica's Lease as doctor sees it.
+type ReplicaLease struct {
+	Instance string
+	Released bool          // its replica stopped
+	Renewed  time.Duration // since its renewTime, by this machine's clock
+	Duration time.Duration
 }
 
 // NodeStatus is one node as doctor sees it.
@@ -65,6 +79,21 @@ func (k *Kube) Doctor(ctx context.Context) (DoctorReport, error) {
 		r.Policy = true
 	case !apierrors.IsNotFound(err):
 		r.PolicyErr = err
+	}
+	var leases coordinationv1.LeaseList
+	err = k.coord.Get().Namespace(k.ns).Resource("leases").
+		VersionedParams(&metav1.ListOptions{LabelSelector: sandbox.LabelManaged + "=true"}, k.params).Do(ctx).Into(&leases)
+	if err != nil {
+		r.ReplicasErr = err
+	}
+	for i := range leases.Items {
+		l := &leases.Items[i]
+		lv := viewLease(l)
+		rl := ReplicaLease{Instance: lv.Instance, Released: lv.Holder == "", Duration: lv.Duration}
+		if l.Spec.RenewTime != nil {
+			rl.Renewed = time.Since(l.Spec.RenewTime.Time).Round(time.Second)
+		}
+		r.Replicas = append(r.Replicas, rl)
 	}
 	var nodes corev1.NodeList
 	if err := k.core.Get().Resource("nodes").VersionedParams(&metav1.ListOptions{}, k.params).Do(ctx).Into(&nodes); err != nil {

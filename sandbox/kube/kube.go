@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -68,6 +69,15 @@ type Options struct {
 	StartTimeout time.Duration
 	// Instance names this server process in every Pod's labels; empty means random.
 	Instance string
+	// AdvertiseURL is where the other replicas reach this server's HTTP API (for example
+	// http://POD_IP:8000), written on every Pod it creates: a replica that is asked for a
+	// sandbox it does not hold forwards the request there (Locate). Empty: none can.
+	AdvertiseURL string
+	// OwnerPod is the server's own Pod in Namespace, when it runs in the cluster: it owns
+	// every sandbox Pod and the replica's Lease (ownerReferences), so that Kubernetes'
+	// garbage collector removes them with it, whatever became of the server (its Role
+	// removed before it could clean up, its node gone). Empty: nothing owns them.
+	OwnerPod string
 	Logger   *slog.Logger
 }
 
@@ -76,6 +86,7 @@ type Kube struct {
 	cfg    *rest.Config
 	core   *rest.RESTClient // /api/v1
 	net    *rest.RESTClient // /apis/networking.k8s.io/v1
+	coord  *rest.RESTClient // /apis/coordination.k8s.io/v1: replicas' Leases
 	params runtime.ParameterCodec
 	ns     string
 	opts   Options
@@ -84,6 +95,10 @@ type Kube struct {
 
 	policyMu    sync.Mutex
 	policyReady bool // the deny-all NetworkPolicy exists in ns
+
+	located located // Locate's answers, by sandbox id
+
+	owner *metav1.OwnerReference // Options.OwnerPod's; nil without one
 }
 
 var _ sandbox.Backend = (*Kube)(nil)
@@ -120,6 +135,9 @@ func New(ctx context.Context, opts Options) (*Kube, error) {
 	if opts.Instance == "" {
 		opts.Instance = sandbox.NewID()
 	}
+	if err := checkAdvertiseURL(opts.AdvertiseURL); err != nil {
+		return nil, err
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = opts.Kubeconfig
 	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
@@ -145,6 +163,14 @@ func New(ctx context.Context, opts Options) (*Kube, error) {
 	if err := k.Ping(ctx); err != nil {
 		return nil, err
 	}
+	if opts.OwnerPod != "" {
+		var p corev1.Pod
+		if err := k.core.Get().Namespace(k.ns).Resource("pods").Name(opts.OwnerPod).Do(ctx).Into(&p); err != nil {
+			return nil, fmt.Errorf("%w: reading the server's own pod %s/%s (--kube-owner-pod; the sandbox pods must be in the server's namespace): %w",
+				sandbox.ErrInvalidConfig, k.ns, opts.OwnerPod, err)
+		}
+		k.owner = &metav1.OwnerReference{APIVersion: "v1", Kind: "Pod", Name: p.Name, UID: p.UID}
+	}
 	return k, nil
 }
 
@@ -155,6 +181,9 @@ func (k *Kube) connect() error {
 		return err
 	}
 	if err := networkingv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := coordinationv1.AddToScheme(scheme); err != nil {
 		return err
 	}
 	codecs := serializer.NewCodecFactory(scheme)
@@ -172,6 +201,9 @@ func (k *Kube) connect() error {
 	}
 	if k.net, err = client("/apis", networkingv1.SchemeGroupVersion); err != nil {
 		return fmt.Errorf("%w: networking client: %w", sandbox.ErrEngine, err)
+	}
+	if k.coord, err = client("/apis", coordinationv1.SchemeGroupVersion); err != nil {
+		return fmt.Errorf("%w: coordination client: %w", sandbox.ErrEngine, err)
 	}
 	return nil
 }
@@ -206,7 +238,7 @@ func (k *Kube) Ping(ctx context.Context) error {
 // ready. On any failure the Pod is deleted before Launch returns.
 func (k *Kube) Launch(ctx context.Context, spec sandbox.Spec, ready func(sandbox.Streams) error) (sandbox.Launched, error) {
 	pod, err := podSpec(podInput{Spec: spec, AgentImage: k.opts.AgentImage, PullPolicy: k.opts.PullPolicy,
-		RuntimeClass: k.opts.RuntimeClass, RequestFraction: k.opts.RequestFraction})
+		RuntimeClass: k.opts.RuntimeClass, RequestFraction: k.opts.RequestFraction, ReplicaURL: k.opts.AdvertiseURL, Owner: k.owner})
 	if err != nil {
 		return sandbox.Launched{}, err
 	}

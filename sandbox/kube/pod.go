@@ -32,6 +32,9 @@ const (
 	// annotationLabels holds a sandbox's labels as given (JSON): label values are sanitised
 	// to what Kubernetes accepts, and List reports and matches the originals.
 	annotationLabels = "enclave-mcp/labels"
+	// annotationReplica is the base URL of the server replica that holds the sandbox's
+	// agent stream, where the others forward requests for it.
+	annotationReplica = "enclave-mcp/replica-url"
 	// annotationEgress is the Docker backend's LabelEgress: too long and too free for a label.
 	annotationEgress = "enclave-mcp/egress"
 	// agentInImage is where the agent image keeps the agent binary.
@@ -52,6 +55,10 @@ type podInput struct {
 	RuntimeClass string
 	// RequestFraction is the share of each limit requested for scheduling (0 < f <= 1).
 	RequestFraction float64
+	// ReplicaURL is the creating server's Options.AdvertiseURL; empty leaves it out.
+	ReplicaURL string
+	// Owner, when set, owns the Pod (the server's own Pod): it is garbage-collected with it.
+	Owner *metav1.OwnerReference
 }
 
 // podName is the Pod of sandbox id.
@@ -80,6 +87,9 @@ func podSpec(in podInput) (*corev1.Pod, error) {
 	labels, annotations, err := podLabels(in.Spec.Labels)
 	if err != nil {
 		return nil, err
+	}
+	if in.ReplicaURL != "" {
+		annotations[annotationReplica] = in.ReplicaURL
 	}
 	if rules := c.Egress; rules != nil {
 		if b, err := json.Marshal(rules.Redacted()); err == nil {
@@ -177,6 +187,9 @@ func podSpec(in podInput) (*corev1.Pod, error) {
 				},
 			}},
 		},
+	}
+	if in.Owner != nil {
+		pod.OwnerReferences = []metav1.OwnerReference{*in.Owner}
 	}
 	if rc := cmpOr(c.Runtime, in.RuntimeClass); rc != "" {
 		pod.Spec.RuntimeClassName = &rc

@@ -81,11 +81,13 @@ The value checks that must fail at render time, with a message naming the value.
 {{- if not (has .Values.image.pullPolicy (list "IfNotPresent" "Never" "Always")) }}
 {{- fail (printf "image.pullPolicy %q: want IfNotPresent, Never or Always" .Values.image.pullPolicy) }}
 {{- end }}
+{{- if eq .Values.backend "docker" }}
 {{- if and (not .Values.docker.socketPath) (not .Values.docker.host) }}
 {{- fail "docker.socketPath and docker.host are both empty: the server needs a Docker engine (mount the node's socket, or name an engine with docker.host)" }}
 {{- end }}
 {{- if and .Values.docker.socketPath (not (isAbs .Values.docker.socketPath)) }}
 {{- fail (printf "docker.socketPath %q: want an absolute path on the node, e.g. /var/run/docker.sock" .Values.docker.socketPath) }}
+{{- end }}
 {{- end }}
 {{- $_ := include "enclave-mcp.sessionIdle" . }}
 {{- end }}
