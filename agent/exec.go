@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,7 +44,7 @@ type command struct {
 	started   time.Time
 	forked    bool                      // from the resident interpreter (pyfork.go)
 	reported  <-chan syscall.WaitStatus // a forked call's own report of its exit status
-	closers   []*os.File                // closed once the command is done
+	status    *os.File                  // the read end of a forked call's status pipe
 	afterHook func()                    // if set, called once the command has been answered
 
 	stdout, stderr *stream    // nil for a background job, whose output is discarded
@@ -432,8 +431,11 @@ func (c *command) pipesHoldData() bool {
 }
 
 func (c *command) closePipes() {
-	for _, f := range slices.Concat(c.pipes, c.closers) {
+	for _, f := range c.pipes {
 		f.Close()
+	}
+	if c.status != nil {
+		c.status.Close()
 	}
 	if c.stdin != nil {
 		c.stdin.Close()

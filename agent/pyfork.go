@@ -154,7 +154,7 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error)
 		return nil, errNoFork
 	}
 	cmd := &command{argv: spec.Argv, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true,
-		reported: reported, closers: []*os.File{sp.status},
+		reported: reported, status: sp.status,
 		// The next spare is forked once the call has been answered, so that the fork does
 		// not compete with the call, or its answer, for the CPU.
 		afterHook: func() { go f.refill(path, srv) }}
@@ -301,15 +301,25 @@ func (f *forkServers) refill(path string, srv *forkServer) {
 func (f *forkServers) server(path string) *forkServer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if srv := f.servers[path]; srv != nil && !f.closed {
-		select {
-		case <-srv.dead:
-		case <-srv.ready:
-			return srv
-		default:
-		}
+	if srv := f.servers[path]; srv != nil && !f.closed && srv.up() {
+		return srv
 	}
 	return nil
+}
+
+// up reports whether srv has done its imports and not died since.
+func (srv *forkServer) up() bool {
+	select {
+	case <-srv.dead:
+		return false
+	default:
+	}
+	select {
+	case <-srv.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 // prepare starts path's resident interpreter unless one is running or starting, or forking
@@ -349,11 +359,8 @@ func (f *forkServers) ready() int {
 	defer f.mu.Unlock()
 	n := 0
 	for _, srv := range f.servers {
-		select {
-		case <-srv.dead:
-		case <-srv.ready:
+		if srv.up() {
 			n++
-		default:
 		}
 	}
 	return n

@@ -55,13 +55,9 @@ func drain(ctx context.Context, srv *Server) (*ServerReport, error) {
 	// An exiting server hands its sandboxes' removal to the engine (which removes a
 	// container once its agent has exited), so they may outlive it by the engine's removal
 	// time; what is still there after that bounded wait is a leak.
-	list, listErr := Sandboxes(sctx, srv.PID())
-	for listErr == nil && len(list) > 0 && sctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
-		list, listErr = Sandboxes(sctx, srv.PID())
-	}
+	left, listErr := WaitSandboxes(sctx, srv.PID(), 0)
 	sr.EngineDone = time.Since(begin)
-	sr.LeftAfterStop = len(list)
+	sr.LeftAfterStop = left
 	if stopErr != nil {
 		stopErr = fmt.Errorf("stopping the server: %w", stopErr)
 	}

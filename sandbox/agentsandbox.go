@@ -295,11 +295,7 @@ func (s *AgentSandbox) request(ctx context.Context, req wire.Request) (wire.Resp
 		return wire.Response{}, err
 	}
 	defer s.leave()
-	resp, err := s.conn.call(ctx, req, nil)
-	if err != nil {
-		return resp, s.callError(err)
-	}
-	return resp, nil
+	return s.chore(ctx, req)
 }
 
 // callError marks the sandbox dead when its agent stream is gone, so the caller can replace it.
