@@ -423,8 +423,8 @@ func resolveVolumes(r *Resolved, p Policy) error {
 			return fmt.Errorf("%w: volumes: mode %q for %q must be \"rw\" or \"ro\"", ErrInvalidConfig, v.Mode, hostPath)
 		}
 		bind := path.Clean(v.Bind)
-		if bind == "/" || within(bind, AgentDir) {
-			return fmt.Errorf("%w: volumes: bind %q would cover the root or the sandbox's agent (%s)", ErrPolicy, v.Bind, AgentDir)
+		if bind == "/" || within(bind, AgentDir) || within(bind, AgentSocketDir) {
+			return fmt.Errorf("%w: volumes: bind %q would cover the root or the sandbox's agent (%s, %s)", ErrPolicy, v.Bind, AgentDir, AgentSocketDir)
 		}
 		real, err := allowedHostPath(path.Clean(hostPath), p.AllowedHostPaths)
 		if err != nil {

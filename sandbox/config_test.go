@@ -49,6 +49,8 @@ func TestPolicyRefusesLoosening(t *testing.T) {
 		{"volume that does not exist here", Config{Volumes: vol(allowed+"/nope", "/mnt")}, hostMounts, []string{"volumes", "cannot be checked"}},
 		{"volume over the agent", Config{Volumes: vol(allowed, "/.enclave/agent")}, hostMounts, []string{"volumes", "agent"}},
 		{"volume over /", Config{Volumes: vol(allowed, "/")}, hostMounts, []string{"volumes", "root"}},
+		{"volume over the agent's socket", Config{Volumes: vol(allowed, "/.enclave-link")}, hostMounts, []string{"volumes", "/.enclave-link"}},
+		{"volume inside the agent's socket directory", Config{Volumes: vol(allowed, "/.enclave-link/x")}, hostMounts, []string{"volumes", "/.enclave-link"}},
 		{"prefix is by element", Config{Volumes: vol(allowed+"x", "/mnt")}, hostMounts, []string{"not under"}},
 	}
 	for _, tc := range tests {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,9 @@ type DockerOptions struct {
 	// Egress serves the egress of sandboxes whose config has one; nil means a service with
 	// the system's roots and resolver.
 	Egress *egress.Service
+	// AttachOnly keeps the protocol on the engine's attach stream even for an engine on this
+	// host, where each agent otherwise connects to a socket of the server's (agentsocket.go).
+	AttachOnly bool
 }
 
 // Docker is the Docker backend: it runs each sandbox as a hardened container on one engine.
@@ -43,6 +47,7 @@ type Docker struct {
 	egress   *egress.Service
 
 	agent      *agentBinary
+	sockets    *agentSockets // the agents' direct connections (agentsocket.go)
 	agentMu    sync.Mutex
 	agentReady bool
 
@@ -82,7 +87,11 @@ func NewDocker(ctx context.Context, opts DockerOptions) (*Docker, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("%w: reading the engine's security options: %w", ErrEngine, err)
 	}
-	return &Docker{cli: cli, log: opts.Logger, identity: SelfIdentity(opts.Instance), agent: agent, closing: make(chan struct{}),
+	sockets := newAgentSockets(cli.DaemonHost(), opts.AttachOnly)
+	if sockets.why != "" {
+		opts.Logger.Debug("sandboxes use the engine's attach stream", "why", sockets.why)
+	}
+	return &Docker{cli: cli, log: opts.Logger, identity: SelfIdentity(opts.Instance), agent: agent, sockets: sockets, closing: make(chan struct{}),
 		host: ParseSecurityOptions(info.SecurityOptions), egress: egressOrDefault(opts.Egress, opts.Logger)}, nil
 }
 
@@ -105,6 +114,7 @@ func (e *Docker) Ping(ctx context.Context) error {
 func (e *Docker) Close() error {
 	e.closeOnce.Do(func() { close(e.closing) })
 	e.discards.Wait()
+	e.sockets.close()
 	return e.cli.Close()
 }
 
@@ -130,45 +140,70 @@ func (e *Docker) logger() *slog.Logger { return e.log }
 func (e *Docker) Egress() *egress.Service { return e.egress }
 
 // Launch implements Backend: it creates the container, attaches to its stdio (before the
-// start, so no output is missed), starts it and hands the stdio to ready.
+// start, so no output is missed), starts it and hands the agent's streams to ready.
 func (e *Docker) Launch(ctx context.Context, spec Spec, ready func(Streams) error) (Launched, error) {
-	l, err := e.launch(ctx, spec, ready)
-	if err != nil && errors.Is(err, errStart) && ctx.Err() == nil {
-		// The agent volume may have been removed behind our back (by hand, or by another
-		// server's clean-up while no container used it): check it again, then retry once.
-		e.forgetAgentVolume()
-		l, err = e.launch(ctx, spec, ready)
+	direct := e.sockets.enabled() && spec.Config.Runtime == ""
+	l, err := e.launch(ctx, spec, direct, ready)
+	if err == nil || ctx.Err() != nil {
+		return l, err
 	}
-	return l, err
+	if errors.Is(err, errStart) {
+		// The agent volume may have been removed behind our back (by hand, or by another
+		// server's clean-up while no container used it): check it again before the retry.
+		e.forgetAgentVolume()
+	}
+	if !direct && !errors.Is(err, errStart) {
+		return l, err
+	}
+	// Retried once, over attach: with a socket, the engine may not see this host's files
+	// (a server in a container beside it), and attach is then kept to if it works.
+	l, retried := e.launch(ctx, spec, false, ready)
+	if direct && retried == nil {
+		e.sockets.disable()
+		e.log.Warn("sandboxes use the engine's attach stream from now on: a launch with the agent connecting to the server's socket failed", "err", err)
+	}
+	return l, retried
 }
 
 // errStart marks a container that was created but did not start or never answered.
 var errStart = errors.New("sandbox did not start")
 
-func (e *Docker) launch(ctx context.Context, spec Spec, ready func(Streams) error) (Launched, error) {
+func (e *Docker) launch(ctx context.Context, spec Spec, direct bool, ready func(Streams) error) (Launched, error) {
 	image := spec.Config.Image
 	volume, err := e.ensureAgentVolume(ctx, image)
 	if err != nil {
 		return Launched{}, err
 	}
-	cfg, host := containerSpec(specInput{
-		ID: spec.ID, Labels: spec.Labels, Config: spec.Config, AgentVolume: volume, AgentArgs: spec.AgentArgs, Host: e.host,
-	})
+	in := specInput{ID: spec.ID, Labels: spec.Labels, Config: spec.Config, AgentVolume: volume, AgentArgs: spec.AgentArgs, Host: e.host}
+	var sock *agentSocket
+	if direct {
+		if sock, err = e.sockets.listen(spec.ID); err != nil {
+			return Launched{}, err
+		}
+		in.AgentSocketDir = sock.dir
+	}
+	cfg, host := containerSpec(in)
 	// Not the caller's context: a create cancelled in flight may still happen on the engine,
 	// leaving a container we would not know to remove.
 	name := containerName(spec.ID)
 	created, err := e.cli.ContainerCreate(context.WithoutCancel(ctx), cfg, host, nil, nil, name)
 	if err != nil {
+		if sock != nil {
+			sock.close()
+		}
 		if !errdefs.IsNotFound(err) { // an engine failing mid-create may still have made it
 			e.discard(name)
 		}
 		return Launched{}, e.createError(image, err)
 	}
 	if err := ctx.Err(); err != nil {
+		if sock != nil {
+			sock.close()
+		}
 		e.discard(created.ID)
 		return Launched{}, fmt.Errorf("creating sandbox: %w", err)
 	}
-	streams, err := e.start(ctx, spec.ID, created.ID)
+	streams, err := e.start(ctx, spec.ID, created.ID, sock)
 	if err == nil {
 		if err = ready(streams); err != nil {
 			err = fmt.Errorf("%w%s", err, ExitHint(e, created.ID))
@@ -179,10 +214,14 @@ func (e *Docker) launch(ctx context.Context, spec Spec, ready func(Streams) erro
 		e.discard(created.ID)
 		return Launched{}, fmt.Errorf("%w: %w", errStart, err)
 	}
+	transport := "attach"
+	if sock != nil {
+		transport = "socket"
+	}
 	l := Launched{
 		Ref:      created.ID,
 		Streams:  streams,
-		Metadata: map[string]any{"container_name": name, "agent_volume": volume},
+		Metadata: map[string]any{"container_name": name, "agent_volume": volume, "agent_transport": transport},
 		// AutoRemove: the engine removes the container once its PID 1, the agent, exits.
 		RemovesOnExit: spec.Config.RemoveOnExit != nil && *spec.Config.RemoveOnExit,
 	}
@@ -190,10 +229,14 @@ func (e *Docker) launch(ctx context.Context, spec Spec, ready func(Streams) erro
 	return l, nil
 }
 
-// start attaches to the container's stdio and starts it.
-func (e *Docker) start(ctx context.Context, id, containerID string) (Streams, error) {
+// start attaches to the container's stdio and starts it. With sock, the protocol then moves
+// to the agent's connection to it, and the attach stream carries only the agent's log.
+func (e *Docker) start(ctx context.Context, id, containerID string, sock *agentSocket) (Streams, error) {
 	hijack, err := e.cli.ContainerAttach(ctx, containerID, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
+		if sock != nil {
+			sock.close()
+		}
 		return Streams{}, fmt.Errorf("%w: attaching to sandbox %s: %w", ErrEngine, id, err)
 	}
 	// The engine multiplexes the agent's stdout and stderr on the one connection; demux
@@ -201,11 +244,19 @@ func (e *Docker) start(ctx context.Context, id, containerID string) (Streams, er
 	// until they end, whatever arrives, and teardown unblocks everything at once.
 	stdoutR, stdoutW := io.Pipe()
 	stderrR, stderrW := io.Pipe()
+	var conn *net.UnixConn // the agent's connection, once it has connected to sock
+	var connMu sync.Mutex
 	teardown := sync.OnceFunc(func() {
 		_ = hijack.Conn.Close()
 		_ = stdoutR.Close() // the reader then sees io.ErrClosedPipe: "the stream closed"
 		_ = stderrR.Close()
+		connMu.Lock()
+		if conn != nil {
+			_ = conn.Close()
+		}
+		connMu.Unlock()
 	})
+	ended := make(chan struct{}) // the attach stream ended: the agent is gone
 	go func() {
 		err := demux(stdoutW, stderrW, hijack.Reader)
 		if err == nil {
@@ -213,13 +264,36 @@ func (e *Docker) start(ctx context.Context, id, containerID string) (Streams, er
 		}
 		stdoutW.CloseWithError(err)
 		stderrW.CloseWithError(err)
+		close(ended)
 		teardown()
 	}()
 	streams := Streams{Stdin: attachStream{&hijack}, Stdout: stdoutR, Stderr: stderrR, Teardown: teardown}
 	if err := e.cli.ContainerStart(ctx, containerID, container.StartOptions{}); err != nil {
 		teardown()
+		if sock != nil {
+			sock.close()
+		}
 		return Streams{}, fmt.Errorf("%w: starting sandbox %s: %w", ErrEngine, id, err)
 	}
+	if sock == nil {
+		return streams, nil
+	}
+	c, err := sock.accept(ctx, ended)
+	if err != nil {
+		teardown()
+		return Streams{}, fmt.Errorf("starting sandbox %s: %w", id, err)
+	}
+	connMu.Lock()
+	conn = c
+	connMu.Unlock()
+	select {
+	case <-ended: // the stream ended while the connection arrived: teardown ran before it was known
+		_ = c.Close()
+	default:
+	}
+	// The agent writes nothing to its stdout now; whatever comes is dropped.
+	go func() { _, _ = io.Copy(io.Discard, stdoutR) }()
+	streams.Stdin, streams.Stdout = socketStream{c}, c
 	return streams, nil
 }
 

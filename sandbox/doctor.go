@@ -16,7 +16,10 @@ type DoctorReport struct {
 	Runtimes         []string
 	HasRunsc         bool
 	AgentBinary      string
-	Images           []ImageStatus
+	// AgentTransport is how agents carry the protocol ("socket" or "attach"), and
+	// AgentTransportWhy why not a socket.
+	AgentTransport, AgentTransportWhy string
+	Images                            []ImageStatus
 }
 
 // ImageStatus tells whether a default image is on the engine, and built from this release's
@@ -44,6 +47,7 @@ func (e *Docker) Doctor(ctx context.Context) (DoctorReport, error) {
 		CgroupVersion:    info.CgroupVersion,
 		AgentBinary:      e.agent.path,
 	}
+	r.AgentTransport, r.AgentTransportWhy = e.AgentTransport()
 	for name := range info.Runtimes {
 		r.Runtimes = append(r.Runtimes, name)
 	}

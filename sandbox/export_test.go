@@ -12,3 +12,15 @@ func ReapOrphansWith(ctx context.Context, b Backend, alive func(int, string) boo
 
 // WarmIdleTick runs typ's warm pool's idle check as if the clock read now.
 func (m *Manager) WarmIdleTick(typ Type, now time.Time) { m.shrinkIdle(m.warm[typ], now) }
+
+// AgentSocketBase is the directory holding e's agents' sockets while they connect; "" when
+// e uses attach.
+func (e *Docker) AgentSocketBase() string { return e.sockets.base }
+
+// BreakAgentSockets makes e's sockets fail to open, as ones the engine cannot see would,
+// until restore.
+func (e *Docker) BreakAgentSockets() (restore func()) {
+	base := e.sockets.base
+	e.sockets.base = "/nonexistent-enclave-test/sockets"
+	return func() { e.sockets.base = base }
+}

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
 	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
@@ -124,15 +128,58 @@ func toolDef(t *testing.T, name string) tools.Def {
 // is not visible here (a remote engine).
 func agentFD(t *testing.T, e *sandbox.Docker, sb *sandbox.AgentSandbox, fd int) *os.File {
 	t.Helper()
-	insp, err := e.Client().ContainerInspect(t.Context(), sb.ContainerID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := fmt.Sprintf("/proc/%d/fd/%d", insp.State.Pid, fd)
+	path := fmt.Sprintf("/proc/%d/fd/%d", agentPID(t, e, sb), fd)
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Skipf("cannot reach the agent's descriptor from the host (%v): needs a local engine and root", err)
 	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func agentPID(t *testing.T, e *sandbox.Docker, sb *sandbox.AgentSandbox) int {
+	t.Helper()
+	insp, err := e.Client().ContainerInspect(t.Context(), sb.ContainerID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return insp.State.Pid
+}
+
+// agentProtocolOut is where sb's agent writes its answers, opened from the engine's host:
+// its stdout over attach; over a socket, a copy of the agent's end of the connection
+// (pidfd_getfd, as root), since /proc cannot open a socket.
+func agentProtocolOut(t *testing.T, e *sandbox.Docker, sb *sandbox.AgentSandbox) *os.File {
+	t.Helper()
+	if sb.Info().Metadata["agent_transport"] != "socket" {
+		return agentFD(t, e, sb, 1)
+	}
+	pid := agentPID(t, e, sb)
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Skipf("cannot list the agent's descriptors from the host (%v): needs a local engine and root", err)
+	}
+	var sockets []int
+	for _, ent := range entries {
+		if link, err := os.Readlink(filepath.Join(dir, ent.Name())); err == nil && strings.HasPrefix(link, "socket:") {
+			n, _ := strconv.Atoi(ent.Name())
+			sockets = append(sockets, n)
+		}
+	}
+	if len(sockets) != 1 {
+		t.Fatalf("the agent holds sockets %v; want only its connection to the server", sockets)
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Skipf("pidfd_open: %v", err)
+	}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, sockets[0], 0)
+	if err != nil {
+		t.Skipf("pidfd_getfd of the agent's connection: %v (needs root)", err)
+	}
+	f := os.NewFile(uintptr(fd), "agent connection")
 	t.Cleanup(func() { f.Close() })
 	return f
 }
@@ -315,13 +362,13 @@ func TestIntegrationHostileProtocolViolationReplacesSandbox(t *testing.T) {
 		protocol bool // the error is ErrProtocol, not only ErrClosed
 	}{
 		{"forged result for a request never sent", func(t *testing.T, sb *sandbox.AgentSandbox) {
-			_, _ = agentFD(t, e, sb, 1).WriteString(`{"id":999999,"kind":"result","exec":{"stdout":"FORGED-RESULT"}}` + "\n")
+			_, _ = agentProtocolOut(t, e, sb).WriteString(`{"id":999999,"kind":"result","exec":{"stdout":"FORGED-RESULT"}}` + "\n")
 		}, true},
 		{"malformed frame", func(t *testing.T, sb *sandbox.AgentSandbox) {
-			_, _ = agentFD(t, e, sb, 1).WriteString("\x00garbage{\n")
+			_, _ = agentProtocolOut(t, e, sb).WriteString("\x00garbage{\n")
 		}, true},
 		{"unterminated 1 GiB frame", func(t *testing.T, sb *sandbox.AgentSandbox) {
-			out := agentFD(t, e, sb, 1)
+			out := agentProtocolOut(t, e, sb)
 			_, _ = out.WriteString(`{"id":0,"kind":"error","error":"`)
 			chunk := bytes.Repeat([]byte("x"), 1<<20)
 			for range gib / len(chunk) {

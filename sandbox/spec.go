@@ -58,6 +58,9 @@ type specInput struct {
 	AgentArgs []string
 	// Host is what the engine's host can enforce, as the engine reported it.
 	Host HostSecurity
+	// AgentSocketDir, when set, is this host's directory holding the socket the agent
+	// connects to instead of serving on its stdio (agentsocket.go).
+	AgentSocketDir string
 }
 
 // HostSecurity is what the engine's host offers to confine containers, read from the
@@ -94,7 +97,11 @@ func containerName(id string) string { return "enclave-" + id }
 // leaves no running sandbox behind.
 func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 	labels := maps.Clone(in.Labels)
-	cfg, host := HardenedSpec(in.Config, AgentCommand(in.Config, in.AgentArgs), labels)
+	agentArgs := in.AgentArgs
+	if in.AgentSocketDir != "" {
+		agentArgs = append([]string{"--connect", AgentSocketPath}, agentArgs...)
+	}
+	cfg, host := HardenedSpec(in.Config, AgentCommand(in.Config, agentArgs), labels)
 	if in.Host.AppArmor {
 		// The engine would pick this profile anyway for a container that is not privileged;
 		// naming it keeps it when the engine's default changes. Only where the host has
@@ -128,6 +135,9 @@ func containerSpec(in specInput) (*container.Config, *container.HostConfig) {
 		ReadOnly:      true,
 		VolumeOptions: &mount.VolumeOptions{NoCopy: true},
 	}}, host.Mounts...)
+	if in.AgentSocketDir != "" {
+		host.Mounts = append(host.Mounts, mount.Mount{Type: mount.TypeBind, Source: in.AgentSocketDir, Target: AgentSocketDir, ReadOnly: true})
+	}
 	return cfg, host
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -388,5 +389,27 @@ func TestContainerSpecEgress(t *testing.T) {
 				t.Errorf("placeholder or credential reference missing:\n%s\n%s", env, cfg.Labels[LabelEgress])
 			}
 		})
+	}
+}
+
+// TestContainerSpecAgentSocket: with a socket directory, the agent connects to it (before
+// any extra arguments) and the directory is mounted read-only where the agent looks
+// (TestPolicyRefusesLoosening: a user's volume may not cover it).
+func TestContainerSpecAgentSocket(t *testing.T) {
+	t.Parallel()
+	r := mustResolve(t, Config{}, Policy{})
+	cfg, host := containerSpec(specInput{ID: "x", Labels: map[string]string{}, Config: r, AgentVolume: "v", AgentArgs: []string{"extra"}, AgentSocketDir: "/host/dir"})
+	wantEntry := []string{AgentPath, "agent", "--workspace", "/sandbox", "--connect", AgentSocketPath, "extra"}
+	if !reflect.DeepEqual([]string(cfg.Entrypoint), wantEntry) {
+		t.Errorf("Entrypoint = %v, want %v", cfg.Entrypoint, wantEntry)
+	}
+	want := mount.Mount{Type: mount.TypeBind, Source: "/host/dir", Target: AgentSocketDir, ReadOnly: true}
+	if !slices.Contains(host.Mounts, want) {
+		t.Errorf("mounts %+v lack %+v", host.Mounts, want)
+	}
+
+	cfg, host = containerSpec(specInput{ID: "x", Labels: map[string]string{}, Config: r, AgentVolume: "v"})
+	if slices.Contains(cfg.Entrypoint, "--connect") || slices.ContainsFunc(host.Mounts, func(m mount.Mount) bool { return m.Target == AgentSocketDir }) {
+		t.Errorf("without a socket directory: entrypoint %v, mounts %+v", cfg.Entrypoint, host.Mounts)
 	}
 }

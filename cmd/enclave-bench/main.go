@@ -202,15 +202,16 @@ func runBench(ctx context.Context, opts options) (err error) {
 		return err
 	}
 	b := &bench{
-		core:   core,
-		engine: engine,
-		cli:    cli,
-		cfg:    cfg,
-		track:  track,
-		base:   &baseline{cli: cli, cfg: cfg, runID: runID, track: track},
-		n:      opts.n,
-		slow:   opts.slow,
-		rep:    rep,
+		agentPath: AgentPath,
+		core:      core,
+		engine:    engine,
+		cli:       cli,
+		cfg:       cfg,
+		track:     track,
+		base:      &baseline{cli: cli, cfg: cfg, runID: runID, track: track},
+		n:         opts.n,
+		slow:      opts.slow,
+		rep:       rep,
 
 		runtimes:     opts.runtimes,
 		variantsOnly: opts.variantsOnly,

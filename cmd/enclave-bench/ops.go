@@ -30,15 +30,16 @@ const (
 const concurrentCreates = 10
 
 type bench struct {
-	core   *session.Core
-	engine *sandbox.Docker
-	cli    *client.Client
-	cfg    sandbox.Resolved
-	track  *tracker
-	base   *baseline
-	n      int
-	slow   bool
-	rep    *report
+	agentPath string // the sandboxes' agent binary
+	core      *session.Core
+	engine    *sandbox.Docker
+	cli       *client.Client
+	cfg       sandbox.Resolved
+	track     *tracker
+	base      *baseline
+	n         int
+	slow      bool
+	rep       *report
 
 	runtimes     []string // measured beside the engine's default runtime (variants.go)
 	variantsOnly bool
@@ -85,7 +86,11 @@ func (b *bench) all(ctx context.Context) error {
 		return b.egressProxy(ctx)
 	}
 	if b.pythonOnly {
-		return b.pythonRows(ctx)
+		if err := b.pythonRows(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "the agent's protocol over attach vs its socket:")
+		return b.transport(ctx)
 	}
 	if b.kube.kubeconfig != "" {
 		fmt.Fprintln(os.Stderr, "kubernetes backend vs docker backend:")
@@ -123,6 +128,10 @@ func (b *bench) all(ctx context.Context) error {
 		return err
 	}
 	if err := b.variants(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "the agent's protocol over attach vs its socket:")
+	if err := b.transport(ctx); err != nil {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "MCP over HTTP vs in-process:")

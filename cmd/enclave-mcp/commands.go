@@ -112,6 +112,11 @@ func doctorCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	check(true, "engine", fmt.Sprintf("Docker %s, API %s (negotiated %s), %s, cgroup v%s", report.ServerVersion, report.APIVersion, report.ClientAPIVersion, report.OS, report.CgroupVersion), "")
 	check(true, "agent binary", report.AgentBinary+" (static)", "")
+	transport := report.AgentTransport + " (each agent's own connection to the server)"
+	if report.AgentTransportWhy != "" {
+		transport = report.AgentTransport + " (" + report.AgentTransportWhy + ")"
+	}
+	check(true, "agent transport", transport, "")
 	for _, img := range report.Images {
 		if img.Tag == sandbox.DefaultNotebookImage && img.State == sandbox.ImageMissing {
 			fmt.Fprintf(out, "[note] %-22s missing (only notebook sandboxes need it)\n", "image "+img.Tag)
