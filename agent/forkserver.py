@@ -17,6 +17,12 @@
 # a process that shares the interpreter's pages takes milliseconds, and the result need not
 # wait for it (the agent still kills what is left of the call's tree).
 #
+# Speed. On a virtual machine a page fault can cost tens of microseconds, and a forked
+# process's first write to each page it shares with the server is one (a copy). So each
+# spare, while it waits, runs a call's steps once (rehearse) and copies ahead the pages a
+# whole call writes to, exit handlers included, which a probe forked once at start-up
+# finds (learn_copies).
+#
 # The server trusts nothing it is sent beyond that, keeps no state between calls, and is
 # non-dumpable, so the calls (which run as the same uid) cannot read or write its memory.
 # They can still kill or stop it; the agent then starts another, or runs the call itself.
@@ -30,12 +36,18 @@ import io
 import json
 import os
 import resource
+import select
 import signal
 import socket
+import struct
 import sys
 import threading
+import time
 import types
 
+MADV_POPULATE_WRITE = 23  # Linux 5.14
+PAGE = resource.getpagesize()
+MAX_COPIED_PAGES = 4096
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 libc = ctypes.CDLL(None, use_errno=True)
@@ -119,11 +131,11 @@ def become_call(sock, fds):
     main.__dict__.update(__annotations__={}, __builtins__=builtins, __cached__=None, __file__="<stdin>",
                          __loader__=importlib.machinery.BuiltinImporter)
     sys.modules["__main__"] = main
+    for first, count in copied:
+        libc.madvise(ctypes.c_void_p(first * PAGE), ctypes.c_size_t(count * PAGE), MADV_POPULATE_WRITE)
     rehearse()
 
-    with os.fdopen(request, "rb") as f:
-        header = f.readline()
-        script = f.read()
+    header, script = read_request(request)
     try:
         os.write(status_fd, b"r")  # the agent now knows this process took the call
     except OSError:
@@ -131,6 +143,12 @@ def become_call(sock, fds):
     take_request(header)
     libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
     return script
+
+
+def read_request(fd):
+    """Reads a request from descriptor fd, to its end: its header line, then the script."""
+    with os.fdopen(fd, "rb") as f:
+        return f.readline(), f.read()
 
 
 def take_request(header):
@@ -146,18 +164,95 @@ def take_request(header):
 
 
 def rehearse():
-    """Runs what every call runs (a request's decoding, a script's compile and run, a print)
-    once, in a namespace that is then dropped, while the process waits as the spare. A
-    forked process's first write to each page it shares with the server copies that page,
-    which costs microseconds each, and tens of them on a virtual machine whose page faults
-    go through the hypervisor; a small script makes about a hundred such writes. Done here,
-    they are paid before the call arrives. Nothing of it remains for the call to see: no
-    module, variable or output."""
-    sink = io.StringIO()
-    here = json.dumps({"env": ["%s=%s" % kv for kv in os.environ.items()], "dir": os.getcwd()})
-    take_request(here.encode())  # where it is already: nothing changes
+    """Runs what every call runs (a request read from a pipe and decoded, a script compiled
+    and run, a print) once, in a namespace that is then dropped, while the process waits as
+    the spare. A forked process's first write to each page it shares with the server copies
+    that page, which costs microseconds each, and tens of them on a virtual machine whose
+    page faults go through the hypervisor; a small call makes about a hundred such writes.
+    Done here, they are paid before the call arrives. Nothing of it remains for the call to
+    see: no module, variable, descriptor or output."""
+    here = json.dumps({"env": ["%s=%s" % kv for kv in os.environ.items()], "dir": os.getcwd()}).encode()
+    script = b"x = 1\nprint(x, file=sink)\n"
+    if len(here) < 16 << 10:  # it fits in the pipe, which nothing else reads
+        r, w = os.pipe()
+        os.write(w, here + b"\n" + script)
+        os.close(w)
+        here, script = read_request(r)
+    take_request(here)  # where it is already: nothing changes
     libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
-    exec(compile("x = 1\nprint(x, file=sink)\n", "<rehearsal>", "exec"), {"__builtins__": builtins, "sink": sink})
+    exec(compile(script, "<rehearsal>", "exec"), {"__builtins__": builtins, "sink": io.StringIO()})
+
+
+def learn_copies():
+    """Finds the server's pages that a whole call writes to, so that each spare can copy
+    them ahead (MADV_POPULATE_WRITE changes no byte; refused harmlessly before Linux 5.14):
+    rehearse covers what a call runs before and in its script, but not Python's exit
+    handlers, which cannot run early. A probe forked once from the server rehearses, then
+    exits as a call does, its output to /dev/null, and reports which of the pages it
+    shared with the server it then held a copy of. Returns them as (first page, count)."""
+    global probe
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.close(3)  # the server's socket: the probe holds nothing of the agent's
+            libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # else its /proc/self files are root's
+            probe = (w, {page for page, own in private_pages().items() if not own})
+            rehearse()
+            finish()  # fast_exit reports to w and exits
+        finally:
+            os._exit(1)
+    os.close(w)
+    report = b""
+    with os.fdopen(r, "rb", buffering=0) as f:
+        deadline = time.monotonic() + 10
+        while len(report) < 64 << 10 and select.select([f], [], [], max(0, deadline - time.monotonic()))[0]:
+            chunk = f.read(64 << 10)
+            if not chunk:
+                break
+            report += chunk
+    os.kill(pid, signal.SIGKILL)  # done, or stuck in an exit handler
+    os.waitpid(pid, 0)
+    ranges = []
+    for line in report.splitlines():
+        first, count = (int(x) for x in line.split())
+        ranges.append((first, count))
+    return ranges
+
+
+def report_copies(w, shared):
+    """In the probe: writes the pages of shared this process now has copies of, as ranges."""
+    now = private_pages()
+    pages = sorted(page for page in shared if now.get(page))[:MAX_COPIED_PAGES]
+    lines = []
+    for page in pages:
+        if lines and lines[-1][0] + lines[-1][1] == page:
+            lines[-1][1] += 1
+        else:
+            lines.append([page, 1])
+    os.write(w, b"".join(b"%d %d\n" % (first, count) for first, count in lines))
+
+
+def private_pages():
+    """This process's present pages in its writable private mappings: {page: own copy}, where
+    an own copy is a page no other process maps (/proc/PID/pagemap bits 63 and 56)."""
+    pages = {}
+    with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb", buffering=0) as pagemap:
+        for line in maps:
+            fields = line.split()
+            if fields[1] != "rw-p":
+                continue
+            start, end = (int(x, 16) // PAGE for x in fields[0].split("-"))
+            pagemap.seek(start * 8)
+            entries = pagemap.read((end - start) * 8)
+            for i, (entry,) in enumerate(struct.iter_unpack("<Q", entries)):
+                if entry >> 63:
+                    pages[start + i] = bool(entry >> 56 & 1)
+    return pages
 
 
 def run(script):
@@ -202,6 +297,7 @@ def finish():
 
 
 status = 0  # the call's exit status, set by run
+probe = None  # in learn_copies's probe: where it reports, and the pages it shares
 status_fd = -1  # where the call reports its exit status (report_exit)
 
 
@@ -209,6 +305,9 @@ def fast_exit():
     """Registered first, so it runs last at exit: it flushes the call's output and exits
     with its status without tearing down the modules the server imported, which a fresh
     interpreter would not have had to."""
+    if probe is not None:
+        report_copies(*probe)
+        os._exit(0)
     code = status
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -268,10 +367,14 @@ def exit_code(e):
 
 atexit.register(fast_exit)
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # intermediates are reaped by the kernel
 server = socket.socket(fileno=3)
 preload()
 gc.collect()
 gc.freeze()  # the calls' collections then leave the preloaded objects' pages shared
+try:
+    copied = learn_copies()
+except Exception:
+    copied = []  # no /proc/self/pagemap: the calls copy their pages as they go
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # intermediates are reaped by the kernel
 server.send(b"ready")
 run(become_call(server, serve(server)))
