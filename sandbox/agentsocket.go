@@ -136,7 +136,7 @@ func (s *agentSockets) listen(id string) (*agentSocket, error) {
 }
 
 // close stops listening and removes the socket and its directory: nothing connects to it
-// again.
+// again. It may be called more than once.
 func (a *agentSocket) close() {
 	_ = a.ln.Close()
 	_ = os.RemoveAll(a.dir)

@@ -180,6 +180,7 @@ func (e *Docker) launch(ctx context.Context, spec Spec, direct bool, ready func(
 		if sock, err = e.sockets.listen(spec.ID); err != nil {
 			return Launched{}, err
 		}
+		defer sock.close() // at once if the agent connected; else nothing connects later
 		in.AgentSocketDir = sock.dir
 	}
 	cfg, host := containerSpec(in)
@@ -188,18 +189,12 @@ func (e *Docker) launch(ctx context.Context, spec Spec, direct bool, ready func(
 	name := containerName(spec.ID)
 	created, err := e.cli.ContainerCreate(context.WithoutCancel(ctx), cfg, host, nil, nil, name)
 	if err != nil {
-		if sock != nil {
-			sock.close()
-		}
 		if !errdefs.IsNotFound(err) { // an engine failing mid-create may still have made it
 			e.discard(name)
 		}
 		return Launched{}, e.createError(image, err)
 	}
 	if err := ctx.Err(); err != nil {
-		if sock != nil {
-			sock.close()
-		}
 		e.discard(created.ID)
 		return Launched{}, fmt.Errorf("creating sandbox: %w", err)
 	}
@@ -234,9 +229,6 @@ func (e *Docker) launch(ctx context.Context, spec Spec, direct bool, ready func(
 func (e *Docker) start(ctx context.Context, id, containerID string, sock *agentSocket) (Streams, error) {
 	hijack, err := e.cli.ContainerAttach(ctx, containerID, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
 	if err != nil {
-		if sock != nil {
-			sock.close()
-		}
 		return Streams{}, fmt.Errorf("%w: attaching to sandbox %s: %w", ErrEngine, id, err)
 	}
 	// The engine multiplexes the agent's stdout and stderr on the one connection; demux
@@ -270,9 +262,6 @@ func (e *Docker) start(ctx context.Context, id, containerID string, sock *agentS
 	streams := Streams{Stdin: attachStream{&hijack}, Stdout: stdoutR, Stderr: stderrR, Teardown: teardown}
 	if err := e.cli.ContainerStart(ctx, containerID, container.StartOptions{}); err != nil {
 		teardown()
-		if sock != nil {
-			sock.close()
-		}
 		return Streams{}, fmt.Errorf("%w: starting sandbox %s: %w", ErrEngine, id, err)
 	}
 	if sock == nil {
