@@ -232,10 +232,15 @@ func (e *Docker) start(ctx context.Context, id, containerID string, sock *agentS
 		return Streams{}, fmt.Errorf("%w: attaching to sandbox %s: %w", ErrEngine, id, err)
 	}
 	// The engine multiplexes the agent's stdout and stderr on the one connection; demux
-	// splits them into two pipes, and blocks while either is not read. So both are read
-	// until they end, whatever arrives, and teardown unblocks everything at once.
+	// splits them into two pipes (stdout is dropped when the agent answers on its socket),
+	// and blocks while either is not read. So both are read until they end, whatever
+	// arrives, and teardown unblocks everything at once.
 	stdoutR, stdoutW := io.Pipe()
 	stderrR, stderrW := io.Pipe()
+	var stdout io.Writer = stdoutW
+	if sock != nil {
+		stdout = io.Discard // the agent answers on its connection and writes nothing here
+	}
 	var conn *net.UnixConn // the agent's connection, once it has connected to sock
 	var connMu sync.Mutex
 	teardown := sync.OnceFunc(func() {
@@ -250,7 +255,7 @@ func (e *Docker) start(ctx context.Context, id, containerID string, sock *agentS
 	})
 	ended := make(chan struct{}) // the attach stream ended: the agent is gone
 	go func() {
-		err := demux(stdoutW, stderrW, hijack.Reader)
+		err := demux(stdout, stderrW, hijack.Reader)
 		if err == nil {
 			err = io.EOF
 		}
@@ -280,8 +285,6 @@ func (e *Docker) start(ctx context.Context, id, containerID string, sock *agentS
 		_ = c.Close()
 	default:
 	}
-	// The agent writes nothing to its stdout now; whatever comes is dropped.
-	go func() { _, _ = io.Copy(io.Discard, stdoutR) }()
 	streams.Stdin, streams.Stdout = socketStream{c}, c
 	return streams, nil
 }
