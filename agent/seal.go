@@ -11,11 +11,12 @@ import (
 )
 
 // sealProcess makes the agent's protocol stream belong to the agent alone. The stream is
-// the agent's stdin and stdout; the commands it runs are untrusted and, in a sandbox, run
-// under the agent's own uid. A dumpable process's descriptors are open to every process of
-// its uid through /proc/PID/fd, so without this a command could open /proc/1/fd/1 and write
-// answers the server would believe (or read /proc/1/fd/0, /proc/1/mem, /proc/1/environ, or
-// ptrace the agent).
+// the agent's stdin and stdout, or its connection to the server's socket (--connect); the
+// commands it runs are untrusted and, in a sandbox, run under the agent's own uid. A
+// dumpable process's descriptors are open to every process of its uid through /proc/PID/fd,
+// so without this a command could open /proc/1/fd/1 and write answers the server would
+// believe (or read /proc/1/fd/0, /proc/1/mem, /proc/1/environ, take a copy of the socket
+// with pidfd_getfd, or ptrace the agent).
 //
 // Two ways close that door: a different uid for the agent than for the commands, or a
 // non-dumpable agent. The agent is made non-dumpable (PR_SET_DUMPABLE 0). The kernel then
