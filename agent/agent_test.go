@@ -186,7 +186,7 @@ func newTag() string {
 func tagged(tag string) []int {
 	var pids []int
 	for _, p := range readProcs() {
-		if !p.dead && p.pid != os.Getpid() && environHas(p.pid, tag) {
+		if !p.dead && p.pid != os.Getpid() && environHas(p, tag) {
 			pids = append(pids, p.pid)
 		}
 	}

@@ -91,12 +91,29 @@ func readProc(pid int) (proc, bool) {
 	return p, true
 }
 
-// environHas reports whether the initial environment of pid holds entry exactly. Processes
+// environHas reports whether the initial environment of p holds entry exactly. Processes
 // whose environment cannot be read (gone, or not ours) do not.
-func environHas(pid int, entry string) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
-	if err != nil || len(data) == 0 {
-		return false
+//
+// A process in the middle of an execve shows an empty environment until its new program's
+// is in place, which is when a leftover that called setsid and is starting its next program
+// would escape its tree (and a job's, be swept as an orphan). So for the agent's own
+// children, the only ones this can matter for, an empty environment is read again a few
+// times before it is believed; a child whose environment really is empty costs a few
+// milliseconds per scan.
+func environHas(p proc, entry string) bool {
+	var data []byte
+	for attempt := 0; ; attempt++ {
+		var err error
+		if data, err = os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/environ"); err != nil {
+			return false
+		}
+		if len(data) > 0 {
+			break
+		}
+		if p.ppid != os.Getpid() || attempt == emptyEnvironRereads {
+			return false
+		}
+		time.Sleep(time.Millisecond)
 	}
 	// Matching "\x00entry\x00" against "\x00environ" finds whole entries only, so marker
 	// 1-2 does not match 1-23.
@@ -104,6 +121,9 @@ func environHas(pid int, entry string) bool {
 	framed = append(append(append(framed, 0), data...), 0)
 	return bytes.Contains(framed, []byte("\x00"+entry+"\x00"))
 }
+
+// emptyEnvironRereads bounds environHas's rereads of an empty environment.
+const emptyEnvironRereads = 3
 
 // members returns the live processes of t among procs, never the agent itself.
 func (t *tree) members(procs []proc) []int {
@@ -119,7 +139,7 @@ func (t *tree) members(procs []proc) []int {
 		}
 		if p.pid == t.root || p.sid == t.root || p.pgid == t.root ||
 			descends(p.pid, t.root, parent) ||
-			(t.marker != "" && environHas(p.pid, t.marker)) {
+			(t.marker != "" && environHas(p, t.marker)) {
 			found = append(found, p.pid)
 		}
 	}
@@ -242,7 +262,7 @@ func (r *treeRegistry) snapshot() (trees []*tree, busy bool) {
 // no use here: an orphan's ancestry has already been lost.)
 func owns(trees []*tree, p proc) bool {
 	for _, t := range trees {
-		if p.sid == t.root || p.pgid == t.root || (t.marker != "" && environHas(p.pid, t.marker)) {
+		if p.sid == t.root || p.pgid == t.root || (t.marker != "" && environHas(p, t.marker)) {
 			return true
 		}
 	}
