@@ -127,7 +127,7 @@ func (b *bench) egressProxy(ctx context.Context) error {
 
 // egressRun runs the client once in a fresh sandbox of cfg.
 func (b *bench) egressRun(ctx context.Context, mode string, cfg sandbox.Resolved, host string, port int, out *egressTimings) (err error) {
-	sb, err := b.newSandboxWith(ctx, cfg)
+	sb, err := b.newSandboxOn(ctx, b.engine, cfg)
 	if err != nil {
 		return err
 	}

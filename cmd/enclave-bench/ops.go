@@ -156,7 +156,12 @@ func (b *bench) all(ctx context.Context) error {
 }
 
 func (b *bench) newSandbox(ctx context.Context) (*sandbox.AgentSandbox, error) {
-	sb, err := sandbox.Create(ctx, b.engine, sandbox.CreateOptions{Config: b.cfg, Owner: "enclave-bench"})
+	return b.newSandboxOn(ctx, b.engine, b.cfg)
+}
+
+// newSandboxOn creates a sandbox of cfg on engine, tracked for the final clean-up.
+func (b *bench) newSandboxOn(ctx context.Context, engine *sandbox.Docker, cfg sandbox.Resolved) (*sandbox.AgentSandbox, error) {
+	sb, err := sandbox.Create(ctx, engine, sandbox.CreateOptions{Config: cfg, Owner: "enclave-bench"})
 	if err != nil {
 		return nil, err
 	}

@@ -27,11 +27,10 @@ func (b *bench) transport(ctx context.Context) error {
 		name   string
 		engine *sandbox.Docker
 	}{{"attach", attach}, {"socket", b.engine}} {
-		sb, err := sandbox.Create(ctx, side.engine, sandbox.CreateOptions{Config: b.cfg, Owner: "enclave-bench"})
+		sb, err := b.newSandboxOn(ctx, side.engine, b.cfg)
 		if err != nil {
 			return fmt.Errorf("creating the %s sandbox: %w", side.name, err)
 		}
-		b.track.addSandbox(sb)
 		defer b.closeSandbox(context.WithoutCancel(ctx), sb)
 		if got := sb.Info().Metadata["agent_transport"]; got != side.name {
 			return fmt.Errorf("the %s sandbox's agent uses %v", side.name, got)

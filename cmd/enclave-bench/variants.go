@@ -143,7 +143,7 @@ func (b *bench) runtimeRows(ctx context.Context, rt string) error {
 
 	if err := both("sandbox create+start → ready", func(name string, cfg sandbox.Resolved) (stats, error) {
 		return measure(ctx, name+": Engine.Create", runs, func(w *stopwatch) error {
-			sb, err := b.newSandboxWith(ctx, cfg)
+			sb, err := b.newSandboxOn(ctx, b.engine, cfg)
 			w.stop()
 			if err != nil {
 				return err
@@ -155,7 +155,7 @@ func (b *bench) runtimeRows(ctx context.Context, rt string) error {
 	}
 	if err := both("sandbox removal (Close)", func(name string, cfg sandbox.Resolved) (stats, error) {
 		return measure(ctx, name+": AgentSandbox.Close", runs, func(w *stopwatch) error {
-			sb, err := b.newSandboxWith(ctx, cfg)
+			sb, err := b.newSandboxOn(ctx, b.engine, cfg)
 			if err != nil {
 				return err
 			}
@@ -183,7 +183,7 @@ func (b *bench) runtimeRows(ctx context.Context, rt string) error {
 		return err
 	}
 	return both("python_executor `print(1)`", func(name string, cfg sandbox.Resolved) (stats, error) {
-		sb, err := b.newSandboxWith(ctx, cfg)
+		sb, err := b.newSandboxOn(ctx, b.engine, cfg)
 		if err != nil {
 			return stats{}, err
 		}
@@ -199,16 +199,6 @@ func (b *bench) runtimeRows(ctx context.Context, rt string) error {
 			return nil
 		})
 	})
-}
-
-// newSandboxWith is newSandbox with another config (another runtime).
-func (b *bench) newSandboxWith(ctx context.Context, cfg sandbox.Resolved) (*sandbox.AgentSandbox, error) {
-	sb, err := sandbox.Create(ctx, b.engine, sandbox.CreateOptions{Config: cfg, Owner: "enclave-bench"})
-	if err != nil {
-		return nil, err
-	}
-	b.track.addSandbox(sb)
-	return sb, nil
 }
 
 // spec is the baseline container's spec (a sandbox's hardening, PID 1 sleep).

@@ -264,14 +264,7 @@ func TestIntegrationKubeReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = c.Close() })
-		if err := c.Start(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		init := mcpgo.InitializeRequest{}
-		init.Params.ClientInfo = mcpgo.Implementation{Name: "replica-test", Version: "1"}
-		if _, err := c.Initialize(t.Context(), init); err != nil {
-			t.Fatal(err)
-		}
+		testenv.InitializeMCP(t, c) // the latest protocol: stateless, with handles
 		return c
 	}
 	toolCall := func(c *mcpclient.Client, name string, args map[string]any) *mcpgo.CallToolResult {
