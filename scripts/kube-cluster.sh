@@ -52,6 +52,13 @@ die() {
 kubectl() { "$KBIN/kube" kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 ctr() { "$CBIN/ctr" --address "$SOCK" -n k8s.io "$@"; }
 
+# node_untainted succeeds when the node has no taint that keeps Pods off it.
+node_untainted() {
+	local effects
+	effects=$(kubectl get node "$NODE" -o jsonpath='{range .spec.taints[*]}{.effect}{"\n"}{end}') || return 1
+	! grep -qxE 'NoSchedule|NoExecute' <<<"$effects"
+}
+
 # wait_for DESC SECONDS CMD...: runs CMD every 0.2 s until it succeeds; fails after SECONDS
 # naming DESC and the log to read.
 wait_for() {
@@ -532,6 +539,10 @@ metadata:
 handler: runc-isolated
 EOF
 	wait_for "node $NODE" 120 kubectl wait --for=condition=Ready "node/$NODE" --timeout=2s
+	# A cluster brought up again on its old state still carries the taints the node lifecycle
+	# controller put on the node while it was down (not-ready, unreachable) until its next
+	# pass: Ready alone lets Pods fail as unschedulable.
+	wait_for "node $NODE's not-ready taints to go" 120 node_untainted
 	wait_for "the default ServiceAccount" 60 kubectl -n default get serviceaccount default
 	log "up in $((SECONDS - t0)) s"
 	cmd_env
