@@ -75,8 +75,12 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (res *wir
 	}
 	defer s.removeRunning(id)
 
-	oomBefore, oomKnown := readOOMKills()
+	// The sandbox's OOM-kill counter is read while the command starts, not before: a
+	// process fills a memory limit one page fault at a time, which takes far longer.
+	oomRead := make(chan oomCount, 1)
+	go func() { oomRead <- readOOMKills() }()
 	cmd, err := s.startForeground(spec)
+	oomBefore := <-oomRead
 	if err != nil {
 		return nil, nil, err
 	}
@@ -84,10 +88,11 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (res *wir
 	ending, status := s.waitForExit(ctx, id, cmd, spec)
 
 	// Whatever the command left behind dies with it, even processes still holding its
-	// output pipes, which is why this comes before waiting for the pipes to drain.
-	reaped := cmd.tree.kill()
+	// output pipes, which is why this comes before waiting for the pipes to drain. The
+	// tree's last scan serves the orphan sweep too.
+	reaped, procs := cmd.tree.killAndScan()
 	liveTrees.remove(cmd.tree)
-	if n := sweepOrphans(s.reaper); n > 0 {
+	if n := sweepOrphans(s.reaper, procs); n > 0 {
 		s.log.Info("killed orphans outside any command's tree", "count", n)
 	}
 	cmd.closeOutput(drainGrace)
@@ -111,9 +116,9 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (res *wir
 	res.Stderr, errTrunc, errOmitted = cmd.stderr.result()
 	res.Truncated = outTrunc || errTrunc
 	res.OmittedBytes = outOmitted + errOmitted
-	if oomKnown && ending == endExited && status.Signaled() && status.Signal() == syscall.SIGKILL {
-		oomAfter, ok := readOOMKills()
-		res.OOMKilled = ok && oomAfter > oomBefore
+	if oomBefore.known && ending == endExited && status.Signaled() && status.Signal() == syscall.SIGKILL {
+		oomAfter := readOOMKills()
+		res.OOMKilled = oomAfter.known && oomAfter.n > oomBefore.n
 	}
 	return res, cmd.afterHook, nil
 }
@@ -537,9 +542,18 @@ var oomCounterFiles = []string{
 	"/sys/fs/cgroup/memory/memory.oom_control",
 }
 
-// readOOMKills returns how many processes the kernel's OOM killer has killed in the
-// sandbox, if it can tell.
-func readOOMKills() (int64, bool) { return oomKills(oomCounterFiles) }
+// oomCount is how many processes the kernel's OOM killer has killed in the sandbox, if
+// known.
+type oomCount struct {
+	n     int64
+	known bool
+}
+
+// readOOMKills reads the sandbox's OOM-kill counter.
+func readOOMKills() oomCount {
+	n, ok := oomKills(oomCounterFiles)
+	return oomCount{n, ok}
+}
 
 // oomKills reads the "oom_kill N" line of the first of files that has one.
 func oomKills(files []string) (int64, bool) {

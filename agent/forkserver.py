@@ -8,8 +8,10 @@
 # process, which forks the call's process and exits at once, so the call's process is
 # reparented to the agent (PID 1, or a child subreaper) and the agent collects its exit
 # status itself; the intermediate first writes the call's pid to `report`. The call's
-# process then reads, from `request`, one JSON line {"env": [...], "dir": "..."} and the
-# script; the agent writes them only once it has taken the pid, so no script runs before the
+# process then reads, from `request`, its header's length as a decimal line, the header (the
+# call's directory, then what its environment changes from the server's: KEY=VALUE to set,
+# KEY to unset, all NUL-separated) and the script; the agent writes them only once it has
+# taken the pid, so no script runs before the
 # agent knows its process, and the process acknowledges it with "r" on `status` (a spare
 # killed or stopped since it was forked never does, and the agent then starts the call
 # afresh). When the script is done, the process closes its stdout and stderr
@@ -33,7 +35,6 @@ import fcntl
 import gc
 import importlib.machinery
 import io
-import json
 import os
 import resource
 import select
@@ -146,21 +147,28 @@ def become_call(sock, fds):
 
 
 def read_request(fd):
-    """Reads a request from descriptor fd, to its end: its header line, then the script."""
-    with os.fdopen(fd, "rb") as f:
-        return f.readline(), f.read()
+    """Reads a request from descriptor fd, to its end, and closes fd: returns its header and
+    its script."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    size, _, rest = b"".join(chunks).partition(b"\n")
+    size = int(size)
+    return rest[:size], rest[size:]
 
 
 def take_request(header):
-    """Moves to the call's directory and environment, given as its request's header line."""
-    req = json.loads(header)
-    os.chdir(req["dir"])
-    env = dict(kv.partition("=")[::2] for kv in req["env"])
-    for key in [key for key in os.environ if key not in env]:
-        del os.environ[key]
-    for key, value in env.items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
+    """Moves to the call's directory and applies its environment's differences from the
+    server's, as its request's header gives them."""
+    fields = header.split(b"\0")
+    os.chdir(fields[0])
+    for entry in fields[1:]:
+        key, eq, value = entry.partition(b"=")
+        if eq:
+            os.environb[key] = value
+        else:
+            os.environb.pop(key, None)
 
 
 def rehearse():
@@ -171,14 +179,13 @@ def rehearse():
     page faults go through the hypervisor; a small call makes about a hundred such writes.
     Done here, they are paid before the call arrives. Nothing of it remains for the call to
     see: no module, variable, descriptor or output."""
-    here = json.dumps({"env": ["%s=%s" % kv for kv in os.environ.items()], "dir": os.getcwd()}).encode()
+    here = os.getcwd().encode() + b"\0ENCLAVE_REHEARSAL=1\0ENCLAVE_REHEARSAL"
     script = b"x = 1\nprint(x, file=sink)\n"
-    if len(here) < 16 << 10:  # it fits in the pipe, which nothing else reads
-        r, w = os.pipe()
-        os.write(w, here + b"\n" + script)
-        os.close(w)
-        here, script = read_request(r)
-    take_request(here)  # where it is already: nothing changes
+    r, w = os.pipe()
+    os.write(w, b"%d\n" % len(here) + here + script)  # a few hundred bytes: the pipe holds them
+    os.close(w)
+    here, script = read_request(r)
+    take_request(here)  # where it is already, and a variable set and unset: nothing changes
     libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
     exec(compile(script, "<rehearsal>", "exec"), {"__builtins__": builtins, "sink": io.StringIO()})
 
@@ -273,10 +280,14 @@ def run(script):
 
 def finish():
     """Does what Python's finalization does first: waits for the script's threads, then runs
-    the exit handlers, the last of which is fast_exit. Not left to the interpreter: its way
-    out (a SystemExit, or this script's end) writes to a hundred pages more, each a copy (see
-    rehearse). An exception there is reported as at a real exit, where no frame of this
-    script is on the stack."""
+    the exit handlers, the last of which is fast_exit; those of idle_handlers that have
+    nothing to do are left out. Not left to the interpreter: its way out (a SystemExit, or
+    this script's end) writes to a hundred pages more, each a copy (see rehearse). An
+    exception there is reported as at a real exit, where no frame of this script is on the
+    stack. A call with none of that to do goes straight to fast_exit: cold from the spare's
+    wait, the steps that would come to nothing cost half a millisecond."""
+    if nothing_to_finish():
+        fast_exit()
     here = sys._getframe()
 
     def outside(tb):
@@ -292,6 +303,12 @@ def finish():
     except BaseException as e:
         print("Exception ignored in: %r" % threading, file=sys.stderr)
         sys.excepthook(type(e), e, outside(e.__traceback__))
+    for handler, busy in idle_handlers:
+        try:
+            if not busy():
+                atexit.unregister(handler)
+        except Exception:
+            pass  # then it runs
     atexit._run_exitfuncs()
     fast_exit()  # in case the script unregistered it
 
@@ -299,6 +316,67 @@ def finish():
 status = 0  # the call's exit status, set by run
 probe = None  # in learn_copies's probe: where it reports, and the pages it shares
 status_fd = -1  # where the call reports its exit status (report_exit)
+idle_handlers = []  # exit handlers finish may leave out (exit_handlers_with_nothing_to_do)
+callbacks_at_start = None  # the server's count of exit handlers (count_callbacks)
+
+
+def nothing_to_finish():
+    """Reports whether the call's exit has nothing to do before fast_exit: no thread to wait
+    for, no exit handler registered (the count of registrations is the server's), and the
+    preloaded modules' handlers idle."""
+    try:
+        return (callbacks_at_start is not None and atexit._ncallbacks() == callbacks_at_start
+                and not threading._shutdown_locks and not threading._threading_atexits
+                and not any(busy() for _, busy in idle_handlers))
+    except Exception:
+        return False
+
+
+def count_callbacks():
+    """Returns atexit's count of exit handlers if a call's count can tell whether it
+    registered any: the registry holds only fast_exit and idle_handlers, and unregistering
+    does not lower the count (CPython 3.11 keeps a hole), so a call that registered one and
+    unregistered another still changes it. Else None."""
+    n = atexit._ncallbacks()
+    if n != 1 + len(idle_handlers):
+        return None
+
+    def nothing():
+        pass
+
+    atexit.register(nothing)
+    atexit.unregister(nothing)
+    n += 1
+    return n if atexit._ncallbacks() == n else None
+
+
+def exit_handlers_with_nothing_to_do():
+    """Finds the exit handlers the preloaded modules registered that have work only if a call
+    used those modules, each with a test of whether it has: [(handler, busy)]. Run cold after
+    the spare's wait, they cost about half a millisecond of every call's exit, for nothing
+    in most. finish leaves out those whose test says they have nothing to do: matplotlib's
+    when no figure is open, logging's when no handler was made since start, PIL's always
+    (it frees a cache, which the exit does anyway)."""
+    found = []
+    helpers = sys.modules.get("matplotlib._pylab_helpers")
+    if helpers is not None:
+        found.append((helpers.Gcf.destroy_all, lambda: bool(helpers.Gcf.figs)))
+    imaging = sys.modules.get("PIL._imaging")
+    if imaging is not None and hasattr(imaging, "clear_cache"):
+        found.append((imaging.clear_cache, lambda: False))
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        at_start = list(logging._handlerList)  # weak references to every handler made
+        # At start: NullHandlers that libraries add, and logging.lastResort, whose
+        # shutdown only flushes sys.stderr, which fast_exit does.
+        quiet = (type(None), logging.NullHandler, getattr(logging, "_StderrHandler", None))
+        if all(type(ref()) in quiet for ref in at_start):
+            found.append((logging.shutdown, lambda: not same_items(logging._handlerList, at_start)))
+    return found
+
+
+def same_items(a, b):
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 def fast_exit():
@@ -369,6 +447,8 @@ atexit.register(fast_exit)
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 server = socket.socket(fileno=3)
 preload()
+idle_handlers = exit_handlers_with_nothing_to_do()
+callbacks_at_start = count_callbacks()
 gc.collect()
 gc.freeze()  # the calls' collections then leave the preloaded objects' pages shared
 try:

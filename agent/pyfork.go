@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -86,6 +85,7 @@ type forkServers struct {
 // forkServer is one resident interpreter.
 type forkServer struct {
 	pid   int
+	env   []string      // its environment, which each call's request changes
 	sock  *os.File      // the agent's end of the SOCK_SEQPACKET pair
 	ready chan struct{} // closed once the server has imported its modules
 	dead  chan struct{} // closed once the process has exited
@@ -127,13 +127,7 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error)
 	if err != nil {
 		return nil, err
 	}
-	header, err := json.Marshal(struct {
-		Env []string `json:"env"`
-		Dir string   `json:"dir"`
-	}{env, dir})
-	if err != nil {
-		return nil, fmt.Errorf("encoding the fork request: %w", err)
-	}
+	header := requestHeader(dir, srv.env, env)
 	sp, err := f.take(srv)
 	if err != nil {
 		if !errors.Is(err, errNoFork) {
@@ -143,11 +137,10 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error)
 	}
 	f.succeeded()
 
-	// The script reaches the process through what would have been its stdin, after a
-	// header line; the process then takes /dev/null as stdin, where `python3 -` would be
-	// at EOF.
+	// The script reaches the process through what would have been its stdin, after its
+	// header; the process then takes /dev/null as stdin, where `python3 -` would be at EOF.
 	started := time.Now()
-	reported, err := sp.handOver(slices.Concat(header, []byte("\n"), spec.Stdin))
+	reported, err := sp.handOver(slices.Concat([]byte(strconv.Itoa(len(header))+"\n"), header, spec.Stdin))
 	if err != nil {
 		f.log.Info("the spare process did not take its call; starting the interpreter instead", "pid", sp.pid, "err", err)
 		sp.discard()
@@ -162,6 +155,34 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error)
 	cmd.run(sp.pid, sp.exited, marker, nil)
 	cmd.started = started
 	return cmd, nil
+}
+
+// requestHeader is the header of a call's request (forkserver.py): its directory, then how
+// its environment env differs from the server's: KEY=VALUE to set, KEY to unset, all
+// NUL-separated (no path or environment entry holds a NUL). A call's usually differs by its
+// tree marker alone, which the process then applies in microseconds.
+func requestHeader(dir string, server, env []string) []byte {
+	header := []byte(dir)
+	unset := make(map[string]string, len(server))
+	for _, kv := range server {
+		key, value, _ := strings.Cut(kv, "=")
+		unset[key] = value
+	}
+	for _, kv := range env {
+		key, value, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue // not a variable: Python's environment cannot hold it either
+		}
+		old, had := unset[key]
+		delete(unset, key)
+		if !had || old != value {
+			header = append(append(header, 0), kv...)
+		}
+	}
+	for key := range unset {
+		header = append(append(header, 0), key...)
+	}
+	return header
 }
 
 // handOver gives sp its request and waits until it has read it. Calls run as the same uid
@@ -437,9 +458,10 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 	}
 	defer logW.Close()
 	env, _ := commandEnv(nil, "")
+	env = env[:len(env)-1] // without the marker: the server is in no command's tree
 	pid, exited, err := f.reaper.spawn(path, []string{path, "-"}, &syscall.ProcAttr{
 		Dir:   f.workspace,
-		Env:   env[:len(env)-1], // without the marker: the server is in no command's tree
+		Env:   env,
 		Files: []uintptr{scriptR.Fd(), logW.Fd(), logW.Fd(), theirs.Fd()},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
@@ -450,7 +472,7 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 		return nil, fmt.Errorf("starting %s: %w", path, err)
 	}
 	go func() { scriptW.WriteString(forkServerScript); scriptW.Close() }()
-	srv := &forkServer{pid: pid, sock: sock, ready: make(chan struct{}), dead: make(chan struct{})}
+	srv := &forkServer{pid: pid, env: env, sock: sock, ready: make(chan struct{}), dead: make(chan struct{})}
 	stderr := make(chan string, 1)
 	go func() { stderr <- readCapped(logR, maxForkServerLog); logR.Close() }()
 	go func() {

@@ -327,3 +327,36 @@ func TestWarm(t *testing.T) {
 		t.Errorf("the first call after the warm-up: forked %v, stdout %q", res.Forked, res.Stdout)
 	}
 }
+
+// TestRequestHeader: a forked call's header carries its directory and only what its
+// environment changes from the resident interpreter's.
+func TestRequestHeader(t *testing.T) {
+	server := []string{"PATH=/bin", "HOME=/sandbox", "LANG=C"}
+	tests := []struct {
+		name string
+		env  []string
+		want []string // after the directory, in any order
+	}{
+		{name: "the same", env: server},
+		{name: "the marker added", env: append(slices.Clone(server), "ENCLAVE_EXEC_ID=1-2"), want: []string{"ENCLAVE_EXEC_ID=1-2"}},
+		{name: "a value changed", env: []string{"PATH=/usr/bin", "HOME=/sandbox", "LANG=C"}, want: []string{"PATH=/usr/bin"}},
+		{name: "an empty value", env: []string{"PATH=", "HOME=/sandbox", "LANG=C"}, want: []string{"PATH="}},
+		{name: "a variable gone", env: []string{"PATH=/bin", "LANG=C"}, want: []string{"HOME"}},
+		{name: "not a variable", env: append(slices.Clone(server), "JUNK"), want: nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fields := strings.Split(string(requestHeader("/sandbox/sub", server, tc.env)), "\x00")
+			if fields[0] != "/sandbox/sub" {
+				t.Fatalf("directory %q", fields[0])
+			}
+			got := fields[1:]
+			slices.Sort(got)
+			want := slices.Clone(tc.want)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("changes %q, want %q", got, want)
+			}
+		})
+	}
+}

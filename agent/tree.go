@@ -172,31 +172,40 @@ const killRounds = 50
 // it can fork nothing more once the signal is pending, and waiting for its tear-down is
 // what its report saved. It is not counted.
 func (t *tree) kill() int {
-	killed := make(map[int]bool)
+	killed, _ := t.killAndScan()
+	return killed
+}
+
+// killAndScan is kill, and also returns the scan that found nothing left of t (nil if
+// none did), for sweepOrphans to use rather than scan again.
+func (t *tree) killAndScan() (killed int, last []proc) {
+	dead := make(map[int]bool)
 	if t.exiting {
 		syscall.Kill(t.root, syscall.SIGKILL)
 	}
 	pause := time.Duration(0)
 	for range killRounds {
-		pids := t.members(readProcs())
+		procs := readProcs()
+		pids := t.members(procs)
 		if t.exiting {
 			pids = slices.DeleteFunc(pids, func(pid int) bool { return pid == t.root })
 		}
 		if len(pids) == 0 {
+			last = procs
 			break
 		}
 		// The group kill is atomic against forks within the group; the scan is not.
 		syscall.Kill(-t.root, syscall.SIGKILL)
 		for _, pid := range pids {
 			syscall.Kill(pid, syscall.SIGKILL)
-			killed[pid] = true
+			dead[pid] = true
 		}
 		// SIGKILLed processes take a moment to become zombies; rescanning at once would
 		// only find them again.
 		time.Sleep(pause)
 		pause = min(pause+time.Millisecond, 10*time.Millisecond)
 	}
-	return len(killed)
+	return len(dead), last
 }
 
 // liveTrees records the trees of the commands and jobs still running, process-wide for the
@@ -273,15 +282,18 @@ func owns(trees []*tree, p proc) bool {
 // that escaped their command's tree (scrubbed the marker from their environment, called
 // setsid, and double-forked) and were reparented to the agent. It does nothing while a
 // command runs, since such a process might be that command's. It returns how many processes
-// it killed.
-func sweepOrphans(r *reaper) int {
+// it killed. procs is a scan of /proc just made, or nil to make one.
+func sweepOrphans(r *reaper, procs []proc) int {
 	trees, busy := liveTrees.snapshot()
 	if busy {
 		return 0
 	}
+	if procs == nil {
+		procs = readProcs()
+	}
 	self := os.Getpid()
 	killed := 0
-	for _, p := range readProcs() {
+	for _, p := range procs {
 		if p.ppid != self || p.dead || r.started(p.pid) || owns(trees, p) {
 			continue
 		}
