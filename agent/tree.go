@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Killing "the command" means killing everything it started, and no single kernel handle
@@ -46,6 +48,8 @@ type proc struct {
 }
 
 // readProcs lists the processes visible in /proc. Processes that vanish mid-scan are skipped.
+// Every call scans /proc at least once, after its process has exited: the files are read
+// with plain system calls, half as many as os.ReadFile makes.
 func readProcs() []proc {
 	dir, err := os.Open("/proc")
 	if err != nil {
@@ -54,20 +58,40 @@ func readProcs() []proc {
 	defer dir.Close()
 	names, _ := dir.Readdirnames(-1)
 	procs := make([]proc, 0, len(names))
+	buf := make([]byte, procFileBuffer)
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		if p, ok := readProc(pid); ok {
+		if p, ok := readProcInto(pid, buf); ok {
 			procs = append(procs, p)
 		}
 	}
 	return procs
 }
 
-func readProc(pid int) (proc, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// procFileBuffer holds any /proc/PID/stat (about 300 bytes).
+const procFileBuffer = 1 << 10
+
+func readProc(pid int) (proc, bool) { return readProcInto(pid, make([]byte, procFileBuffer)) }
+
+// readSmallFile reads path into buf, at most len(buf) bytes: one open, read and close.
+func readSmallFile(path string, buf []byte) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	n, err := unix.Read(fd, buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+func readProcInto(pid int, buf []byte) (proc, bool) {
+	data, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/stat", buf)
 	if err != nil {
 		return proc{}, false
 	}
