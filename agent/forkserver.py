@@ -15,9 +15,10 @@
 # agent knows its process, and the process acknowledges it with "r" on `status` (a spare
 # killed or stopped since it was forked never does, and the agent then starts the call
 # afresh). When the script is done, the process closes its stdout and stderr
-# and writes its exit status to `status` ("N\n") before it exits: the kernel's tear-down of
-# a process that shares the interpreter's pages takes milliseconds, and the result need not
-# wait for it (the agent still kills what is left of the call's tree).
+# and writes its exit status to `status` ("N\n"), then waits to be killed: the kernel's
+# tear-down of a process that shares the interpreter's pages takes milliseconds, and the
+# result need not wait for it (the agent kills what is left of the call's tree, and this
+# process once it has answered).
 #
 # Speed. On a virtual machine a page fault can cost tens of microseconds, and a forked
 # process's first write to each page it shares with the server is one (a copy). So each
@@ -398,15 +399,23 @@ def fast_exit():
     if code == -signal.SIGINT:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
-    report_exit(code & 0xFF)
+    if report_exit(code & 0xFF):
+        # Exiting tears down the process's share of the interpreter's pages: a millisecond
+        # or two of kernel time, on the CPU the agent may be about to answer on. So the
+        # process waits for the agent to kill it once it has answered, or LINGER at most
+        # (a script that replaced the descriptor makes the agent wait for the exit).
+        select.select([], [], [], LINGER)
     os._exit(code & 0xFF)
+
+
+LINGER = 0.05
 
 
 def report_exit(code):
     """Tells the agent the call's exit status before the process exits: its output ends
     here (the agent reads to EOF on the pipes), and the exit itself is only the kernel's
     tear-down. A script that closed or replaced the descriptor only makes the agent wait for
-    the exit, as for a started process."""
+    the exit, as for a started process. Returns whether the report was written."""
     for fd in (1, 2):
         try:
             os.close(fd)
@@ -414,8 +423,9 @@ def report_exit(code):
             pass
     try:
         os.write(status_fd, b"%d\n" % code)
+        return True
     except OSError:
-        pass
+        return False
 
 
 def out_of_the_way(fd):

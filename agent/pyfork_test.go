@@ -206,7 +206,8 @@ func TestForkedCallStatusReport(t *testing.T) {
 
 // residentPIDs lists the agent's resident interpreter processes: the server, whose
 // descriptor 3 is its socket, and the spares forked ahead of calls. The tests of this file
-// run one agent at a time, and ask while no call runs.
+// run one agent at a time, and ask while no call runs. A call's process that has reported
+// its exit and waits to be killed (its stdout closed) is neither.
 func residentPIDs(t *testing.T) (server int, spares []int) {
 	t.Helper()
 	for _, p := range readProcs() {
@@ -216,9 +217,10 @@ func residentPIDs(t *testing.T) (server int, spares []int) {
 		if comm, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/comm"); err != nil || !strings.HasPrefix(string(comm), "python3") {
 			continue
 		}
-		if fd3, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/fd/3"); err == nil && strings.HasPrefix(fd3, "socket:") {
+		fds := "/proc/" + strconv.Itoa(p.pid) + "/fd/"
+		if fd3, err := os.Readlink(fds + "3"); err == nil && strings.HasPrefix(fd3, "socket:") {
 			server = p.pid
-		} else {
+		} else if _, err := os.Readlink(fds + "1"); err == nil {
 			spares = append(spares, p.pid)
 		}
 	}

@@ -33,7 +33,7 @@ var treeIDs atomic.Uint64
 type tree struct {
 	root    int
 	marker  string // markerVar=<id>, or "" for a tree known only by root
-	exiting bool   // root has reported its exit (pyfork.go) and is being torn down
+	exiting bool   // root has reported its exit (pyfork.go) and waits to be killed
 }
 
 func newMarker() string {
@@ -192,9 +192,9 @@ const killRounds = 50
 // forked while the kill was under way die too. It returns how many distinct processes it
 // killed.
 //
-// A root that is exiting gets one SIGKILL, in case it lied, and is then left to the kernel:
-// it can fork nothing more once the signal is pending, and waiting for its tear-down is
-// what its report saved. It is not counted.
+// A root that is exiting (it has reported its exit status) is left alone and not counted:
+// it waits to be killed once the call has been answered (exec), so that its tear-down does
+// not hold up the answer.
 func (t *tree) kill() int {
 	killed, _ := t.killAndScan()
 	return killed
@@ -204,9 +204,6 @@ func (t *tree) kill() int {
 // none did), for sweepOrphans to use rather than scan again.
 func (t *tree) killAndScan() (killed int, last []proc) {
 	dead := make(map[int]bool)
-	if t.exiting {
-		syscall.Kill(t.root, syscall.SIGKILL)
-	}
 	pause := time.Duration(0)
 	for range killRounds {
 		procs := readProcs()
