@@ -123,19 +123,19 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (res *wir
 	return res, afterAnswer(cmd), nil
 }
 
-// afterAnswer is the work left once cmd has been answered: killing a root that reported
-// its exit and waits for it (and, should its report have been a lie, whatever it has
-// started since the tree was killed), then cmd's own afterHook.
+// afterAnswer is the work left once cmd has been answered: cmd's own afterHook, then
+// killing a root that reported its exit and waits for it (and, should its report have
+// been a lie, whatever it has started since the tree was killed).
 func afterAnswer(cmd *command) func() {
 	if !cmd.tree.exiting {
 		return cmd.afterHook
 	}
 	return func() {
-		cmd.tree.exiting = false
-		cmd.tree.kill()
 		if cmd.afterHook != nil {
 			cmd.afterHook()
 		}
+		cmd.tree.exiting = false
+		cmd.tree.kill()
 	}
 }
 
