@@ -281,8 +281,8 @@ def run(script):
 
 def finish():
     """Does what Python's finalization does first: waits for the script's threads, then runs
-    the exit handlers, the last of which is fast_exit; those of idle_handlers that have
-    nothing to do are left out. Not left to the interpreter: its way out (a SystemExit, or
+    the exit handlers, the last of which is fast_exit; idle_handlers are left out when none
+    of them has anything to do. Not left to the interpreter: its way out (a SystemExit, or
     this script's end) writes to a hundred pages more, each a copy (see rehearse). An
     exception there is reported as at a real exit, where no frame of this script is on the
     stack. A call with none of that to do goes straight to fast_exit: cold from the spare's
@@ -304,12 +304,9 @@ def finish():
     except BaseException as e:
         print("Exception ignored in: %r" % threading, file=sys.stderr)
         sys.excepthook(type(e), e, outside(e.__traceback__))
-    for handler, busy in idle_handlers:
-        try:
-            if not busy():
-                atexit.unregister(handler)
-        except Exception:
-            pass  # then it runs
+    if idle():
+        for handler in idle_handlers:
+            atexit.unregister(handler)
     atexit._run_exitfuncs()
     fast_exit()  # in case the script unregistered it
 
@@ -317,7 +314,8 @@ def finish():
 status = 0  # the call's exit status, set by run
 probe = None  # in learn_copies's probe: where it reports, and the pages it shares
 status_fd = -1  # where the call reports its exit status (report_exit)
-idle_handlers = []  # exit handlers finish may leave out (exit_handlers_with_nothing_to_do)
+idle_handlers = []  # exit handlers finish may leave out, when idle() says so
+idle = None  # (exit_handlers_with_nothing_to_do)
 callbacks_at_start = None  # the server's count of exit handlers (count_callbacks)
 
 
@@ -325,12 +323,8 @@ def nothing_to_finish():
     """Reports whether the call's exit has nothing to do before fast_exit: no thread to wait
     for, no exit handler registered (the count of registrations is the server's), and the
     preloaded modules' handlers idle."""
-    try:
-        return (callbacks_at_start is not None and atexit._ncallbacks() == callbacks_at_start
-                and not threading._shutdown_locks and not threading._threading_atexits
-                and not any(busy() for _, busy in idle_handlers))
-    except Exception:
-        return False
+    return (callbacks_at_start is not None and atexit._ncallbacks() == callbacks_at_start
+            and not threading._shutdown_locks and not threading._threading_atexits and idle())
 
 
 def count_callbacks():
@@ -339,7 +333,7 @@ def count_callbacks():
     does not lower the count (CPython 3.11 keeps a hole), so a call that registered one and
     unregistered another still changes it. Else None."""
     n = atexit._ncallbacks()
-    if n != 1 + len(idle_handlers):
+    if n != 1 + len(idle_handlers) or not hasattr(threading, "_shutdown_locks") or not hasattr(threading, "_threading_atexits"):
         return None
 
     def nothing():
@@ -353,33 +347,39 @@ def count_callbacks():
 
 def exit_handlers_with_nothing_to_do():
     """Finds the exit handlers the preloaded modules registered that have work only if a call
-    used those modules, each with a test of whether it has: [(handler, busy)]. Run cold after
+    used those modules: matplotlib's when a figure is open, logging's when a handler was made
+    since start, PIL's never (it frees a cache, which the exit does anyway). Run cold after
     the spare's wait, they cost about half a millisecond of every call's exit, for nothing
-    in most. finish leaves out those whose test says they have nothing to do: matplotlib's
-    when no figure is open, logging's when no handler was made since start, PIL's always
-    (it frees a cache, which the exit does anyway)."""
+    in most. Returns them, and a test of whether none has anything to do, which runs at
+    every call's exit: it holds what it looks at, since each lookup costs microseconds cold."""
     found = []
-    # The tests run cold at every call's exit, where each lookup costs microseconds: they
-    # hold what they look at.
+    figures = handlers = last = None
+    count = 0
     helpers = sys.modules.get("matplotlib._pylab_helpers")
     if helpers is not None:
-        gcf = helpers.Gcf
-        found.append((gcf.destroy_all, lambda: bool(gcf.figs)))
+        figures = helpers.Gcf
+        found.append(figures.destroy_all)
     imaging = sys.modules.get("PIL._imaging")
     if imaging is not None and hasattr(imaging, "clear_cache"):
-        found.append((imaging.clear_cache, lambda: False))
+        found.append(imaging.clear_cache)
     logging = sys.modules.get("logging")
     if logging is not None:
         # Weak references to every handler made, in order: a handler made since start is
-        # appended; one dropped is taken out.
+        # appended; one dropped is taken out. At start: NullHandlers that libraries add,
+        # and logging.lastResort, whose shutdown only flushes sys.stderr, which fast_exit
+        # does.
         refs = logging._handlerList
-        count, last = len(refs), refs[-1] if refs else None
-        # At start: NullHandlers that libraries add, and logging.lastResort, whose
-        # shutdown only flushes sys.stderr, which fast_exit does.
         quiet = (type(None), logging.NullHandler, getattr(logging, "_StderrHandler", None))
         if all(type(ref()) in quiet for ref in refs):
-            found.append((logging.shutdown, lambda: len(refs) != count or (count and refs[-1] is not last)))
-    return found
+            handlers = refs
+            count, last = len(refs), refs[-1] if refs else None
+            found.append(logging.shutdown)
+
+    def idle():
+        return ((figures is None or not figures.figs) and
+                (handlers is None or (len(handlers) == count and (not count or handlers[-1] is last))))
+
+    return found, idle
 
 
 def fast_exit():
@@ -459,7 +459,7 @@ atexit.register(fast_exit)
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 server = socket.socket(fileno=3)
 preload()
-idle_handlers = exit_handlers_with_nothing_to_do()
+idle_handlers, idle = exit_handlers_with_nothing_to_do()
 callbacks_at_start = count_callbacks()
 gc.collect()
 gc.freeze()  # the calls' collections then leave the preloaded objects' pages shared
