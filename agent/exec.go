@@ -245,7 +245,8 @@ func (s *server) startForeground(spec *wire.Exec) (*command, error) {
 	if !forkable(spec) {
 		return s.start(spec, true)
 	}
-	env, envErr := commandEnv(spec.Env, "")
+	marker := newMarker()
+	env, envErr := commandEnv(spec.Env, marker)
 	dir, dirErr := s.workDir(spec.Dir)
 	if envErr != nil || dirErr != nil {
 		return s.start(spec, true)
@@ -254,7 +255,7 @@ func (s *server) startForeground(spec *wire.Exec) (*command, error) {
 	if err != nil {
 		return s.start(spec, true)
 	}
-	cmd, err := s.forks.start(spec, path, dir)
+	cmd, err := s.forks.start(spec, path, dir, env, marker)
 	if !errors.Is(err, errNoFork) {
 		return cmd, err
 	}

@@ -114,18 +114,13 @@ func forkable(spec *wire.Exec) bool {
 	return true
 }
 
-// start runs spec in a process forked from the resident interpreter for spec.Argv[0].
-// errNoFork means it could not, this time (none is ready); the caller then starts spec
-// itself, and calls prepare once that process has exited.
-func (f *forkServers) start(spec *wire.Exec, path, dir string) (*command, error) {
+// start runs spec in a process forked from the resident interpreter at path, in dir, with
+// env, which holds the tree marker. errNoFork means it could not, this time (none is
+// ready); the caller then starts spec itself, and calls prepare once that process has exited.
+func (f *forkServers) start(spec *wire.Exec, path, dir string, env []string, marker string) (*command, error) {
 	srv := f.server(path)
 	if srv == nil {
 		return nil, errNoFork
-	}
-	marker := newMarker()
-	env, err := commandEnv(spec.Env, marker)
-	if err != nil {
-		return nil, err
 	}
 	header := requestHeader(dir, srv.env, env)
 	sp, err := f.take(srv)

@@ -200,8 +200,8 @@ func runRequest(ctx context.Context, call Call, req sandbox.ExecRequest, timeout
 		return Result{}, err
 	}
 	memory := ""
-	if info := call.Sandbox.Info(); info.Metadata != nil {
-		memory, _ = info.Metadata["memory_limit"].(string)
+	if r.OOMKilled { // the result names the limit
+		memory = memoryLimitOf(call.Sandbox)
 	}
 	res := fromExec(r, timeout, memory)
 	addEgressRefusals(&res, call.Sandbox, start)
