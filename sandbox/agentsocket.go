@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,39 @@ const (
 // with its NUL).
 const maxSocketPath = 107
 
+// socketDirPrefix starts the name of every server's sockets directory in the temporary
+// directory; the server's pid and its start time follow (socketDirOwner), so that a server
+// that starts can remove those of servers that died without removing their own
+// (reapSocketDirs).
+const socketDirPrefix = "enclave-mcp-agents-"
+
+func socketDirOwner(self Identity) string { return fmt.Sprintf("%d-%s", self.PID, self.PIDStart) }
+
+// reapSocketDirs removes the sockets directories, in dir, of servers that no longer run on
+// this host (alive reports whether pid with that start time does). Each holds nothing but
+// the sockets of agents that never connected; a name of any other shape is left alone.
+func reapSocketDirs(dir string, alive func(pid int, start string) bool) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		owner, ok := strings.CutPrefix(e.Name(), socketDirPrefix)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		fields := strings.Split(owner, "-")
+		if len(fields) != 3 || fields[1] == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[0])
+		if err != nil || alive(pid, fields[1]) {
+			continue
+		}
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+}
+
 // agentSockets makes the per-sandbox sockets of one Docker backend.
 type agentSockets struct {
 	base string      // a directory of this process's, mode 0700; "" when sockets are off
@@ -65,7 +99,7 @@ func newAgentSockets(daemonHost string, disabled bool) *agentSockets {
 	case !strings.HasPrefix(daemonHost, "unix://"):
 		return &agentSockets{why: "the engine is not on this host (" + daemonHost + ")"}
 	}
-	base, err := os.MkdirTemp("", "enclave-mcp-agents-")
+	base, err := os.MkdirTemp("", socketDirPrefix+socketDirOwner(SelfIdentity(""))+"-")
 	if err != nil {
 		return &agentSockets{why: fmt.Sprintf("making the sockets' directory: %v", err)}
 	}

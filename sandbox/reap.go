@@ -160,9 +160,11 @@ func shortRef(ref string) string { return ref[:min(len(ref), 12)] }
 // a live server of that build may be between sandboxes (its volume unused, but not done).
 const agentVolumeMaxAge = 24 * time.Hour
 
-// reapExtras removes old agent volumes of other builds; the engine refuses to remove
-// one a container still uses, which is the other half of the protection.
+// reapExtras removes old agent volumes of other builds (the engine refuses to remove one a
+// container still uses, which is the other half of the protection), and the agent sockets
+// directories of dead servers.
 func (e *Docker) reapExtras(ctx context.Context) {
+	reapSocketDirs(os.TempDir(), processAlive)
 	vols, err := e.cli.VolumeList(ctx, volume.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("label", LabelManaged+"=true"), filters.Arg("label", LabelKind+"=agent"))})
 	if err != nil {

@@ -61,3 +61,30 @@ func TestProcessStart(t *testing.T) {
 		t.Error("a pid that cannot exist must read as gone")
 	}
 }
+
+// TestReapSocketDirs: a server's start removes the agent sockets directories of servers
+// that no longer run, and nothing else: not a live server's, not a name of another shape.
+func TestReapSocketDirs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	self := SelfIdentity("")
+	names := map[string]bool{ // name: want it kept
+		socketDirPrefix + socketDirOwner(self) + "-123":   true,
+		socketDirPrefix + "2147483646-12-456":             false, // no such pid
+		socketDirPrefix + strconv.Itoa(self.PID) + "-1-7": false, // this pid, another start: reused
+		socketDirPrefix + "789":                           true,  // no owner in the name
+		"other-12-34-56":                                  true,
+	}
+	for name := range names {
+		if err := os.MkdirAll(dir+"/"+name+"/sub", 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reapSocketDirs(dir, processAlive)
+	for name, kept := range names {
+		_, err := os.Stat(dir + "/" + name)
+		if got := err == nil; got != kept {
+			t.Errorf("%s: kept %v, want %v", name, got, kept)
+		}
+	}
+}
