@@ -107,8 +107,9 @@ def become_call(sock, fds):
     What does not depend on the call is done first, while the process waits as the spare
     for the next call; then it reads its request (its directory and environment, then the
     script) and returns the script."""
-    global status_fd
+    global status_fd, call_pid
     stdout, stderr, request, report, status_fd = fds
+    call_pid = os.getpid()
     os.close(report)
     sock.close()
     status_fd = out_of_the_way(status_fd)
@@ -314,6 +315,7 @@ def finish():
 status = 0  # the call's exit status, set by run
 probe = None  # in learn_copies's probe: where it reports, and the pages it shares
 status_fd = -1  # where the call reports its exit status (report_exit)
+call_pid = -1  # the call's own process, the one whose exit is the call's
 idle_handlers = []  # exit handlers finish may leave out, when idle() says so
 idle = None  # (exit_handlers_with_nothing_to_do)
 callbacks_at_start = None  # the server's count of exit handlers (count_callbacks)
@@ -399,6 +401,8 @@ def fast_exit():
     if code == -signal.SIGINT:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
+    if os.getpid() != call_pid:
+        os._exit(code & 0xFF)  # a child the script forked: only the call's own exit is its status
     if report_exit(code & 0xFF):
         # Exiting tears down the process's share of the interpreter's pages: a millisecond
         # or two of kernel time, on the CPU the agent may be about to answer on. So the

@@ -80,6 +80,7 @@ func TestForkedPythonBehavesAsStarted(t *testing.T) {
 		{name: "descriptors", script: "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd') if int(f) < 100))"},
 		{name: "signal handlers", script: "import signal; print(signal.getsignal(signal.SIGCHLD), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGPIPE))"},
 		{name: "own session", script: "import os; print(os.getsid(0) == os.getpid(), os.getpgrp() == os.getpid())", stdout: "True True\n"},
+		{name: "a forked child ends first", script: "import os, time\npid = os.fork()\nif pid == 0:\n    print('child')\nelse:\n    time.sleep(0.3)\n    print('parent')", stdout: "child\nparent\n"},
 		{name: "waitpid works", script: "import os\npid = os.fork()\nif pid == 0: os._exit(5)\nprint(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))", stdout: "5\n"},
 		{name: "leftover processes are killed and counted", script: "import subprocess\nfor _ in range(2): subprocess.Popen(['sleep', '30'])\nprint('started')", stdout: "started\n"},
 		{name: "dumpable", script: "import ctypes; print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))", stdout: "1\n"},
