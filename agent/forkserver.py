@@ -317,7 +317,7 @@ probe = None  # in learn_copies's probe: where it reports, and the pages it shar
 status_fd = -1  # where the call reports its exit status (report_exit)
 call_pid = -1  # the call's own process, the one whose exit is the call's
 idle_handlers = []  # exit handlers finish may leave out, when idle() says so
-idle = None  # (exit_handlers_with_nothing_to_do)
+idle = None  # whether none of idle_handlers has work (preloaded_exit_handlers)
 callbacks_at_start = None  # the server's count of exit handlers (count_callbacks)
 
 
@@ -347,7 +347,7 @@ def count_callbacks():
     return n if atexit._ncallbacks() == n else None
 
 
-def exit_handlers_with_nothing_to_do():
+def preloaded_exit_handlers():
     """Finds the exit handlers the preloaded modules registered that have work only if a call
     used those modules: matplotlib's when a figure is open, logging's when a handler was made
     since start, PIL's never (it frees a cache, which the exit does anyway). Run cold after
@@ -463,7 +463,7 @@ atexit.register(fast_exit)
 libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 server = socket.socket(fileno=3)
 preload()
-idle_handlers, idle = exit_handlers_with_nothing_to_do()
+idle_handlers, idle = preloaded_exit_handlers()
 callbacks_at_start = count_callbacks()
 gc.collect()
 gc.freeze()  # the calls' collections then leave the preloaded objects' pages shared

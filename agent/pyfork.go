@@ -85,10 +85,10 @@ type forkServers struct {
 // forkServer is one resident interpreter.
 type forkServer struct {
 	pid   int
-	env   []string      // its environment, which each call's request changes
-	sock  *os.File      // the agent's end of the SOCK_SEQPACKET pair
-	ready chan struct{} // closed once the server has imported its modules
-	dead  chan struct{} // closed once the process has exited
+	env   map[string]string // its environment, which each call's request changes
+	sock  *os.File          // the agent's end of the SOCK_SEQPACKET pair
+	ready chan struct{}     // closed once the server has imported its modules
+	dead  chan struct{}     // closed once the process has exited
 
 	mu      sync.Mutex // held across a fork: one at a time, so replies come back in order
 	spare   *spare     // forked ahead of the next call
@@ -156,28 +156,41 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string, env []string, mar
 // its environment env differs from the server's: KEY=VALUE to set, KEY to unset, all
 // NUL-separated (no path or environment entry holds a NUL). A call's usually differs by its
 // tree marker alone, which the process then applies in microseconds.
-func requestHeader(dir string, server, env []string) []byte {
+func requestHeader(dir string, server map[string]string, env []string) []byte {
 	header := []byte(dir)
-	unset := make(map[string]string, len(server))
-	for _, kv := range server {
-		key, value, _ := strings.Cut(kv, "=")
-		unset[key] = value
-	}
+	kept := 0 // how many of server's variables env has
 	for _, kv := range env {
 		key, value, ok := strings.Cut(kv, "=")
 		if !ok {
 			continue // not a variable: Python's environment cannot hold it either
 		}
-		old, had := unset[key]
-		delete(unset, key)
+		old, had := server[key]
+		if had {
+			kept++
+		}
 		if !had || old != value {
 			header = append(append(header, 0), kv...)
 		}
 	}
-	for key := range unset {
-		header = append(append(header, 0), key...)
+	if kept < len(server) { // rare: the agent's own environment changed
+		for key := range server {
+			if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, key+"=") }) {
+				header = append(append(header, 0), key...)
+			}
+		}
 	}
 	return header
+}
+
+// envMap is env as a map of variables.
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if key, value, ok := strings.Cut(kv, "="); ok {
+			m[key] = value
+		}
+	}
+	return m
 }
 
 // handOver gives sp its request and waits until it has read it. Calls run as the same uid
@@ -467,7 +480,7 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 		return nil, fmt.Errorf("starting %s: %w", path, err)
 	}
 	go func() { scriptW.WriteString(forkServerScript); scriptW.Close() }()
-	srv := &forkServer{pid: pid, env: env, sock: sock, ready: make(chan struct{}), dead: make(chan struct{})}
+	srv := &forkServer{pid: pid, env: envMap(env), sock: sock, ready: make(chan struct{}), dead: make(chan struct{})}
 	stderr := make(chan string, 1)
 	go func() { stderr <- readCapped(logR, maxForkServerLog); logR.Close() }()
 	go func() {

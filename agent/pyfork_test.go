@@ -349,7 +349,7 @@ func TestRequestHeader(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			fields := strings.Split(string(requestHeader("/sandbox/sub", server, tc.env)), "\x00")
+			fields := strings.Split(string(requestHeader("/sandbox/sub", envMap(server), tc.env)), "\x00")
 			if fields[0] != "/sandbox/sub" {
 				t.Fatalf("directory %q", fields[0])
 			}

@@ -76,25 +76,18 @@ const procFileBuffer = 1 << 10
 
 func readProc(pid int) (proc, bool) { return readProcInto(pid, make([]byte, procFileBuffer)) }
 
-// readSmallFile reads path into buf, at most len(buf) bytes: one open, read and close.
-func readSmallFile(path string, buf []byte) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(fd)
-	n, err := unix.Read(fd, buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
-}
-
+// readProcInto reads pid's /proc/PID/stat into buf: one open, read and close.
 func readProcInto(pid int, buf []byte) (proc, bool) {
-	data, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/stat", buf)
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return proc{}, false
 	}
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	if err != nil {
+		return proc{}, false
+	}
+	data := buf[:n]
 	// "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses, so
 	// the fields start after the last ')'.
 	end := bytes.LastIndexByte(data, ')')

@@ -92,14 +92,14 @@ type agentSockets struct {
 // newAgentSockets prepares sockets for an engine at daemonHost: only for a unix socket
 // (an engine on this host) and unless disabled. A directory that cannot be made turns them
 // off, with the reason.
-func newAgentSockets(daemonHost string, disabled bool) *agentSockets {
+func newAgentSockets(daemonHost string, disabled bool, self Identity) *agentSockets {
 	switch {
 	case disabled:
 		return &agentSockets{why: "attach only, as configured"}
 	case !strings.HasPrefix(daemonHost, "unix://"):
 		return &agentSockets{why: "the engine is not on this host (" + daemonHost + ")"}
 	}
-	base, err := os.MkdirTemp("", socketDirPrefix+socketDirOwner(SelfIdentity(""))+"-")
+	base, err := os.MkdirTemp("", socketDirPrefix+socketDirOwner(self)+"-")
 	if err != nil {
 		return &agentSockets{why: fmt.Sprintf("making the sockets' directory: %v", err)}
 	}

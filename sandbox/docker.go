@@ -87,11 +87,12 @@ func NewDocker(ctx context.Context, opts DockerOptions) (*Docker, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("%w: reading the engine's security options: %w", ErrEngine, err)
 	}
-	sockets := newAgentSockets(cli.DaemonHost(), opts.AttachOnly)
+	identity := SelfIdentity(opts.Instance)
+	sockets := newAgentSockets(cli.DaemonHost(), opts.AttachOnly, identity)
 	if sockets.why != "" {
 		opts.Logger.Debug("sandboxes use the engine's attach stream", "why", sockets.why)
 	}
-	return &Docker{cli: cli, log: opts.Logger, identity: SelfIdentity(opts.Instance), agent: agent, sockets: sockets, closing: make(chan struct{}),
+	return &Docker{cli: cli, log: opts.Logger, identity: identity, agent: agent, sockets: sockets, closing: make(chan struct{}),
 		host: ParseSecurityOptions(info.SecurityOptions), egress: egressOrDefault(opts.Egress, opts.Logger)}, nil
 }
 
