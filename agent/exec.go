@@ -261,7 +261,7 @@ func (s *server) startForeground(spec *wire.Exec) (*command, error) {
 	}
 	cmd, err = s.start(spec, true)
 	if err == nil {
-		cmd.afterHook = func() { s.forks.prepare(path) }
+		cmd.afterHook = func() { s.forks.prepare(path, false) }
 	}
 	return cmd, err
 }

@@ -11,14 +11,13 @@
 # process then reads, from `request`, its header's length as a decimal line, the header (the
 # call's directory, then what its environment changes from the server's: KEY=VALUE to set,
 # KEY to unset, all NUL-separated) and the script; the agent writes them only once it has
-# taken the pid, so no script runs before the
-# agent knows its process, and the process acknowledges it with "r" on `status` (a spare
-# killed or stopped since it was forked never does, and the agent then starts the call
-# afresh). When the script is done, the process closes its stdout and stderr
-# and writes its exit status to `status` ("N\n"), then waits to be killed: the kernel's
-# tear-down of a process that shares the interpreter's pages takes milliseconds, and the
-# result need not wait for it (the agent kills what is left of the call's tree, and this
-# process once it has answered).
+# taken the pid, so no script runs before the agent knows its process, and the process
+# acknowledges it with "r" on `status` (a spare killed or stopped since it was forked never
+# does, and the agent then starts the call afresh). When the script is done, the process
+# closes its stdout and stderr and writes its exit status to `status` ("N\n", or "N+\n":
+# see light), then waits to be killed: the kernel's tear-down of a process that shares the
+# interpreter's pages takes milliseconds, and the result need not wait for it (the agent
+# kills what is left of the call's tree, and this process once it has answered).
 #
 # Speed. On a virtual machine a page fault can cost tens of microseconds, and a forked
 # process's first write to each page it shares with the server is one (a copy). So each
@@ -55,11 +54,22 @@ PR_SET_DUMPABLE = 4
 libc = ctypes.CDLL(None, use_errno=True)
 
 
+# The modules data-analysis code imports first, which a full server imports once for all
+# its calls.
+PRELOADS = ("numpy", "pandas", "matplotlib")
+# A light server (ENCLAVE_FORK_LIGHT in its environment, which it removes) imports none of
+# them: it costs a few megabytes instead of tens, for a pool's reserve of spares. A call
+# forked from it that imported one of them says so in its exit report, and the agent then
+# starts a full server in its place for the calls after it.
+light = os.environ.pop("ENCLAVE_FORK_LIGHT", None) is not None
+
+
 def preload():
-    # The modules data-analysis code imports first; each one the image lacks is skipped.
-    # matplotlib gets its non-interactive backend (the sandbox has no display), which is
-    # what it falls back to there anyway.
-    for name in ("numpy", "pandas", "matplotlib"):
+    # Each module the image lacks is skipped. matplotlib gets its non-interactive backend
+    # (the sandbox has no display), which is what it falls back to there anyway.
+    if light:
+        return
+    for name in PRELOADS:
         try:
             __import__(name)
         except Exception:
@@ -418,15 +428,17 @@ LINGER = 0.05
 def report_exit(code):
     """Tells the agent the call's exit status before the process exits: its output ends
     here (the agent reads to EOF on the pipes), and the exit itself is only the kernel's
-    tear-down. A script that closed or replaced the descriptor only makes the agent wait for
+    tear-down. From a light server, a "+" after the status says the call imported a module
+    a full server preloads. A script that closed or replaced the descriptor only makes the agent wait for
     the exit, as for a started process. Returns whether the report was written."""
     for fd in (1, 2):
         try:
             os.close(fd)
         except OSError:
             pass
+    wants_preloads = light and any(name in sys.modules for name in PRELOADS)
     try:
-        os.write(status_fd, b"%d\n" % code)
+        os.write(status_fd, b"%d%s\n" % (code, b"+" if wants_preloads else b""))
         return True
     except OSError:
         return False
@@ -468,7 +480,10 @@ callbacks_at_start = count_callbacks()
 gc.collect()
 gc.freeze()  # the calls' collections then leave the preloaded objects' pages shared
 try:
-    copied = learn_copies()
+    # A light server's calls copy their pages as they go: the probe's scan of the page map
+    # costs a second of CPU at start, and the copies ahead twenty milliseconds per call,
+    # for no call faster here (a light server's pages are few).
+    copied = [] if light else learn_copies()
 except Exception:
     copied = []  # no /proc/self/pagemap: the calls copy their pages as they go
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # intermediates are reaped by the kernel

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,9 @@ const (
 	maxStatusBytes = 8
 )
 
+// lightServerVar in a resident interpreter's environment makes it a light one (forkserver.py).
+const lightServerVar = "ENCLAVE_FORK_LIGHT=1"
+
 // errNoFork says the call cannot be forked now; the caller starts the interpreter itself.
 var errNoFork = errors.New("no resident interpreter ready")
 
@@ -85,6 +89,7 @@ type forkServers struct {
 // forkServer is one resident interpreter.
 type forkServer struct {
 	pid   int
+	light bool              // imports none of the heavy modules (wire.Warm.Light)
 	env   map[string]string // its environment, which each call's request changes
 	sock  *os.File          // the agent's end of the SOCK_SEQPACKET pair
 	ready chan struct{}     // closed once the server has imported its modules
@@ -93,6 +98,8 @@ type forkServer struct {
 	mu      sync.Mutex // held across a fork: one at a time, so replies come back in order
 	spare   *spare     // forked ahead of the next call
 	stopped bool       // killed by stop: fork nothing more
+
+	upgrading bool // a full server is starting to take this light one's place; f.mu guards it
 }
 
 func newForkServers(log *slog.Logger, r *reaper, workspace string) *forkServers {
@@ -135,7 +142,8 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string, env []string, mar
 	// The script reaches the process through what would have been its stdin, after its
 	// header; the process then takes /dev/null as stdin, where `python3 -` would be at EOF.
 	started := time.Now()
-	reported, err := sp.handOver(slices.Concat([]byte(strconv.Itoa(len(header))+"\n"), header, spec.Stdin))
+	var imported atomic.Bool // the call imported a module a full server preloads
+	reported, err := sp.handOver(slices.Concat([]byte(strconv.Itoa(len(header))+"\n"), header, spec.Stdin), &imported)
 	if err != nil {
 		f.log.Info("the spare process did not take its call; starting the interpreter instead", "pid", sp.pid, "err", err)
 		sp.discard()
@@ -144,8 +152,14 @@ func (f *forkServers) start(spec *wire.Exec, path, dir string, env []string, mar
 	cmd := &command{argv: spec.Argv, pipes: []*os.File{sp.stdout, sp.stderr}, forked: true,
 		reported: reported, status: sp.status,
 		// The next spare is forked once the call has been answered, so that the fork does
-		// not compete with the call, or its answer, for the CPU.
-		afterHook: func() { go f.refill(path, srv) }}
+		// not compete with the call, or its answer, for the CPU; so is a light server's
+		// replacement started once a call has shown it needs the heavy modules.
+		afterHook: func() {
+			if srv.light && imported.Load() {
+				f.upgrade(path, srv)
+			}
+			go f.refill(path, srv)
+		}}
 	cmd.stdout, cmd.stderr = outputStreams(spec)
 	cmd.run(sp.pid, sp.exited, marker, nil)
 	cmd.started = started
@@ -198,8 +212,8 @@ func envMap(env []string) map[string]string {
 // cannot see a signal still on its way: a spare that does not acknowledge its request within
 // forkReplyWait is given up, and the call started afresh rather than lost. It returns where
 // the call will report its exit status.
-func (sp *spare) handOver(request []byte) (<-chan syscall.WaitStatus, error) {
-	acked, reported := watchStatus(sp.status)
+func (sp *spare) handOver(request []byte, imported *atomic.Bool) (<-chan syscall.WaitStatus, error) {
+	acked, reported := watchStatus(sp.status, imported)
 	deadline := time.Now().Add(forkReplyWait)
 	sp.request.SetWriteDeadline(deadline)
 	_, err := sp.request.Write(request)
@@ -222,12 +236,13 @@ func (sp *spare) handOver(request []byte) (<-chan syscall.WaitStatus, error) {
 
 // watchStatus reads what a forked call writes to its status pipe (forkserver.py): "r" once
 // it has read its request, and "N\n", its exit status, just before it exits, so that the
-// result need not wait for the kernel to tear the process down. Past the "r" the bytes are
-// the script's, which may lie: at most maxStatusBytes are read, anything but a status 0-255
-// is ignored (the agent then waits for the exit), and a lie only ends the call early, as
-// exiting would. acked gets true on the "r", false if the pipe ends or says anything else
-// first.
-func watchStatus(status *os.File) (acked <-chan bool, reported <-chan syscall.WaitStatus) {
+// result need not wait for the kernel to tear the process down; "N+\n" also sets imported
+// (a call from a light server imported a module a full one preloads). Past the "r" the
+// bytes are the script's, which may lie: at most maxStatusBytes are read, anything but a
+// status 0-255 is ignored (the agent then waits for the exit), and a lie only ends the call
+// early, as exiting would, or starts a full server, as importing numpy would. acked gets
+// true on the "r", false if the pipe ends or says anything else first.
+func watchStatus(status *os.File, imported *atomic.Bool) (acked <-chan bool, reported <-chan syscall.WaitStatus) {
 	ack, exit := make(chan bool, 1), make(chan syscall.WaitStatus, 1)
 	go func() {
 		var got []byte
@@ -243,7 +258,9 @@ func watchStatus(status *os.File) (acked <-chan bool, reported <-chan syscall.Wa
 				ack <- true
 			}
 			if line, _, ok := bytes.Cut(got[min(len(got), 1):], []byte("\n")); ok {
+				line, plus := bytes.CutSuffix(line, []byte("+"))
 				if code, err := strconv.Atoi(string(line)); err == nil && code >= 0 && code <= 255 {
+					imported.Store(plus)
 					exit <- syscall.WaitStatus(code << 8) // as wait(2) encodes an exit
 				}
 				return
@@ -356,7 +373,7 @@ func (srv *forkServer) up() bool {
 // a call that could have been forked, but was not, has been answered, so that the
 // interpreter's imports do not compete with that call for the CPU, and on OpWarm. It reports
 // whether an interpreter is running or starting.
-func (f *forkServers) prepare(path string) bool {
+func (f *forkServers) prepare(path string, light bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed || f.failures >= maxForkFailures {
@@ -372,7 +389,7 @@ func (f *forkServers) prepare(path string) bool {
 			return true // starting
 		}
 	}
-	srv, err := f.launch(path)
+	srv, err := f.launch(path, light)
 	if err != nil {
 		f.failures++
 		f.log.Warn("cannot start the resident Python interpreter; calls start their own", "python", path, "err", err)
@@ -380,6 +397,45 @@ func (f *forkServers) prepare(path string) bool {
 	}
 	f.servers[path] = srv
 	return true
+}
+
+// upgrade starts a full resident interpreter for path beside light, a light one a call of
+// which imported a module the full one preloads, and puts it in light's place once it is
+// ready; light serves the calls until then. A reset or shutdown meanwhile, or a failed
+// start, leaves things as they are: the full one is killed, or never takes over.
+func (f *forkServers) upgrade(path string, light *forkServer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.servers[path] != light || light.upgrading {
+		return
+	}
+	full, err := f.launch(path, false)
+	if err != nil {
+		f.log.Warn("cannot start the full resident Python interpreter; the light one goes on", "python", path, "err", err)
+		return
+	}
+	light.upgrading = true
+	go func() {
+		select {
+		case <-full.ready:
+		case <-full.dead:
+			f.log.Warn("the full resident Python interpreter ended before it was ready; the light one goes on", "pid", full.pid)
+			return
+		}
+		f.mu.Lock()
+		current := !f.closed && f.servers[path] == light
+		if current {
+			f.servers[path] = full
+		}
+		f.mu.Unlock()
+		old := light
+		if !current {
+			old = full
+		}
+		syscall.Kill(old.pid, syscall.SIGKILL)
+		old.stop()
+		f.log.Info("resident Python interpreter upgraded", "light", light.pid, "full", full.pid, "replaced", current)
+	}()
 }
 
 // ready counts the resident interpreters ready to fork calls.
@@ -406,7 +462,7 @@ func (s *server) warm(ctx context.Context, w *wire.Warm) *wire.WarmResult {
 	if err != nil {
 		return &wire.WarmResult{}
 	}
-	if !s.forks.prepare(path) {
+	if !s.forks.prepare(path, w.Light) {
 		return &wire.WarmResult{}
 	}
 	res := &wire.WarmResult{Python: path}
@@ -438,7 +494,7 @@ func (f *forkServers) await(ctx context.Context, path string, wait time.Duration
 }
 
 // launch starts a server for path; f.mu is held.
-func (f *forkServers) launch(path string) (*forkServer, error) {
+func (f *forkServers) launch(path string, light bool) (*forkServer, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("creating the socket pair: %w", err)
@@ -467,9 +523,13 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 	defer logW.Close()
 	env, _ := commandEnv(nil, "")
 	env = env[:len(env)-1] // without the marker: the server is in no command's tree
+	serverEnv := env
+	if light {
+		serverEnv = append(slices.Clip(env), lightServerVar) // the server removes it at once
+	}
 	pid, exited, err := f.reaper.spawn(path, []string{path, "-"}, &syscall.ProcAttr{
 		Dir:   f.workspace,
-		Env:   env,
+		Env:   serverEnv,
 		Files: []uintptr{scriptR.Fd(), logW.Fd(), logW.Fd(), theirs.Fd()},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
@@ -480,7 +540,7 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 		return nil, fmt.Errorf("starting %s: %w", path, err)
 	}
 	go func() { scriptW.WriteString(forkServerScript); scriptW.Close() }()
-	srv := &forkServer{pid: pid, env: envMap(env), sock: sock, ready: make(chan struct{}), dead: make(chan struct{})}
+	srv := &forkServer{pid: pid, light: light, env: envMap(env), sock: sock, ready: make(chan struct{}), dead: make(chan struct{})}
 	stderr := make(chan string, 1)
 	go func() { stderr <- readCapped(logR, maxForkServerLog); logR.Close() }()
 	go func() {
@@ -500,7 +560,7 @@ func (f *forkServers) launch(path string) (*forkServer, error) {
 			f.fail(path, srv, fmt.Errorf("waiting for it to start: %q, %v", buf[:n], err))
 			return
 		}
-		f.log.Info("resident Python interpreter ready", "pid", pid, "ms", time.Since(started).Milliseconds())
+		f.log.Info("resident Python interpreter ready", "pid", pid, "light", light, "ms", time.Since(started).Milliseconds())
 		close(srv.ready)
 		f.refill(path, srv)
 	}()

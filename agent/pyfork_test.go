@@ -182,6 +182,7 @@ func TestForkedCallStatusReport(t *testing.T) {
 		{name: "a lie ends the call and kills the liar", script: "import os, time\nprint('lying', flush=True)\nos.write(" + statusFD + ", b'7\\n')\ntime.sleep(30)", exit: 7, stdout: "lying\n"},
 		{name: "descriptor closed", script: "import os; os.close(" + statusFD + "); raise SystemExit(4)", exit: 4},
 		{name: "garbage written", script: "import os; os.write(" + statusFD + ", b'nonsense' * 100); raise SystemExit(5)", exit: 5},
+		{name: "the import mark after a status", script: "import os; os.write(" + statusFD + ", b'9+\\n'); raise SystemExit(2)", exit: 9},
 		{name: "status out of range", script: "import os; os.write(" + statusFD + ", b'300\\n'); raise SystemExit(6)", exit: 6},
 		{name: "descriptor not inherited", script: "import os, subprocess\nfd = " + statusFD + "\nsubprocess.run(['sh', '-c', f'echo 9 >&{fd}'])\nraise SystemExit(8)", exit: 8},
 	}
@@ -362,4 +363,57 @@ func TestRequestHeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLightServerUpgrades: a light resident interpreter (wire.Warm.Light) imports none of
+// the heavy modules and forks calls like a full one; once a call imports one of them, the
+// agent starts a full interpreter, which then forks the calls in its place.
+func TestLightServerUpgrades(t *testing.T) {
+	a := startAgent(t)
+	r := a.call(wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: "python3", Wait: true, Light: true}})
+	if r.Kind != wire.KindResult || r.Warm == nil || !r.Warm.Ready {
+		t.Fatalf("light warm-up: %+v", r)
+	}
+	light := forkServerPID(t)
+	if !isLightServer(t, light) {
+		t.Fatalf("server %d started by a light warm-up has no %s in its environment", light, lightServerVar)
+	}
+	for range 3 {
+		res := a.exec(python("import sys; print(sorted(set(sys.modules) & {'numpy', 'pandas', 'matplotlib'}))", true))
+		if !res.Forked || res.Stdout != "[]\n" {
+			t.Fatalf("a call forked from the light server: forked %v, stdout %q, stderr %.300q", res.Forked, res.Stdout, res.Stderr)
+		}
+	}
+	if now := forkServerPID(t); now != light {
+		t.Fatalf("calls that imported no heavy module replaced the light server %d by %d", light, now)
+	}
+	// This host's python3 may lack numpy: the call puts a module of that name in place,
+	// which is what the server's report looks for.
+	res := a.exec(python("import sys, types; sys.modules['numpy'] = types.ModuleType('numpy'); print('ok')", true))
+	if !res.Forked || res.Stdout != "ok\n" || res.ExitCode != 0 {
+		t.Fatalf("the importing call: %+v", res)
+	}
+	var full int
+	testwait.Until(t, 60*time.Second, "a full server in the light one's place", func() bool {
+		full = forkServerPID(t)
+		return full != light && syscall.Kill(light, 0) != nil
+	})
+	if isLightServer(t, full) {
+		t.Errorf("the replacement %d is light too", full)
+	}
+	forkReady(t, a)
+	if res := a.exec(python("print(6 * 7)", true)); !res.Forked || res.Stdout != "42\n" {
+		t.Errorf("a call after the upgrade: forked %v, stdout %q", res.Forked, res.Stdout)
+	}
+}
+
+// isLightServer reports whether resident interpreter pid was started light: its
+// environment as the kernel keeps it from its start still names lightServerVar.
+func isLightServer(t *testing.T, pid int) bool {
+	t.Helper()
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		t.Fatalf("reading the server's environment: %v", err)
+	}
+	return slices.Contains(strings.Split(string(env), "\x00"), lightServerVar)
 }

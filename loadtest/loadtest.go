@@ -85,6 +85,9 @@ type ServerReport struct {
 	WarmSpares int
 	// Pools describes the warm pools that served sessions: bounds, growth, hits and misses.
 	Pools string
+	// PoolsReady is how long the server took from its start to fill its warm pools, which
+	// the load waited for.
+	PoolsReady time.Duration
 	// StopTime is how long the server took to exit after SIGTERM, EngineDone how long until
 	// the engine had removed its last sandbox.
 	StopTime, EngineDone time.Duration

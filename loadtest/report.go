@@ -20,6 +20,7 @@ func (r Report) Markdown() string {
 	row("call latency p50 / p95 / p99 / max", percentiles(r.Latency))
 	row("session setup (initialize + first call, sandbox created) p50 / p95 / p99 / max", percentiles(r.Setup))
 	if s := r.Server; s != nil {
+		row("warm pools full, from the server's start (the load waited for it)", ms(s.PoolsReady))
 		row("server peak RSS (VmHWM)", fmt.Sprintf("%.1f MiB", float64(s.PeakRSS)/(1<<20)))
 		row("sandboxes left after sessions closed (warm spares excepted)", fmt.Sprint(s.LeftAfterClose))
 		row("warm-pool spares kept ready for new sessions", fmt.Sprint(s.WarmSpares))

@@ -44,6 +44,8 @@ type Server struct {
 	URL string
 	// Token is the bearer token every request but GET /health needs.
 	Token string
+	// Started is when the process was started.
+	Started time.Time
 
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -76,7 +78,7 @@ func StartServer(ctx context.Context, opts ServerOptions) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", opts.Binary, err)
 	}
-	s := &Server{Token: opts.Token, cmd: cmd, exited: make(chan struct{})}
+	s := &Server{Token: opts.Token, Started: time.Now(), cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		s.waitErr = cmd.Wait()
 		close(s.exited)

@@ -20,10 +20,39 @@ func RunWithServer(ctx context.Context, sopts ServerOptions, opts Options) (Repo
 	}
 	defer srv.Kill() // a no-op once it has stopped; on early returns it must not outlive us
 	opts.URL, opts.Token = srv.URL, srv.Token
+	// The load comes to a server that has been up long enough to fill its pools, as a
+	// server's sessions usually do; a server that cannot is measured as it is.
+	ready, readyErr := waitPools(ctx, srv, poolsWait)
 	rep, runErr := Run(ctx, opts)
 	sr, err := drain(ctx, srv)
+	sr.PoolsReady = ready
 	rep.Server = sr
+	if readyErr != nil {
+		rep.ErrorSamples = append(rep.ErrorSamples, readyErr.Error())
+	}
 	return rep, errors.Join(runErr, err)
+}
+
+// poolsWait bounds the wait for a started server's warm pools to fill: a reserve of 48 takes
+// ~25-45 s on 2 cores.
+const poolsWait = 3 * time.Minute
+
+// waitPools waits up to wait for srv's warm pools to hold every spare they want, warmed up,
+// and returns how long that took from the server's start.
+func waitPools(ctx context.Context, srv *Server, wait time.Duration) (time.Duration, error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		pools, err := warmPools(wctx, srv.URL, srv.Token)
+		if err == nil && pools.full() {
+			return time.Since(srv.Started), nil
+		}
+		select {
+		case <-wctx.Done():
+			return time.Since(srv.Started), fmt.Errorf("the server's warm pools were not full within %v (%v): the load ran anyway", wait, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // drain measures and stops a server whose sessions have all closed.
@@ -66,25 +95,40 @@ func drain(ctx context.Context, srv *Server) (*ServerReport, error) {
 
 // poolStats are the server's warm pools as GET /stats shows them.
 type poolStats []struct {
-	Type    string `json:"type"`
-	Size    int    `json:"size"`
-	Min     int    `json:"min"`
-	Max     int    `json:"max"`
-	Peak    int    `json:"peak"`
-	Spare   int    `json:"spare"`
-	Filling int    `json:"filling"`
-	Hits    uint64 `json:"hits"`
-	Misses  uint64 `json:"misses"`
-	Waited  uint64 `json:"waited"`
+	Type        string `json:"type"`
+	Size        int    `json:"size"`
+	Min         int    `json:"min"`
+	Max         int    `json:"max"`
+	Peak        int    `json:"peak"`
+	Spare       int    `json:"spare"`
+	Filling     int    `json:"filling"`
+	Warming     int    `json:"warming"`
+	Reserve     int    `json:"reserve"`
+	ReserveMax  int    `json:"reserve_max"`
+	Hits        uint64 `json:"hits"`
+	ReserveHits uint64 `json:"reserve_hits"`
+	Misses      uint64 `json:"misses"`
+	Waited      uint64 `json:"waited"`
 }
 
-// spares counts the pools' sandboxes, ready or being created.
+// spares counts the pools' sandboxes, ready or being created, the reserves' included.
 func (ps poolStats) spares() int {
 	n := 0
 	for _, p := range ps {
-		n += p.Spare + p.Filling
+		n += p.Spare + p.Reserve + p.Filling
 	}
 	return n
+}
+
+// full reports whether every pool holds the spares it wants, its reserve included, none
+// of them still being made or warmed up.
+func (ps poolStats) full() bool {
+	for _, p := range ps {
+		if p.Spare < p.Size || p.Reserve < p.ReserveMax || p.Filling > 0 || p.Warming > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // growth describes each pool that served something: its bounds, how far it grew, and how
@@ -99,7 +143,11 @@ func (ps poolStats) growth() string {
 		if p.Max == 0 { // a server whose pools have a fixed size
 			bounds = fmt.Sprintf("%d spares, fixed", p.Size)
 		}
-		out = append(out, fmt.Sprintf("%s: %s; %d hits, %d misses (%d served by a refill)", p.Type, bounds, p.Hits, p.Misses, p.Waited))
+		if p.ReserveMax > 0 {
+			bounds += fmt.Sprintf(", reserve %d", p.ReserveMax)
+		}
+		out = append(out, fmt.Sprintf("%s: %s; %d hits (%d from the reserve), %d misses (%d served by a refill)",
+			p.Type, bounds, p.Hits, p.ReserveHits, p.Misses, p.Waited))
 	}
 	return strings.Join(out, "; ")
 }

@@ -276,6 +276,13 @@ func (s *AgentSandbox) WarmPython(ctx context.Context) error {
 	return err
 }
 
+// WarmPythonLight is WarmPython with a light interpreter (wire.Warm.Light): none of the
+// heavy modules imported, until a call imports one of them.
+func (s *AgentSandbox) WarmPythonLight(ctx context.Context) error {
+	_, err := s.chore(ctx, wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: "python3", Wait: true, Light: true}})
+	return err
+}
+
 // chore is a request the sandbox's user did not make, such as a warm-up: unlike request, it
 // neither shows the sandbox busy nor counts as a use for its idle TTL.
 func (s *AgentSandbox) chore(ctx context.Context, req wire.Request) (wire.Response, error) {

@@ -51,6 +51,17 @@ type ManagerOptions struct {
 	// once the spare is in the pool, which may hand it out meanwhile; an error is only
 	// logged.
 	WarmUp func(ctx context.Context, sb Sandbox, cfg Resolved) error
+	// Reserve is how many spares a type's pool keeps beside those of its target: made only
+	// while the pool is calm (it has handed nothing out for ReserveCalm, and no other
+	// creation is under way), one at a time, and readied by WarmUpReserve instead of
+	// WarmUp. They are handed out after the pool's own spares: a cheap floor for a burst
+	// larger than the pool can grow to in time (see warm.go).
+	Reserve map[Type]int
+	// WarmUpReserve, if set, readies each new reserve spare (e.g. WarmPythonLight).
+	WarmUpReserve func(ctx context.Context, sb Sandbox, cfg Resolved) error
+	// ReserveCalm is how long a pool must hand nothing out before its reserve grows; 0
+	// means DefaultReserveCalm.
+	ReserveCalm time.Duration
 
 	// RemoveWorkers caps the sandbox removals under way at once, whatever asked for them
 	// (Close, Release, Delete, the janitor); 0 means the package's RemoveWorkers.
@@ -138,6 +149,9 @@ func NewManager(opts ManagerOptions) *Manager {
 	}
 	if opts.FillWorkers <= 0 {
 		opts.FillWorkers = FillWorkers
+	}
+	if opts.ReserveCalm <= 0 {
+		opts.ReserveCalm = DefaultReserveCalm
 	}
 	if opts.WarmIdle <= 0 {
 		opts.WarmIdle = DefaultWarmIdle

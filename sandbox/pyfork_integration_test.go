@@ -2,8 +2,10 @@ package sandbox_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/internal/testenv"
+	"github.com/enclave-mcp/enclave-mcp/internal/testwait"
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
@@ -13,13 +15,32 @@ import (
 // those where the forked call's exit skips steps it has no use for (forkserver.py, finish):
 // the preloaded modules' exit handlers, given work by the script, must still run.
 // agent/TestForkedPythonBehavesAsStarted covers the rest, on the host's Python.
+//
+// It runs them twice, from a full interpreter and from a light one (a reserve spare's, which
+// imports nothing heavy until a call has).
 func TestIntegrationForkedPythonBehavesAsStarted(t *testing.T) {
 	e := testenv.Engine(t)
-	sb := testenv.Sandbox(t, e, sandbox.Config{})
-	ctx := t.Context()
-	if err := sb.WarmPython(ctx); err != nil {
-		t.Fatal(err)
+	for _, light := range []bool{false, true} {
+		name := "full"
+		if light {
+			name = "light"
+		}
+		t.Run(name, func(t *testing.T) {
+			sb := testenv.Sandbox(t, e, sandbox.Config{})
+			warm := sb.WarmPython
+			if light {
+				warm = sb.WarmPythonLight
+			}
+			if err := warm(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			forkedBehavesAsStarted(t, sb)
+		})
 	}
+}
+
+func forkedBehavesAsStarted(t *testing.T, sb *sandbox.AgentSandbox) {
+	ctx := t.Context()
 	tests := []struct {
 		name, script, stdout, stderr string
 		env                          []string
@@ -59,4 +80,31 @@ func TestIntegrationForkedPythonBehavesAsStarted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIntegrationLightInterpreterUpgrades: a light resident interpreter's calls are forked
+// with none of the heavy modules imported; once a call imports numpy, a full interpreter
+// takes its place, and the calls after it start with numpy imported already.
+func TestIntegrationLightInterpreterUpgrades(t *testing.T) {
+	e := testenv.Engine(t)
+	sb := testenv.Sandbox(t, e, sandbox.Config{})
+	ctx := t.Context()
+	if err := sb.WarmPythonLight(ctx); err != nil {
+		t.Fatal(err)
+	}
+	preloaded := func() string {
+		res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"python3", "-"}, Stdin: []byte("import sys; print('numpy' in sys.modules)"), Fork: true, TimeoutMS: 20_000}, nil)
+		if err != nil || !res.Forked || res.ExitCode != 0 {
+			t.Fatalf("forked call: %+v %v", res, err)
+		}
+		return res.Stdout
+	}
+	if got := preloaded(); got != "False\n" {
+		t.Fatalf("a call from the light interpreter found numpy imported: %q", got)
+	}
+	res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"python3", "-"}, Stdin: []byte("import numpy; print(numpy.arange(3).sum())"), Fork: true, TimeoutMS: 60_000}, nil)
+	if err != nil || !res.Forked || res.Stdout != "3\n" {
+		t.Fatalf("the call importing numpy: %+v %v", res, err)
+	}
+	testwait.Until(t, 90*time.Second, "calls forked from a full interpreter, numpy imported", func() bool { return preloaded() == "True\n" })
 }

@@ -179,6 +179,13 @@ func (l *lifecycle) leave() {
 	l.updatedAt, l.lastUsed = time.Now(), time.Now()
 }
 
+// lastUse is when a call last started or ended, and whether one runs now.
+func (l *lifecycle) lastUse() (at time.Time, busy bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastUsed, l.busy > 0
+}
+
 // fill copies the life-cycle fields into info.
 func (l *lifecycle) fill(info *Info) (errMsg string) {
 	l.mu.Lock()

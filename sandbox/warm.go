@@ -45,6 +45,15 @@ import (
 // sandbox's idle TTL and maximum lifetime count from its hand-out, not from the spare's
 // creation. A spare found dead at hand-out is removed and the next one tried.
 
+// A pool may also keep a reserve (ManagerOptions.Reserve): spares beside those of its
+// target, for a burst of new sessions larger than the pool can grow to in time (each
+// creation keeps the engine busy for half a second of CPU here, so a burst of 50 would
+// wait seconds for the last ones). The reserve grows only while the pool is calm, one
+// creation at a time, and its spares get a cheaper warm-up (WarmUpReserve: a light resident
+// interpreter of a few megabytes, WarmPythonLight). A hand-out takes the pool's own spares
+// first, then the reserve's; the reserve does not shrink when idle, and is evicted first to
+// make room under MaxSandboxes.
+
 // WarmPython is a ManagerOptions.WarmUp: it starts a spare's resident Python interpreter
 // and waits until it is ready (AgentSandbox.WarmPython), so that the first python_executor
 // call of the session the spare goes to is forked from an interpreter whose imports are
@@ -53,6 +62,18 @@ import (
 func WarmPython(ctx context.Context, sb Sandbox, _ Resolved) error {
 	if w, ok := sb.(interface{ WarmPython(context.Context) error }); ok {
 		return w.WarmPython(ctx)
+	}
+	return nil
+}
+
+// WarmPythonLight is a ManagerOptions.WarmUpReserve: it starts a spare's resident Python
+// interpreter without the heavy modules (AgentSandbox.WarmPythonLight), so that the first
+// python_executor call of the session it goes to is forked in milliseconds, for a few
+// megabytes of memory while it waits; a call that imports numpy, pandas or matplotlib makes
+// the sandbox start a full interpreter for the calls after it.
+func WarmPythonLight(ctx context.Context, sb Sandbox, _ Resolved) error {
+	if w, ok := sb.(interface{ WarmPythonLight(context.Context) error }); ok {
+		return w.WarmPythonLight(ctx)
 	}
 	return nil
 }
@@ -72,24 +93,32 @@ const FillWorkers = 2
 // DefaultWarmIdle is how long a pool hands nothing out before it drops back to its minimum.
 const DefaultWarmIdle = time.Minute
 
+// DefaultReserveCalm is how long a pool hands nothing out before its reserve grows: a burst
+// is over, and its sessions' first calls are done.
+const DefaultReserveCalm = 3 * time.Second
+
 // warmPool is one profile's spares. Its fields are guarded by Manager.mu.
 type warmPool struct {
-	typ      Type
-	cfg      Resolved
-	key      string // the profile: cfg as JSON, compared with a Create's resolved config
-	min, max int
-	target   int       // spares wanted now, from min to max
-	peak     int       // the highest target so far
-	spares   []Sandbox // oldest first
-	filling  int       // creations under way
-	warming  int       // WarmUps under way
-	waiters  []*warmWaiter
-	lastTake time.Time // the last hand-out or miss
-	retryAt  time.Time // after a failed refill, none starts before this
-	backoff  time.Duration
-	kick     chan struct{}
+	typ            Type
+	cfg            Resolved
+	key            string // the profile: cfg as JSON, compared with a Create's resolved config
+	min, max       int
+	target         int       // spares wanted now, from min to max
+	peak           int       // the highest target so far
+	spares         []Sandbox // oldest first
+	filling        int       // creations under way for the target
+	reserveMax     int
+	reserve        []Sandbox // the reserve's spares, oldest first
+	reserveFilling int       // the reserve's creation under way (0 or 1)
+	reserveAt      time.Time // when the reserve's last creation started
+	warming        int       // WarmUps under way
+	waiters        []*warmWaiter
+	lastTake       time.Time // the last hand-out or miss
+	retryAt        time.Time // after a failed refill, none starts before this
+	backoff        time.Duration
+	kick           chan struct{}
 
-	hits, misses, waited, dead, evicted, failures, shrinks uint64
+	hits, reserveHits, misses, waited, dead, evicted, failures, shrinks uint64
 }
 
 // warmWaiter is a caller that found no spare and waits for the next one the pool makes.
@@ -170,11 +199,17 @@ type WarmStats struct {
 	Filling int `json:"filling"`
 	Warming int `json:"warming"`
 	Waiting int `json:"waiting"`
-	// Hits count sandboxes handed out from a ready spare; Misses those that found none,
+	// Reserve is how many reserve spares are ready, of ReserveMax (ManagerOptions.Reserve);
+	// Filling counts the reserve's creation too.
+	Reserve    int `json:"reserve"`
+	ReserveMax int `json:"reserve_max"`
+	// Hits count sandboxes handed out from a ready spare, ReserveHits those of them that
+	// came from the reserve; Misses those that found none,
 	// of which Waited were served by the pool's next spare (the others were created cold).
-	Hits   uint64 `json:"hits"`
-	Misses uint64 `json:"misses"`
-	Waited uint64 `json:"waited"`
+	Hits        uint64 `json:"hits"`
+	ReserveHits uint64 `json:"reserve_hits"`
+	Misses      uint64 `json:"misses"`
+	Waited      uint64 `json:"waited"`
 	// Dead counts spares found dead at hand-out, Evicted spares removed to make room under
 	// MaxSandboxes, RefillFailures failed refills, Shrinks the times an idle pool dropped
 	// back to its minimum.
@@ -195,7 +230,8 @@ func (m *Manager) startWarm() {
 	for _, typ := range m.Types() {
 		lo, hi := max(m.opts.Warm[typ], 0), m.opts.WarmMax[typ]
 		hi = max(hi, lo)
-		if hi == 0 {
+		reserve := max(m.opts.Reserve[typ], 0)
+		if hi == 0 && reserve == 0 {
 			continue
 		}
 		cfg, err := Resolve(m.opts.Defaults[typ], m.opts.Policy)
@@ -204,7 +240,7 @@ func (m *Manager) startWarm() {
 			continue
 		}
 		p := &warmPool{typ: typ, cfg: cfg, key: profileKey(cfg), min: lo, max: hi, target: lo, peak: lo,
-			lastTake: time.Now(), backoff: warmMinBackoff, kick: make(chan struct{}, 1)}
+			reserveMax: reserve, lastTake: time.Now(), backoff: warmMinBackoff, kick: make(chan struct{}, 1)}
 		m.warm[typ] = p
 		m.warmWG.Add(1)
 		go m.refill(p)
@@ -301,18 +337,64 @@ func (m *Manager) startFills(p *warmPool) time.Duration {
 		p.filling++
 		m.filling++
 		m.warmWG.Add(1)
-		go m.fill(p)
+		go m.fill(p, false)
 	}
+	return m.growReserveLocked(p, want)
+}
+
+// growReserveLocked starts one creation for p's reserve when p is calm: nothing of its
+// target to make (want, as startFills found it), no creation under way anywhere, nobody
+// waiting, and nothing handed out for ReserveCalm. While sandboxes run calls, it starts
+// at most one per ReserveCalm, so that the engine's work (half a second of CPU each, here)
+// takes a fraction of a core from them. It returns how long to wait before asking again,
+// or 0. m.mu must be held.
+func (m *Manager) growReserveLocked(p *warmPool, want int) time.Duration {
+	if len(p.reserve)+p.reserveFilling >= p.reserveMax || want > 0 || m.filling > 0 || len(p.waiters) > 0 {
+		return 0
+	}
+	calm := m.opts.ReserveCalm
+	if since := time.Since(p.lastTake); since < calm {
+		return calm - since
+	}
+	if since := time.Since(p.reserveAt); since < calm && m.inUseLocked(calm) {
+		return calm - since
+	}
+	if m.opts.MaxSandboxes > 0 && m.totalLocked() >= m.opts.MaxSandboxes {
+		return 0
+	}
+	p.reserveAt = time.Now()
+	p.reserveFilling++
+	m.filling++
+	m.warmWG.Add(1)
+	go m.fill(p, true)
 	return 0
 }
 
-// fill creates one sandbox for p: a waiter gets it, else it becomes a spare.
-func (m *Manager) fill(p *warmPool) {
+// inUseLocked reports whether a tracked sandbox runs a call, or ran one within d. m.mu must
+// be held.
+func (m *Manager) inUseLocked(d time.Duration) bool {
+	for _, sb := range m.byID {
+		if l, ok := sb.(interface{ lastUse() (time.Time, bool) }); ok {
+			if at, busy := l.lastUse(); busy || time.Since(at) < d {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fill creates one sandbox for p, for its reserve or its target: a waiter gets it, else it
+// becomes a spare.
+func (m *Manager) fill(p *warmPool, reserve bool) {
 	defer m.warmWG.Done()
 	defer m.pokeWarm() // a fill slot is free again: any pool may start one
 	sb, err := m.opts.Creators[p.typ](m.warmCtx, "", p.cfg)
 	m.mu.Lock()
-	p.filling--
+	if reserve {
+		p.reserveFilling--
+	} else {
+		p.filling--
+	}
 	m.filling--
 	if err != nil {
 		closed, retryIn := m.closed, p.backoff
@@ -334,23 +416,26 @@ func (m *Manager) fill(p *warmPool) {
 		_ = m.end(context.Background(), sb)
 		return
 	}
-	m.placeLocked(p, sb)
-	warmUp := m.opts.WarmUp != nil
-	if warmUp {
+	m.placeLocked(p, sb, reserve)
+	warmUp := m.opts.WarmUp
+	if reserve {
+		warmUp = m.opts.WarmUpReserve
+	}
+	if warmUp != nil {
 		p.warming++
 	}
 	m.mu.Unlock()
-	m.log.Debug("warm sandbox ready", "sandbox", sb.ID(), "type", p.typ)
-	if warmUp {
-		m.warmUp(p, sb)
+	m.log.Debug("warm sandbox ready", "sandbox", sb.ID(), "type", p.typ, "reserve", reserve)
+	if warmUp != nil {
+		m.warmUp(p, sb, warmUp)
 	}
 }
 
-// warmUp runs the pool's WarmUp on sb, a sandbox it has just placed: it is usable
-// meanwhile (a call that comes first runs as it would have without), and the fill slot is
-// free already.
-func (m *Manager) warmUp(p *warmPool, sb Sandbox) {
-	err := m.opts.WarmUp(m.warmCtx, sb, p.cfg)
+// warmUp runs warmUp, the pool's WarmUp or WarmUpReserve, on sb, a sandbox it has just
+// placed: it is usable meanwhile (a call that comes first runs as it would have without),
+// and the fill slot is free already.
+func (m *Manager) warmUp(p *warmPool, sb Sandbox, warmUp func(context.Context, Sandbox, Resolved) error) {
+	err := warmUp(m.warmCtx, sb, p.cfg)
 	m.mu.Lock()
 	p.warming--
 	m.mu.Unlock()
@@ -361,9 +446,9 @@ func (m *Manager) warmUp(p *warmPool, sb Sandbox) {
 }
 
 // placeLocked gives a sandbox p just made to the first waiter whose owner may have one more,
-// else keeps it as a spare, or removes it when p holds its target already (it shrank while
-// the sandbox was being made). m.mu must be held.
-func (m *Manager) placeLocked(p *warmPool, sb Sandbox) {
+// else keeps it as a spare (of the reserve, when made for it), or removes it when p holds
+// its target already (it shrank while the sandbox was being made). m.mu must be held.
+func (m *Manager) placeLocked(p *warmPool, sb Sandbox, reserve bool) {
 	for len(p.waiters) > 0 {
 		w := p.waiters[0]
 		p.waiters = slices.Delete(p.waiters, 0, 1)
@@ -377,11 +462,14 @@ func (m *Manager) placeLocked(p *warmPool, sb Sandbox) {
 		close(w.done)
 		return
 	}
-	if len(p.spares) >= p.target {
+	switch {
+	case reserve && len(p.reserve) < p.reserveMax:
+		p.reserve = append(p.reserve, sb)
+	case !reserve && len(p.spares) < p.target:
+		p.spares = append(p.spares, sb)
+	default:
 		m.closeAsyncLocked(sb)
-		return
 	}
-	p.spares = append(p.spares, sb)
 }
 
 // releaseWaitersLocked tells every waiter of p to create its own sandbox. m.mu must be held.
@@ -427,13 +515,18 @@ func (m *Manager) fromPool(ctx context.Context, p *warmPool, owner string) (sb S
 		return nil, false, ErrManagerClosed
 	}
 	p.lastTake = time.Now()
-	for len(p.spares) > 0 {
+	for len(p.spares)+len(p.reserve) > 0 {
 		if err := m.ownerRoomLocked(owner); err != nil {
 			m.mu.Unlock()
 			return nil, false, err
 		}
-		sb := p.spares[0]
-		p.spares = slices.Delete(p.spares, 0, 1)
+		from := &p.spares // the pool's own first: they had the full warm-up
+		if len(p.spares) == 0 {
+			from = &p.reserve
+		}
+		reserve := from == &p.reserve
+		sb := (*from)[0]
+		*from = slices.Delete(*from, 0, 1)
 		if !isAlive(sb) {
 			p.dead++
 			m.log.Warn("warm sandbox died; removing it", "sandbox", sb.ID(), "type", p.typ)
@@ -441,6 +534,9 @@ func (m *Manager) fromPool(ctx context.Context, p *warmPool, owner string) (sb S
 			continue
 		}
 		p.hits++
+		if reserve {
+			p.reserveHits++
+		}
 		m.handOutLocked(sb, owner)
 		m.mu.Unlock()
 		p.poke()
@@ -489,20 +585,30 @@ func (m *Manager) fromPool(ctx context.Context, p *warmPool, owner string) (sb S
 	return nil, false, fmt.Errorf("waiting for a warm sandbox: %w", context.Cause(ctx))
 }
 
-// evictSpareLocked removes one spare, from the fullest pool, to make room under the cap.
-// It reports whether there was one.
+// evictSpareLocked removes one spare to make room under the cap: a reserve's, from the
+// fullest reserve, else one from the fullest pool. It reports whether there was one.
 func (m *Manager) evictSpareLocked() bool {
 	var fullest *warmPool
-	for _, p := range m.warm {
-		if len(p.spares) > 0 && (fullest == nil || len(p.spares) > len(fullest.spares)) {
-			fullest = p
+	var from *[]Sandbox
+	for _, reserve := range []bool{true, false} {
+		for _, p := range m.warm {
+			spares := &p.spares
+			if reserve {
+				spares = &p.reserve
+			}
+			if len(*spares) > 0 && (from == nil || len(*spares) > len(*from)) {
+				fullest, from = p, spares
+			}
+		}
+		if from != nil {
+			break
 		}
 	}
-	if fullest == nil {
+	if from == nil {
 		return false
 	}
-	sb := fullest.spares[0]
-	fullest.spares = slices.Delete(fullest.spares, 0, 1)
+	sb := (*from)[0]
+	*from = slices.Delete(*from, 0, 1)
 	fullest.evicted++
 	m.log.Info("evicting a warm sandbox to make room under the cap", "sandbox", sb.ID(), "type", fullest.typ)
 	m.closeAsyncLocked(sb)
@@ -526,7 +632,7 @@ func (m *Manager) closeAsyncLocked(sb Sandbox) {
 func (m *Manager) sparesLocked() int {
 	n := 0
 	for _, p := range m.warm {
-		n += len(p.spares) + p.filling
+		n += len(p.spares) + p.filling + len(p.reserve) + p.reserveFilling
 	}
 	return n
 }
@@ -536,10 +642,10 @@ func (m *Manager) sparesLocked() int {
 func (m *Manager) drainWarmLocked() []*slot {
 	var out []*slot
 	for _, p := range m.warm {
-		for _, sb := range p.spares {
+		for _, sb := range slices.Concat(p.spares, p.reserve) {
 			out = append(out, doneSlot(sb))
 		}
-		p.spares = nil
+		p.spares, p.reserve = nil, nil
 		m.releaseWaitersLocked(p)
 	}
 	return out
@@ -576,7 +682,8 @@ func (m *Manager) warmStatsLocked() []WarmStats {
 		ws := WarmStats{Type: t}
 		if p := m.warm[t]; p != nil {
 			ws.Size, ws.Min, ws.Max, ws.Peak = p.target, p.min, p.max, p.peak
-			ws.Spare, ws.Filling, ws.Warming, ws.Waiting = len(p.spares), p.filling, p.warming, len(p.waiters)
+			ws.Spare, ws.Filling, ws.Warming, ws.Waiting = len(p.spares), p.filling+p.reserveFilling, p.warming, len(p.waiters)
+			ws.Reserve, ws.ReserveMax, ws.ReserveHits = len(p.reserve), p.reserveMax, p.reserveHits
 			ws.Hits, ws.Misses, ws.Waited = p.hits, p.misses, p.waited
 			ws.Dead, ws.Evicted, ws.RefillFailures, ws.Shrinks = p.dead, p.evicted, p.failures, p.shrinks
 		}

@@ -288,3 +288,86 @@ func TestWarmPoolServesOnlyItsProfile(t *testing.T) {
 		t.Errorf("stats %+v: want the profile's create as a hit", w)
 	}
 }
+
+// TestWarmPoolReserve: a pool's reserve fills once the pool holds its target and is calm,
+// one creation at a time, each reserve spare warmed up by WarmUpReserve and the pool's own
+// by WarmUp; hand-outs take the pool's own spares first, then the reserve's; the reserve
+// grows back only after the pool's target is made again.
+func TestWarmPoolReserve(t *testing.T) {
+	g, _ := newGatedRefills(t)
+	var mu sync.Mutex
+	warmed := map[string]string{} // sandbox id -> "full" or "reserve"
+	warmUp := func(kind string) func(context.Context, sandbox.Sandbox, sandbox.Resolved) error {
+		return func(_ context.Context, sb sandbox.Sandbox, _ sandbox.Resolved) error {
+			mu.Lock()
+			defer mu.Unlock()
+			warmed[sb.ID()] = kind
+			return nil
+		}
+	}
+	kind := func(sb sandbox.Sandbox) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return warmed[sb.ID()]
+	}
+	m := sandbox.NewManager(sandbox.ManagerOptions{
+		Creators:      map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: g.creator},
+		Warm:          map[sandbox.Type]int{sandbox.TypeDocker: 1},
+		WarmMax:       map[sandbox.Type]int{sandbox.TypeDocker: 1},
+		Reserve:       map[sandbox.Type]int{sandbox.TypeDocker: 2},
+		ReserveCalm:   100 * time.Millisecond,
+		WarmIdle:      time.Hour,
+		FillWorkers:   4,
+		WarmUp:        warmUp("full"),
+		WarmUpReserve: warmUp("reserve"),
+	})
+	t.Cleanup(func() {
+		g.allow(100)
+		if err := m.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := t.Context()
+	full := func() bool {
+		w := dockerPool(m)
+		mu.Lock()
+		defer mu.Unlock()
+		return w.Spare == 1 && w.Reserve == 2 && w.Filling == 0 && w.Warming == 0 && len(warmed) >= 3
+	}
+	g.allow(3)
+	testwait.Until(t, 10*time.Second, "the spare and the reserve", full)
+	if w := dockerPool(m); w.ReserveMax != 2 || w.Size != 1 {
+		t.Fatalf("stats %+v: want size 1 and a reserve of 2", w)
+	}
+	if n := g.maxInFlight.Load(); n != 1 {
+		t.Errorf("%d creations at once: the reserve grows one at a time, after the target", n)
+	}
+
+	want := []string{"full", "reserve", "reserve"}
+	for i, owner := range []string{"a", "b", "c"} {
+		sb, err := m.Acquire(ctx, owner, sandbox.TypeDocker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := kind(sb); got != want[i] {
+			t.Errorf("hand-out %d: a %q spare, want %q", i+1, got, want[i])
+		}
+		if res, err := sb.Exec(ctx, sandbox.ExecRequest{Argv: []string{"echo", owner}}, nil); err != nil || res.Stdout != owner+"\n" {
+			t.Errorf("%s's sandbox: %+v %v", owner, res, err)
+		}
+	}
+	if w := dockerPool(m); w.Hits != 3 || w.ReserveHits != 2 || w.Misses != 0 || w.Reserve != 0 {
+		t.Fatalf("after three hand-outs: %+v; want 3 hits, 2 of them from the reserve", w)
+	}
+	// The pool's own refill comes first, alone; the reserve's follow it, one at a time.
+	testwait.Until(t, 5*time.Second, "the pool's refill waiting for the engine", func() bool { return g.inFlight.Load() == 1 })
+	if w := dockerPool(m); w.Filling != 1 || w.Reserve != 0 {
+		t.Fatalf("while the pool's refill is under way: %+v; want it alone", w)
+	}
+	g.maxInFlight.Store(0)
+	g.allow(3)
+	testwait.Until(t, 10*time.Second, "the spare and the reserve made again", full)
+	if n := g.maxInFlight.Load(); n != 1 {
+		t.Errorf("%d creations at once refilling the reserve, want 1", n)
+	}
+}

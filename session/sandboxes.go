@@ -43,7 +43,11 @@ type Sandboxes struct {
 	// for nothing else (ms-enclave's client's create without a config).
 	Warm, WarmMax int
 	WarmREST      bool
-	Logger        *slog.Logger
+	// Reserve is how many more spares the MCP sessions' pool keeps, made while it is calm
+	// and warmed up light (sandbox.ManagerOptions.Reserve): a floor for bursts of new
+	// sessions.
+	Reserve int
+	Logger  *slog.Logger
 }
 
 // NewManager returns the Manager for s. It resolves the session's config against the policy
@@ -73,15 +77,17 @@ func NewManager(s Sandboxes) (*sandbox.Manager, error) {
 			sandbox.TypeNotebook: notebook.Creator(s.Backend, nb),
 			SessionType:          notebook.LazyCreator(s.Backend, SessionType, nb),
 		},
-		Logger:       s.Logger,
-		MaxSandboxes: s.MaxSandboxes,
-		MaxPerOwner:  s.MaxPerOwner,
-		IdleTTL:      s.IdleTTL,
-		MaxLifetime:  s.MaxLifetime,
-		Warm:         warm(s.Warm, s.WarmREST),
-		WarmMax:      warm(s.WarmMax, s.WarmREST),
-		WarmUp:       s.warmUp,
-		Egress:       egressOf(s.Backend),
+		Logger:        s.Logger,
+		MaxSandboxes:  s.MaxSandboxes,
+		MaxPerOwner:   s.MaxPerOwner,
+		IdleTTL:       s.IdleTTL,
+		MaxLifetime:   s.MaxLifetime,
+		Warm:          warm(s.Warm, s.WarmREST),
+		WarmMax:       warm(s.WarmMax, s.WarmREST),
+		WarmUp:        s.warmUp,
+		Reserve:       map[sandbox.Type]int{SessionType: s.Reserve},
+		WarmUpReserve: s.warmUpReserve,
+		Egress:        egressOf(s.Backend),
 	}), nil
 }
 
@@ -92,6 +98,15 @@ func (s Sandboxes) warmUp(ctx context.Context, sb sandbox.Sandbox, cfg sandbox.R
 		return nil
 	}
 	return sandbox.WarmPython(ctx, sb, cfg)
+}
+
+// warmUpReserve readies a reserve spare: a light resident interpreter
+// (sandbox.WarmPythonLight), when its sandbox forks python_executor's calls.
+func (s Sandboxes) warmUpReserve(ctx context.Context, sb sandbox.Sandbox, cfg sandbox.Resolved) error {
+	if !tools.ForksPython(s.Tools, cfg.ToolsConfig) {
+		return nil
+	}
+	return sandbox.WarmPythonLight(ctx, sb, cfg)
 }
 
 // egressOf is the egress service of backend b, when it has one.

@@ -330,6 +330,10 @@ type Warm struct {
 	// Wait answers only once the interpreter is ready to fork calls, or has failed (within
 	// a minute).
 	Wait bool `json:"wait,omitempty"`
+	// Light starts the interpreter without the heavy modules it would import (numpy,
+	// pandas, matplotlib): a few megabytes instead of tens, for a pool's reserve. A call that
+	// imports one of them makes the agent start a full interpreter in its place.
+	Light bool `json:"light,omitempty"`
 }
 
 // WarmResult says what an OpWarm started.

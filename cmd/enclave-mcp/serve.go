@@ -74,6 +74,7 @@ type serveFlags struct {
 	// and by --warm); warmNotebook is the retired --warm-notebook, accepted but unused.
 	warm         int
 	warmMax      int
+	reserve      int
 	warmNotebook int
 	notebook     notebookConfig // the config file's notebook section
 	tools        []tools.Def    // the built-in tools, then the config file's declared ones
@@ -112,6 +113,33 @@ const defaultWarmHTTP = 2
 // session that found no spare, and an idle minute brings it back to --warm. 16 spares cost
 // about 160 MiB of host memory while they last.
 const defaultWarmMaxHTTP = 16
+
+// defaultReserveHTTP is the reserve of the MCP sessions' pool over HTTP when --reserve is
+// not given (and --warm is not 0): with the two spares of --warm, a burst of 50 new
+// sessions finds a sandbox ready for each. A reserve spare costs ~7 MiB of host memory
+// (its container, agent and light resident interpreter, see the README), so 48 cost ~340
+// MiB; they are made one at a time while the pool is calm, ~25 s of one core's engine work
+// after the server starts.
+const defaultReserveHTTP = 48
+
+// reserveSize is the MCP sessions' pool's reserve for the flags and the mode: --reserve,
+// else defaultReserveHTTP over HTTP with pools on and the Docker backend, at most half of
+// --max-sandboxes. None over stdio, whose one session would take one spare at most, nor on
+// Kubernetes, where spare Pods hold the cluster's quota and a creation's cost is not this
+// host's CPU.
+func (f *serveFlags) reserveSize(warm int) (int, error) {
+	switch {
+	case f.reserve < -1:
+		return 0, fmt.Errorf("--reserve %d: want 0 or more", f.reserve)
+	case f.reserve >= 0:
+		return f.reserve, nil
+	case f.httpAddr == "" || warm == 0 || f.backend.name != "docker":
+		return 0, nil
+	case f.maxTotal > 0:
+		return min(defaultReserveHTTP, f.maxTotal/2), nil
+	}
+	return defaultReserveHTTP, nil
+}
 
 // warmPools returns the warm pools' least and most spares for the flags and the mode. MCP
 // sessions take from one pool (a session has one sandbox for every tool,
@@ -188,6 +216,7 @@ func serveCmd(ctx context.Context, args []string) error {
 	fs.IntVar(&f.maxPerOwner, "max-per-owner", 10, "most sandboxes one session or REST client holds (0: no cap)")
 	fs.IntVar(&f.warm, "warm", -1, fmt.Sprintf("least started spare sandboxes kept ready for new MCP sessions (a session's one sandbox, for every tool; its notebook starts on the first notebook call) and, with --http, for REST creates of the default config; each serves one session or create and counts against --max-sandboxes (default %d with --http, 0 over stdio)", defaultWarmHTTP))
 	fs.IntVar(&f.warmMax, "warm-max", -1, fmt.Sprintf("most spares a warm pool grows to while new sessions or creates outrun its refills; an idle minute brings it back to --warm (default %d with --http when --warm is not 0, else --warm)", defaultWarmMaxHTTP))
+	fs.IntVar(&f.reserve, "reserve", -1, fmt.Sprintf("spares the MCP sessions' pool keeps beyond --warm for bursts of new sessions: made one at a time while no session starts, with a light resident Python interpreter (numpy, pandas, matplotlib imported once a call needs them), handed out after the --warm ones (default %d with --http and --backend docker unless --warm is 0, at most half of --max-sandboxes; else 0)", defaultReserveHTTP))
 	fs.IntVar(&f.warmNotebook, "warm-notebook", 0, "retired: no effect (a session's notebook runs in its one sandbox, warmed by --warm); accepted so command lines keep working")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -202,6 +231,10 @@ func serveCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	warm, warmMax, err := f.warmPools(log)
+	if err != nil {
+		return err
+	}
+	reserve, err := f.reserveSize(warmMax)
 	if err != nil {
 		return err
 	}
@@ -276,7 +309,7 @@ func serveCmd(ctx context.Context, args []string) error {
 		NotebookImage: f.notebook.Image,
 		Notebook:      notebook.Options{Command: f.notebook.Command, Port: f.notebook.Port, KernelName: f.notebook.Kernel, Logger: log},
 		MaxSandboxes:  f.maxTotal, MaxPerOwner: f.maxPerOwner, IdleTTL: f.idleTTL, MaxLifetime: f.maxLifetime,
-		Warm: warm, WarmMax: warmMax, WarmREST: f.httpAddr != "", Logger: log,
+		Warm: warm, WarmMax: warmMax, WarmREST: f.httpAddr != "", Reserve: reserve, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -50,3 +50,41 @@ func TestWarmPoolDefaults(t *testing.T) {
 		})
 	}
 }
+
+// TestReserveDefaults: over HTTP on Docker the MCP sessions' pool keeps a reserve for
+// bursts unless pools are off or --reserve says otherwise, within half of --max-sandboxes;
+// over stdio or on Kubernetes none unless asked for.
+func TestReserveDefaults(t *testing.T) {
+	const http = "127.0.0.1:0"
+	docker := backendFlags{name: "docker"}
+	tests := []struct {
+		name    string
+		f       serveFlags
+		warmMax int
+		want    int
+		wantErr bool
+	}{
+		{"http default", serveFlags{reserve: -1, backend: docker, httpAddr: http, maxTotal: 100}, 16, defaultReserveHTTP, false},
+		{"http default without a cap", serveFlags{reserve: -1, backend: docker, httpAddr: http}, 16, defaultReserveHTTP, false},
+		{"half the cap at most", serveFlags{reserve: -1, backend: docker, httpAddr: http, maxTotal: 20}, 16, 10, false},
+		{"pools off", serveFlags{reserve: -1, backend: docker, httpAddr: http, maxTotal: 100}, 0, 0, false},
+		{"stdio", serveFlags{reserve: -1, backend: docker, maxTotal: 100}, 0, 0, false},
+		{"kubernetes", serveFlags{reserve: -1, backend: backendFlags{name: "kube"}, httpAddr: http, maxTotal: 100}, 16, 0, false},
+		{"explicit on kubernetes", serveFlags{reserve: 4, backend: backendFlags{name: "kube"}, httpAddr: http}, 16, 4, false},
+		{"explicit", serveFlags{reserve: 5, httpAddr: http, maxTotal: 100}, 16, 5, false},
+		{"explicit zero", serveFlags{reserve: 0, httpAddr: http, maxTotal: 100}, 16, 0, false},
+		{"explicit over stdio", serveFlags{reserve: 3}, 0, 3, false},
+		{"negative", serveFlags{reserve: -2, httpAddr: http}, 16, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.f.reserveSize(tc.warmMax)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if err == nil && got != tc.want {
+				t.Errorf("reserve = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
