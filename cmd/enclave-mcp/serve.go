@@ -116,10 +116,10 @@ const defaultWarmMaxHTTP = 16
 
 // defaultReserveHTTP is the reserve of the MCP sessions' pool over HTTP when --reserve is
 // not given (and --warm is not 0): with the two spares of --warm, a burst of 50 new
-// sessions finds a sandbox ready for each. A reserve spare costs ~7 MiB of host memory
-// (its container, agent and light resident interpreter, see the README), so 48 cost ~340
-// MiB; they are made one at a time while the pool is calm, ~25 s of one core's engine work
-// after the server starts.
+// sessions finds a sandbox ready for each. A reserve spare costs ~12 MiB of host memory
+// (its container's shim, its agent and its light resident interpreter, see the README), so
+// 48 cost ~580 MiB; they are made one at a time while the pool is calm, ~30 s after the
+// server starts here.
 const defaultReserveHTTP = 48
 
 // reserveSize is the MCP sessions' pool's reserve for the flags and the mode: --reserve,
