@@ -339,7 +339,7 @@ func (m *Manager) startFills(p *warmPool) time.Duration {
 		m.warmWG.Add(1)
 		go m.fill(p, false)
 	}
-	return m.growReserveLocked(p, want)
+	return m.growReserveLocked(p, want, time.Now())
 }
 
 // growReserveLocked starts one creation for p's reserve when p is calm: nothing of its
@@ -348,21 +348,21 @@ func (m *Manager) startFills(p *warmPool) time.Duration {
 // at most one per ReserveCalm, so that the engine's work (half a second of CPU each, here)
 // takes a fraction of a core from them. It returns how long to wait before asking again,
 // or 0. m.mu must be held.
-func (m *Manager) growReserveLocked(p *warmPool, want int) time.Duration {
+func (m *Manager) growReserveLocked(p *warmPool, want int, now time.Time) time.Duration {
 	if len(p.reserve)+p.reserveFilling >= p.reserveMax || want > 0 || m.filling > 0 || len(p.waiters) > 0 {
 		return 0
 	}
 	calm := m.opts.ReserveCalm
-	if since := time.Since(p.lastTake); since < calm {
+	if since := now.Sub(p.lastTake); since < calm {
 		return calm - since
 	}
-	if since := time.Since(p.reserveAt); since < calm && m.inUseLocked(calm) {
+	if since := now.Sub(p.reserveAt); since < calm && m.inUseLocked(now, calm) {
 		return calm - since
 	}
 	if m.opts.MaxSandboxes > 0 && m.totalLocked() >= m.opts.MaxSandboxes {
 		return 0
 	}
-	p.reserveAt = time.Now()
+	p.reserveAt = now
 	p.reserveFilling++
 	m.filling++
 	m.warmWG.Add(1)
@@ -370,12 +370,12 @@ func (m *Manager) growReserveLocked(p *warmPool, want int) time.Duration {
 	return 0
 }
 
-// inUseLocked reports whether a tracked sandbox runs a call, or ran one within d. m.mu must
-// be held.
-func (m *Manager) inUseLocked(d time.Duration) bool {
+// inUseLocked reports whether a tracked sandbox runs a call, or ran one within d of now.
+// m.mu must be held.
+func (m *Manager) inUseLocked(now time.Time, d time.Duration) bool {
 	for _, sb := range m.byID {
 		if l, ok := sb.(interface{ lastUse() (time.Time, bool) }); ok {
-			if at, busy := l.lastUse(); busy || time.Since(at) < d {
+			if at, busy := l.lastUse(); busy || now.Sub(at) < d {
 				return true
 			}
 		}

@@ -371,3 +371,63 @@ func TestWarmPoolReserve(t *testing.T) {
 		t.Errorf("%d creations at once refilling the reserve, want 1", n)
 	}
 }
+
+// TestWarmPoolReservePaced: the reserve grows only once the pool has handed nothing out for
+// ReserveCalm; while a sandbox runs a call (or ran one within ReserveCalm), it starts at
+// most one creation per ReserveCalm; with nothing running, one after the other.
+func TestWarmPoolReservePaced(t *testing.T) {
+	g, _ := newGatedRefills(t)
+	g.allow(100)
+	const calm = time.Hour // the test's clock: ReserveTick; the refill loop's own never gets there
+	m := sandbox.NewManager(sandbox.ManagerOptions{
+		Creators:    map[sandbox.Type]sandbox.Creator{sandbox.TypeDocker: g.creator},
+		Reserve:     map[sandbox.Type]int{sandbox.TypeDocker: 3},
+		ReserveCalm: calm,
+		WarmIdle:    time.Hour,
+	})
+	t.Cleanup(func() {
+		if err := m.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := t.Context()
+	start := time.Now()
+	// A tracked sandbox (a config other than the pool's, so made cold) running a call.
+	sb, err := m.Create(ctx, "a", sandbox.TypeDocker, sandbox.Config{Timeout: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	callCtx, endCall := context.WithCancel(ctx)
+	callDone := make(chan struct{})
+	go func() {
+		defer close(callDone)
+		_, _ = sb.Exec(callCtx, sandbox.ExecRequest{Argv: []string{"sleep", "60"}}, nil)
+	}()
+	testwait.Until(t, 5*time.Second, "the call running", func() bool { return sb.Info().Status == sandbox.StatusBusy })
+
+	reserveOf := func(n int) func() bool {
+		return func() bool { w := dockerPool(m); return w.Reserve == n && w.Filling == 0 }
+	}
+	if wait := m.ReserveTick(sandbox.TypeDocker, start.Add(calm/2)); wait <= 0 || dockerPool(m).Filling != 0 {
+		t.Fatalf("half a calm period after the pool's start: wait %v, %+v; want no creation yet", wait, dockerPool(m))
+	}
+	at := start.Add(2 * calm)
+	if wait := m.ReserveTick(sandbox.TypeDocker, at); wait != 0 {
+		t.Fatalf("calm: wait %v, want a creation started", wait)
+	}
+	testwait.Until(t, 10*time.Second, "the first reserve spare", reserveOf(1))
+	if wait := m.ReserveTick(sandbox.TypeDocker, at.Add(time.Minute)); wait <= 0 || dockerPool(m).Filling != 0 {
+		t.Fatalf("a minute after the last creation, a call running: wait %v, %+v; want none started", wait, dockerPool(m))
+	}
+	at = at.Add(calm + time.Minute)
+	if wait := m.ReserveTick(sandbox.TypeDocker, at); wait != 0 {
+		t.Fatalf("a calm period after the last creation, a call running: wait %v, want a creation started", wait)
+	}
+	testwait.Until(t, 10*time.Second, "the second reserve spare", reserveOf(2))
+	endCall()
+	<-callDone
+	if wait := m.ReserveTick(sandbox.TypeDocker, at.Add(time.Minute)); wait != 0 {
+		t.Fatalf("nothing running for a calm period: wait %v, want the next creation at once", wait)
+	}
+	testwait.Until(t, 10*time.Second, "the third reserve spare", reserveOf(3))
+}
