@@ -429,8 +429,9 @@ def report_exit(code):
     """Tells the agent the call's exit status before the process exits: its output ends
     here (the agent reads to EOF on the pipes), and the exit itself is only the kernel's
     tear-down. From a light server, a "+" after the status says the call imported a module
-    a full server preloads. A script that closed or replaced the descriptor only makes the agent wait for
-    the exit, as for a started process. Returns whether the report was written."""
+    a full server preloads. A script that closed or replaced the descriptor only makes the
+    agent wait for the exit, as for a started process. Returns whether the report was
+    written."""
     for fd in (1, 2):
         try:
             os.close(fd)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/enclave-mcp/enclave-mcp/sandbox"
 )
 
 // RunWithServer starts a server subprocess, runs the load against it (opts.URL and
@@ -94,22 +96,7 @@ func drain(ctx context.Context, srv *Server) (*ServerReport, error) {
 }
 
 // poolStats are the server's warm pools as GET /stats shows them.
-type poolStats []struct {
-	Type        string `json:"type"`
-	Size        int    `json:"size"`
-	Min         int    `json:"min"`
-	Max         int    `json:"max"`
-	Peak        int    `json:"peak"`
-	Spare       int    `json:"spare"`
-	Filling     int    `json:"filling"`
-	Warming     int    `json:"warming"`
-	Reserve     int    `json:"reserve"`
-	ReserveMax  int    `json:"reserve_max"`
-	Hits        uint64 `json:"hits"`
-	ReserveHits uint64 `json:"reserve_hits"`
-	Misses      uint64 `json:"misses"`
-	Waited      uint64 `json:"waited"`
-}
+type poolStats []sandbox.WarmStats
 
 // spares counts the pools' sandboxes, ready or being created, the reserves' included.
 func (ps poolStats) spares() int {

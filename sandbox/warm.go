@@ -59,12 +59,7 @@ import (
 // call of the session the spare goes to is forked from an interpreter whose imports are
 // done: milliseconds instead of a fresh interpreter's start. It costs the spare the
 // interpreter's memory while it waits. Sandboxes without an agent are left as they are.
-func WarmPython(ctx context.Context, sb Sandbox, _ Resolved) error {
-	if w, ok := sb.(interface{ WarmPython(context.Context) error }); ok {
-		return w.WarmPython(ctx)
-	}
-	return nil
-}
+func WarmPython(ctx context.Context, sb Sandbox, _ Resolved) error { return warmPython(ctx, sb, false) }
 
 // WarmPythonLight is a ManagerOptions.WarmUpReserve: it starts a spare's resident Python
 // interpreter without the heavy modules (AgentSandbox.WarmPythonLight), so that the first
@@ -72,8 +67,15 @@ func WarmPython(ctx context.Context, sb Sandbox, _ Resolved) error {
 // megabytes of memory while it waits; a call that imports numpy, pandas or matplotlib makes
 // the sandbox start a full interpreter for the calls after it.
 func WarmPythonLight(ctx context.Context, sb Sandbox, _ Resolved) error {
-	if w, ok := sb.(interface{ WarmPythonLight(context.Context) error }); ok {
-		return w.WarmPythonLight(ctx)
+	return warmPython(ctx, sb, true)
+}
+
+// warmPython starts sb's resident interpreter, light or full, when sb has an agent.
+func warmPython(ctx context.Context, sb Sandbox, light bool) error {
+	if w, ok := sb.(interface {
+		warmPython(context.Context, bool) error
+	}); ok {
+		return w.warmPython(ctx, light)
 	}
 	return nil
 }

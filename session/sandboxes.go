@@ -84,29 +84,23 @@ func NewManager(s Sandboxes) (*sandbox.Manager, error) {
 		MaxLifetime:   s.MaxLifetime,
 		Warm:          warm(s.Warm, s.WarmREST),
 		WarmMax:       warm(s.WarmMax, s.WarmREST),
-		WarmUp:        s.warmUp,
+		WarmUp:        s.whenForking(sandbox.WarmPython),
 		Reserve:       map[sandbox.Type]int{SessionType: s.Reserve},
-		WarmUpReserve: s.warmUpReserve,
+		WarmUpReserve: s.whenForking(sandbox.WarmPythonLight),
 		Egress:        egressOf(s.Backend),
 	}), nil
 }
 
-// warmUp readies a warm spare for its first call: when its sandbox forks python_executor's
-// calls, it starts the resident interpreter (sandbox.WarmPython).
-func (s Sandboxes) warmUp(ctx context.Context, sb sandbox.Sandbox, cfg sandbox.Resolved) error {
-	if !tools.ForksPython(s.Tools, cfg.ToolsConfig) {
-		return nil
+// whenForking is warm (sandbox.WarmPython for a pool's spares, WarmPythonLight for its
+// reserve's) for a sandbox that forks python_executor's calls, and nothing for one that
+// does not: only the former has a resident interpreter to start.
+func (s Sandboxes) whenForking(warm func(context.Context, sandbox.Sandbox, sandbox.Resolved) error) func(context.Context, sandbox.Sandbox, sandbox.Resolved) error {
+	return func(ctx context.Context, sb sandbox.Sandbox, cfg sandbox.Resolved) error {
+		if !tools.ForksPython(s.Tools, cfg.ToolsConfig) {
+			return nil
+		}
+		return warm(ctx, sb, cfg)
 	}
-	return sandbox.WarmPython(ctx, sb, cfg)
-}
-
-// warmUpReserve readies a reserve spare: a light resident interpreter
-// (sandbox.WarmPythonLight), when its sandbox forks python_executor's calls.
-func (s Sandboxes) warmUpReserve(ctx context.Context, sb sandbox.Sandbox, cfg sandbox.Resolved) error {
-	if !tools.ForksPython(s.Tools, cfg.ToolsConfig) {
-		return nil
-	}
-	return sandbox.WarmPythonLight(ctx, sb, cfg)
 }
 
 // egressOf is the egress service of backend b, when it has one.

@@ -127,13 +127,13 @@ const defaultReserveHTTP = 48
 // --max-sandboxes. None over stdio, whose one session would take one spare at most, nor on
 // Kubernetes, where spare Pods hold the cluster's quota and a creation's cost is not this
 // host's CPU.
-func (f *serveFlags) reserveSize(warm int) (int, error) {
+func (f *serveFlags) reserveSize(warmMax int) (int, error) {
 	switch {
 	case f.reserve < -1:
 		return 0, fmt.Errorf("--reserve %d: want 0 or more", f.reserve)
 	case f.reserve >= 0:
 		return f.reserve, nil
-	case f.httpAddr == "" || warm == 0 || f.backend.name != "docker":
+	case f.httpAddr == "" || warmMax == 0 || f.backend.name != "docker": // warmMax 0: pools off
 		return 0, nil
 	case f.maxTotal > 0:
 		return min(defaultReserveHTTP, f.maxTotal/2), nil
