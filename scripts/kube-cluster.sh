@@ -52,6 +52,18 @@ die() {
 kubectl() { "$KBIN/kube" kubectl --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 ctr() { "$CBIN/ctr" --address "$SOCK" -n k8s.io "$@"; }
 
+# node_ready_since TIME succeeds when the node's Ready condition is True and was posted at or
+# after TIME (UTC, RFC 3339 to the second, as the kubelet writes it). On a cluster brought up
+# again on its old state the node object still says Ready from the last run until the new
+# kubelet's first post, which says NotReady (PLEG not yet healthy); the node lifecycle
+# controller then taints the node not-ready. A check that trusts the stale Ready passes before
+# that taint exists, and the first Pods fail as unschedulable (seen in CI, 2026-12-07).
+node_ready_since() {
+	local since=$1 state
+	state=$(kubectl get node "$NODE" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}') || return 1
+	[ "${state%% *}" = True ] && [[ ! "${state#* }" < "$since" ]]
+}
+
 # node_untainted succeeds when the node has no taint that keeps Pods off it.
 node_untainted() {
 	local effects
@@ -527,6 +539,8 @@ cmd_up() {
 		--authentication-kubeconfig "$S/kube-scheduler.kubeconfig" \
 		--authorization-kubeconfig "$S/kube-scheduler.kubeconfig" \
 		--bind-address 127.0.0.1 --leader-elect=false --profiling=false
+	local kubelet_start
+	kubelet_start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 	start kubelet "$KBIN/kubelet" --config "$S/kubelet.yaml" --kubeconfig "$S/kubelet.kubeconfig" \
 		--root-dir "$S/kubelet" --hostname-override "$NODE" --node-ip "$IP"
 	start kube-proxy "$KBIN/kube-proxy" --config "$S/kube-proxy.yaml"
@@ -538,10 +552,10 @@ metadata:
   name: enclave-isolated
 handler: runc-isolated
 EOF
-	wait_for "node $NODE" 120 kubectl wait --for=condition=Ready "node/$NODE" --timeout=2s
-	# A cluster brought up again on its old state still carries the taints the node lifecycle
-	# controller put on the node while it was down (not-ready, unreachable) until its next
-	# pass: Ready alone lets Pods fail as unschedulable.
+	wait_for "node $NODE" 120 node_ready_since "$kubelet_start"
+	# The taints the node lifecycle controller put on the node while its kubelet was starting
+	# (or down, on old state) go on its next pass after the fresh Ready: Ready alone lets Pods
+	# fail as unschedulable.
 	wait_for "node $NODE's not-ready taints to go" 120 node_untainted
 	wait_for "the default ServiceAccount" 60 kubectl -n default get serviceaccount default
 	log "up in $((SECONDS - t0)) s"
