@@ -136,6 +136,7 @@ func New(cfg Config) (*Server, error) {
 	hooks.AddAfterInitialize(func(ctx context.Context, id any, req *mcp.InitializeRequest, res *mcp.InitializeResult) {
 		s.recordSessionTasks(ctx, id, req, res)
 	})
+	hooks.AddAfterSubscriptionsListen(listenAcknowledged)
 	s.registerResources(hooks)
 	s.mcp = server.NewMCPServer(cfg.Name, cfg.Version,
 		server.WithToolCapabilities(false),

@@ -48,6 +48,24 @@ type rpcAnswer struct {
 }
 
 func (c *rpcClient) post(method string, params map[string]any) (rpcAnswer, error) {
+	status, contentType, raw, err := c.send(method, params)
+	if err != nil {
+		return rpcAnswer{}, err
+	}
+	if strings.HasPrefix(contentType, "text/event-stream") {
+		raw = lastSSEAnswer(raw)
+	}
+	var a rpcAnswer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return rpcAnswer{}, fmt.Errorf("%s: HTTP %d, body %q: %w", method, status, raw, err)
+	}
+	a.status = status
+	return a, nil
+}
+
+// send posts one request and returns the response's status, content type and body (read
+// whole, up to 16 MiB).
+func (c *rpcClient) send(method string, params map[string]any) (status int, contentType string, body []byte, err error) {
 	if params == nil {
 		params = map[string]any{}
 	}
@@ -68,10 +86,10 @@ func (c *rpcClient) post(method string, params map[string]any) (rpcAnswer, error
 		version = "2025-11-25"
 	}
 	id := rpcIDs.Add(1)
-	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-	req, err := http.NewRequest(http.MethodPost, c.url+"/mcp", bytes.NewReader(body))
+	payload, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+	req, err := http.NewRequest(http.MethodPost, c.url+"/mcp", bytes.NewReader(payload))
 	if err != nil {
-		return rpcAnswer{}, err
+		return 0, "", nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	req.Header.Set("Content-Type", "application/json")
@@ -90,25 +108,14 @@ func (c *rpcClient) post(method string, params map[string]any) (rpcAnswer, error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return rpcAnswer{}, err
+		return 0, "", nil, err
 	}
 	defer resp.Body.Close()
 	if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" && method == "initialize" {
 		c.sid = sid
 	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return rpcAnswer{}, err
-	}
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
-		raw = lastSSEAnswer(raw)
-	}
-	var a rpcAnswer
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return rpcAnswer{}, fmt.Errorf("%s: HTTP %d, body %q: %w", method, resp.StatusCode, raw, err)
-	}
-	a.status = resp.StatusCode
-	return a, nil
+	body, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return resp.StatusCode, resp.Header.Get("Content-Type"), body, err
 }
 
 // lastSSEAnswer is the data of the last event of an SSE body that is a JSON-RPC answer.
