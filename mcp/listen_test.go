@@ -1,8 +1,6 @@
 package mcp_test
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -13,20 +11,14 @@ import (
 // sseMessages is the JSON data of each event of an SSE body, in order.
 func sseMessages(body []byte) ([]map[string]any, error) {
 	var msgs []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data:"))
-		if !ok {
-			continue
-		}
+	for _, data := range sseData(body) {
 		var m map[string]any
-		if err := json.Unmarshal(bytes.TrimSpace(data), &m); err != nil {
+		if err := json.Unmarshal(data, &m); err != nil {
 			return nil, fmt.Errorf("event data %q: %w", data, err)
 		}
 		msgs = append(msgs, m)
 	}
-	return msgs, sc.Err()
+	return msgs, nil
 }
 
 // TestListenAcknowledgesFirst: a stateless client's subscriptions/listen stream starts with

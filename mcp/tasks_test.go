@@ -121,14 +121,25 @@ func (c *rpcClient) send(method string, params map[string]any) (status int, cont
 // lastSSEAnswer is the data of the last event of an SSE body that is a JSON-RPC answer.
 func lastSSEAnswer(body []byte) []byte {
 	var last []byte
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(nil, 16<<20)
-	for sc.Scan() {
-		if data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data:")); ok && (bytes.Contains(data, []byte(`"result"`)) || bytes.Contains(data, []byte(`"error"`))) {
-			last = append([]byte(nil), bytes.TrimSpace(data)...)
+	for _, data := range sseData(body) {
+		if bytes.Contains(data, []byte(`"result"`)) || bytes.Contains(data, []byte(`"error"`)) {
+			last = data
 		}
 	}
 	return last
+}
+
+// sseData is the data of each event of an SSE body, in order.
+func sseData(body []byte) [][]byte {
+	var events [][]byte
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(nil, 16<<20)
+	for sc.Scan() {
+		if data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data:")); ok {
+			events = append(events, append([]byte(nil), bytes.TrimSpace(data)...))
+		}
+	}
+	return events
 }
 
 // must is post that fails the test on a transport error or a JSON-RPC error.
