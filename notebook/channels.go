@@ -53,6 +53,13 @@ const (
 	defaultTextLimit = 1 << 20
 	// writeTimeout bounds one websocket write.
 	writeTimeout = 10 * time.Second
+	// handshakeWait bounds the websocket handshake. jupyter_server answers the upgrade only
+	// once the kernel has answered a kernel_info request (its pre_get waits up to its
+	// kernel_info_timeout, 60 s), so the handshake includes the kernel's start (importing
+	// IPython): on a loaded machine that took more than 10 s (a CI run, 2026-12-07, failed
+	// a pool's creation on it). The caller's context, which for a sandbox's start carries
+	// its StartTimeout, still ends it sooner.
+	handshakeWait = 60 * time.Second
 	// handshakeLimit bounds what the websocket handshake may read: the server's answer is a
 	// few hundred bytes of headers, and nothing else bounds them.
 	handshakeLimit = 256 << 10
@@ -75,7 +82,7 @@ func (c *Client) connect(ctx context.Context, kernelID string, log *slog.Logger)
 			handshake = &handshakeConn{Conn: conn, left: handshakeLimit}
 			return handshake, nil
 		},
-		HandshakeTimeout: 10 * time.Second,
+		HandshakeTimeout: handshakeWait,
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  64 << 10,
 	}
