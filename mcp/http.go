@@ -120,7 +120,7 @@ func (t Transports) Mount(mux *http.ServeMux, guard func(http.Handler) http.Hand
 		guard = func(h http.Handler) http.Handler { return h }
 	}
 	limit := func(h http.Handler) http.Handler { return limitBody(t.opts.MaxBodyBytes, h) }
-	mux.Handle("/mcp", endWithoutToken(guard(limit(t.sessions.admit(t.opts.Principal, t.sessions.track(t.tasks(awaitFlush(t.Streamable)))))), t.Streamable))
+	mux.Handle("/mcp", endWithoutToken(guard(limit(t.sessions.admit(t.opts.Principal, t.sessions.track(t.tasks(countFlushes(t.Streamable)))))), t.Streamable))
 	mux.Handle("/sse", guard(t.sessions.admit(t.opts.Principal, t.SSE.SSEHandler())))
 	mux.Handle("/message", guard(limit(t.SSE.MessageHandler())))
 }

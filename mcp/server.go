@@ -137,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 		s.recordSessionTasks(ctx, id, req, res)
 	})
 	hooks.AddAfterSubscriptionsListen(listenAcknowledged)
+	hooks.AddAfterCallTool(callToolFlushed)
 	s.registerResources(hooks)
 	s.mcp = server.NewMCPServer(cfg.Name, cfg.Version,
 		server.WithToolCapabilities(false),
@@ -301,11 +302,13 @@ func progressSender(ctx context.Context, req mcp.CallToolRequest) func(sandbox.O
 		if text == "" {
 			return
 		}
-		_ = srv.SendNotificationToClient(ctx, "notifications/progress", map[string]any{
+		if srv.SendNotificationToClient(ctx, "notifications/progress", map[string]any{
 			"progressToken": token,
 			"progress":      n.Add(1),
 			"message":       text,
-		})
+		}) == nil {
+			queued(ctx)
+		}
 	}
 }
 

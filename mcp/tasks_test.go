@@ -78,10 +78,16 @@ func (c *rpcClient) send(method string, params map[string]any) (status int, cont
 	}
 	version := "2026-07-28"
 	if c.sid == "" && method != "initialize" {
-		params["_meta"] = map[string]any{
-			"io.modelcontextprotocol/protocolVersion":    version,
-			"io.modelcontextprotocol/clientCapabilities": caps,
-		}
+		meta, _ := params["_meta"].(map[string]any) // the caller's own (a progress token), kept
+		params["_meta"] = maps.Collect(func(yield func(string, any) bool) {
+			for k, v := range meta {
+				if !yield(k, v) {
+					return
+				}
+			}
+			yield("io.modelcontextprotocol/protocolVersion", version)
+			yield("io.modelcontextprotocol/clientCapabilities", caps)
+		})
 	} else {
 		version = "2025-11-25"
 	}
