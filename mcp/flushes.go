@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/mark3labs/mcp-go/server"
 )
 
 // Messages queued before a result reach the client before it. Over streamable HTTP,
@@ -22,14 +21,15 @@ import (
 // acknowledgement (TestListenAcknowledgesFirst; the conformance suite's server-stateless
 // failed on it).
 //
-// So, on our side of the library: every POST to /mcp gets a response writer that counts
-// its flushes (the forwarder flushes once per message it writes), handlers count what they
+// So, on our side of the library: a POST to /mcp gets a response writer that counts its
+// flushes (the forwarder flushes once per message it writes), handlers count what they
 // queue, and the hooks that run when a handler returns, before the result is written, wait
 // until as many have been flushed. Counting is exact only where the request's session is
 // its own: a 2026-07-28 request (a session client's requests share a session, and its GET
-// stream may take the message instead), so only those count. The wait ends with the
-// request (a client gone) or after flushWait, so a forwarder that never writes cannot hold
-// a request.
+// stream may take the message instead), so only those get the writer; the transport
+// refuses one whose Mcp-Protocol-Version header, which countFlushes goes by, disagrees with
+// its body. The wait ends with the request (a client gone) or after flushWait, so a
+// forwarder that never writes cannot hold a request.
 
 // flushWait bounds how long a result waits for the messages queued before it.
 const flushWait = time.Second
@@ -89,12 +89,12 @@ func (w flushWatch) Flush() {
 // Unwrap lets http.ResponseController reach the connection (write deadlines).
 func (w flushWatch) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countFlushes gives each POST a response writer that counts its flushes. A writer that
-// cannot flush (no streaming) is passed on as it is.
+// countFlushes gives each 2026-07-28 POST a response writer that counts its flushes. A
+// writer that cannot flush (no streaming) is passed on as it is.
 func countFlushes(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, ok := w.(http.Flusher)
-		if r.Method != http.MethodPost || !ok {
+		if r.Method != http.MethodPost || !ok || !mcp.IsModernProtocol(r.Header.Get(mcp.HeaderProtocolVersion)) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -107,10 +107,7 @@ func countFlushes(next http.Handler) http.Handler {
 // flushesOf is the flush count of ctx's response when a message queued by ctx's request
 // can only go to that response (a 2026-07-28 request over streamable HTTP), else nil.
 func flushesOf(ctx context.Context) *responseFlushes {
-	f, ok := ctx.Value(responseFlushesKey{}).(*responseFlushes)
-	if info := server.RequestProtocolInfoFromContext(ctx); !ok || info == nil || !info.Modern {
-		return nil
-	}
+	f, _ := ctx.Value(responseFlushesKey{}).(*responseFlushes)
 	return f
 }
 

@@ -78,16 +78,13 @@ func (c *rpcClient) send(method string, params map[string]any) (status int, cont
 	}
 	version := "2026-07-28"
 	if c.sid == "" && method != "initialize" {
-		meta, _ := params["_meta"].(map[string]any) // the caller's own (a progress token), kept
-		params["_meta"] = maps.Collect(func(yield func(string, any) bool) {
-			for k, v := range meta {
-				if !yield(k, v) {
-					return
-				}
-			}
-			yield("io.modelcontextprotocol/protocolVersion", version)
-			yield("io.modelcontextprotocol/clientCapabilities", caps)
-		})
+		meta := map[string]any{}
+		if own, ok := params["_meta"].(map[string]any); ok {
+			maps.Copy(meta, own) // the caller's own (a progress token), kept
+		}
+		meta["io.modelcontextprotocol/protocolVersion"] = version
+		meta["io.modelcontextprotocol/clientCapabilities"] = caps
+		params["_meta"] = meta
 	} else {
 		version = "2025-11-25"
 	}

@@ -270,14 +270,9 @@ func (s *AgentSandbox) AgentStats(ctx context.Context) (wire.AgentStats, error) 
 
 // WarmPython starts the sandbox's resident Python interpreter ahead of the first call
 // (wire.OpWarm), so that call is forked from it instead of starting an interpreter, and
-// returns once it has done its imports. An image without python3 is not an error.
-func (s *AgentSandbox) WarmPython(ctx context.Context) error { return s.warmPython(ctx, false) }
-
-// WarmPythonLight is WarmPython with a light interpreter (wire.Warm.Light): none of the
-// heavy modules imported, until a call imports one of them.
-func (s *AgentSandbox) WarmPythonLight(ctx context.Context) error { return s.warmPython(ctx, true) }
-
-func (s *AgentSandbox) warmPython(ctx context.Context, light bool) error {
+// returns once it has done its imports. A light one (wire.Warm.Light) imports none of the
+// heavy modules until a call imports one of them. An image without python3 is not an error.
+func (s *AgentSandbox) WarmPython(ctx context.Context, light bool) error {
 	_, err := s.chore(ctx, wire.Request{Op: wire.OpWarm, Warm: &wire.Warm{Python: "python3", Wait: true, Light: light}})
 	return err
 }

@@ -27,11 +27,7 @@ func TestIntegrationForkedPythonBehavesAsStarted(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			sb := testenv.Sandbox(t, e, sandbox.Config{})
-			warm := sb.WarmPython
-			if light {
-				warm = sb.WarmPythonLight
-			}
-			if err := warm(t.Context()); err != nil {
+			if err := sb.WarmPython(t.Context(), light); err != nil {
 				t.Fatal(err)
 			}
 			forkedBehavesAsStarted(t, sb)
@@ -89,7 +85,7 @@ func TestIntegrationLightInterpreterUpgrades(t *testing.T) {
 	e := testenv.Engine(t)
 	sb := testenv.Sandbox(t, e, sandbox.Config{})
 	ctx := t.Context()
-	if err := sb.WarmPythonLight(ctx); err != nil {
+	if err := sb.WarmPython(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	preloaded := func() string {

@@ -62,7 +62,7 @@ import (
 func WarmPython(ctx context.Context, sb Sandbox, _ Resolved) error { return warmPython(ctx, sb, false) }
 
 // WarmPythonLight is a ManagerOptions.WarmUpReserve: it starts a spare's resident Python
-// interpreter without the heavy modules (AgentSandbox.WarmPythonLight), so that the first
+// interpreter without the heavy modules (AgentSandbox.WarmPython, light), so that the first
 // python_executor call of the session it goes to is forked in milliseconds, for a few
 // megabytes of memory while it waits; a call that imports numpy, pandas or matplotlib makes
 // the sandbox start a full interpreter for the calls after it.
@@ -73,9 +73,9 @@ func WarmPythonLight(ctx context.Context, sb Sandbox, _ Resolved) error {
 // warmPython starts sb's resident interpreter, light or full, when sb has an agent.
 func warmPython(ctx context.Context, sb Sandbox, light bool) error {
 	if w, ok := sb.(interface {
-		warmPython(context.Context, bool) error
+		WarmPython(context.Context, bool) error
 	}); ok {
-		return w.warmPython(ctx, light)
+		return w.WarmPython(ctx, light)
 	}
 	return nil
 }
