@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,10 +47,11 @@ type command struct {
 	status    *os.File                  // the read end of a forked call's status pipe
 	afterHook func()                    // if set, called once the command has been answered
 
-	stdout, stderr *stream    // nil for a background job, whose output is discarded
-	stdin          *os.File   // the write end of the stdin pipe, if any
-	pipes          []*os.File // the read ends of the output pipes
-	readers        sync.WaitGroup
+	stdout, stderr *stream       // nil for a background job, whose output is discarded
+	stdin          *os.File      // the write end of the stdin pipe, if any
+	pipes          []*os.File    // the read ends of the output pipes
+	reading        atomic.Int32  // output pipes not yet at EOF (or closed)
+	drained        chan struct{} // closed when reading reaches 0
 }
 
 // exec runs a foreground command to its end, or starts a background job. after, if not
@@ -123,19 +124,19 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (res *wir
 	return res, afterAnswer(cmd), nil
 }
 
-// afterAnswer is the work left once cmd has been answered: cmd's own afterHook, then
-// killing a root that reported its exit and waits for it (and, should its report have
-// been a lie, whatever it has started since the tree was killed).
+// afterAnswer is the work left once cmd has been answered: closing its pipes, cmd's own
+// afterHook, then killing a root that reported its exit and waits for it (and, should its
+// report have been a lie, whatever it has started since the tree was killed).
 func afterAnswer(cmd *command) func() {
-	if !cmd.tree.exiting {
-		return cmd.afterHook
-	}
 	return func() {
+		cmd.closePipes()
 		if cmd.afterHook != nil {
 			cmd.afterHook()
 		}
-		cmd.tree.exiting = false
-		cmd.tree.kill()
+		if cmd.tree.exiting {
+			cmd.tree.exiting = false
+			cmd.tree.kill()
+		}
 	}
 }
 
@@ -386,7 +387,8 @@ func (cmd *command) run(pid int, exited <-chan syscall.WaitStatus, marker string
 		}()
 	}
 	if cmd.stdout != nil {
-		cmd.readers.Add(2)
+		cmd.drained = make(chan struct{})
+		cmd.reading.Store(2)
 		go cmd.readInto(cmd.stdout, cmd.pipes[0])
 		go cmd.readInto(cmd.stderr, cmd.pipes[1])
 	}
@@ -395,7 +397,11 @@ func (cmd *command) run(pid int, exited <-chan syscall.WaitStatus, marker string
 // readInto copies one output pipe into its stream until EOF or until the pipe is closed
 // under it.
 func (c *command) readInto(dst *stream, src *os.File) {
-	defer c.readers.Done()
+	defer func() {
+		if c.reading.Add(-1) == 0 {
+			close(c.drained)
+		}
+	}()
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := src.Read(buf)
@@ -406,30 +412,38 @@ func (c *command) readInto(dst *stream, src *os.File) {
 	}
 }
 
-// closeOutput waits up to grace for the output pipes to reach EOF, then closes them,
-// which ends the readers however things stand. Past grace, what the dead tree wrote is
-// still read while the pipes hold any (a reader starved of CPU may lag behind), up to
-// drainCatchUp more: only a process that escaped the tree can keep a pipe full that long.
+// closeOutput waits up to grace for the output pipes to reach EOF; pipes that do are
+// closed after the answer (afterAnswer), each close a few system calls. Past grace, what
+// the dead tree wrote is still read while the pipes hold any (a reader starved of CPU may
+// lag behind), up to drainCatchUp more: only a process that escaped the tree can keep a
+// pipe full that long. Then the pipes are closed, which ends the readers however things
+// stand.
 func (c *command) closeOutput(grace time.Duration) {
-	drained := make(chan struct{})
-	go func() { c.readers.Wait(); close(drained) }()
+	if c.drained == nil {
+		return // not captured
+	}
+	select {
+	case <-c.drained: // the usual case: the tree is dead and its output read
+		return
+	default:
+	}
 	wait := time.NewTimer(grace)
 	defer wait.Stop()
 	catchUp := time.Now().Add(grace + drainCatchUp)
-	for done := false; !done; {
+	for {
 		select {
-		case <-drained:
-			done = true
+		case <-c.drained:
+			return
 		case <-wait.C:
-			if !c.pipesHoldData() || time.Now().After(catchUp) {
-				done = true
-			} else {
+			if c.pipesHoldData() && time.Now().Before(catchUp) {
 				wait.Reset(5 * time.Millisecond)
+				continue
 			}
 		}
+		c.closePipes()
+		<-c.drained
+		return
 	}
-	c.closePipes()
-	<-drained
 }
 
 // drainCatchUp bounds how long past drainGrace output still in the pipes is read.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -416,4 +417,41 @@ func isLightServer(t *testing.T, pid int) bool {
 		t.Fatalf("reading the server's environment: %v", err)
 	}
 	return slices.Contains(strings.Split(string(env), "\x00"), lightServerVar)
+}
+
+// TestCallsLeaveNoDescriptors: a call's pipes are closed once it has been answered
+// (afterAnswer), whether its output reached EOF on its own or a leftover process held it
+// open: after calls of each kind, the agent holds as many descriptors as before them. The
+// garbage collector is off meanwhile, since an unreachable os.File's finalizer would close
+// what the agent forgot to.
+func TestCallsLeaveNoDescriptors(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	a := startAgent(t)
+	forkReady(t, a)
+	open := func() int {
+		entries, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	settled := func() bool { _, spares := residentPIDs(t); return len(spares) == 1 }
+	testwait.Until(t, 10*time.Second, "the spare forked", settled)
+	before := open()
+	calls := []wire.Exec{
+		python("print(1)", true),
+		python("import sys; sys.exit(3)", true),
+		python("print(1)", false),
+		{Argv: sh("echo hi; sleep 100 & echo bye"), Stdin: []byte("input")},
+	}
+	for range 5 {
+		for _, spec := range calls {
+			if res := a.exec(spec); res.TimedOut || res.Stdout == "" && res.ExitCode == 0 {
+				t.Fatalf("%q: %+v", spec.Argv, res)
+			}
+		}
+	}
+	testwait.Until(t, 10*time.Second, "the agent's descriptors back to their number before the calls", func() bool {
+		return settled() && open() <= before
+	})
 }

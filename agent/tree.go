@@ -43,20 +43,31 @@ func newMarker() string {
 // proc is what the agent needs from /proc/<pid>/stat.
 type proc struct {
 	pid, ppid, pgid, sid int
-	dead                 bool // a zombie (or dying): nothing left to kill
-	stopped              bool // stopped by a signal or a tracer
+	start                uint64 // when it started, in clock ticks since boot
+	dead                 bool   // a zombie (or dying): nothing left to kill
+	stopped              bool   // stopped by a signal or a tracer
 }
 
 // readProcs lists the processes visible in /proc. Processes that vanish mid-scan are skipped.
-// Every call scans /proc at least once, after its process has exited: the files are read
-// with plain system calls, half as many as os.ReadFile makes.
+// Every call scans /proc at least once, after its process has exited, on the way to its
+// answer, where each system call costs several microseconds (a sandbox's CPU is cold after
+// a wait): the directory and the files are read with plain system calls, half as many as
+// the os package makes.
 func readProcs() []proc {
-	dir, err := os.Open("/proc")
+	fd, err := unix.Open("/proc", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil
 	}
-	defer dir.Close()
-	names, _ := dir.Readdirnames(-1)
+	var names []string
+	dirents := make([]byte, 8<<10)
+	for {
+		n, err := unix.Getdents(fd, dirents)
+		if err != nil || n <= 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(dirents[:n], -1, names)
+	}
+	unix.Close(fd)
 	procs := make([]proc, 0, len(names))
 	buf := make([]byte, procFileBuffer)
 	for _, name := range names {
@@ -95,7 +106,7 @@ func readProcInto(pid int, buf []byte) (proc, bool) {
 		return proc{}, false
 	}
 	fields := bytes.Fields(data[end+1:])
-	if len(fields) < 4 {
+	if len(fields) < 20 {
 		return proc{}, false
 	}
 	p := proc{pid: pid}
@@ -105,6 +116,7 @@ func readProcInto(pid int, buf []byte) (proc, bool) {
 	p.ppid, _ = strconv.Atoi(string(fields[1]))
 	p.pgid, _ = strconv.Atoi(string(fields[2]))
 	p.sid, _ = strconv.Atoi(string(fields[3]))
+	p.start, _ = strconv.ParseUint(string(fields[19]), 10, 64) // field 22 of proc_pid_stat(5)
 	return p, true
 }
 
@@ -143,11 +155,22 @@ func environHas(p proc, entry string) bool {
 const emptyEnvironRereads = 3
 
 // members returns the live processes of t among procs, never the agent itself.
+//
+// Only a process that started no earlier than the root can be the root's descendant, so
+// while the root is exiting (it has reported its exit and waits to be killed, so its pid is
+// still its own), the environment of a process that started before it (the resident
+// interpreter, other commands) is not read: the marker test costs a few system calls per
+// process, cold, on the way to a forked call's answer. (Start times count clock ticks: a
+// process started in the root's tick is read.)
 func (t *tree) members(procs []proc) []int {
 	self := os.Getpid()
 	parent := make(map[int]int, len(procs))
+	var rootStart uint64
 	for _, p := range procs {
 		parent[p.pid] = p.ppid
+		if p.pid == t.root && t.exiting {
+			rootStart = p.start
+		}
 	}
 	var found []int
 	for _, p := range procs {
@@ -156,7 +179,7 @@ func (t *tree) members(procs []proc) []int {
 		}
 		if p.pid == t.root || p.sid == t.root || p.pgid == t.root ||
 			descends(p.pid, t.root, parent) ||
-			(t.marker != "" && environHas(p, t.marker)) {
+			(t.marker != "" && p.start >= rootStart && environHas(p, t.marker)) {
 			found = append(found, p.pid)
 		}
 	}
