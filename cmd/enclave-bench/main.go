@@ -23,6 +23,7 @@
 //	go run ./cmd/enclave-bench -warm-only [-n 30]
 //	go run ./cmd/enclave-bench -removal-only [-removal-sizes 10,50,200] [-removal-rounds 3]
 //	go run ./cmd/enclave-bench -density-only [-density-sizes 100,500]
+//	go run ./cmd/enclave-bench -python-only [-python-compare /path/to/another/static/agent]
 //
 // The agent binary must be a static build. Unless -agent-binary is given, bin/enclave-mcp is
 // used when it is newer than every Go source file of the module; otherwise a fresh one is
@@ -72,6 +73,7 @@ type options struct {
 	warmOnly      bool
 	removalOnly   bool
 	pythonOnly    bool
+	pythonCompare string // with pythonOnly: another agent binary, whose calls alternate with ours
 	removalSizes  []int
 	removalRounds int
 	// densityOnly measures only N idle sandboxes' cost, for each of densitySizes.
@@ -99,6 +101,7 @@ func run() int {
 	flag.BoolVar(&opts.egressOnly, "egress-only", false, "measure only the egress proxy's rows: plain HTTP through the proxy beside a direct connection from a bridge-network sandbox")
 	flag.BoolVar(&opts.warmOnly, "warm-only", false, "measure only the warm pools' rows: a session's first sandbox and a REST create from the pool, each beside its cold baseline")
 	flag.BoolVar(&opts.pythonOnly, "python-only", false, "measure only python_executor served by the resident interpreter, beside a fresh python3 in the same sandbox")
+	flag.StringVar(&opts.pythonCompare, "python-compare", "", "with -python-only: also alternate `print(1)` calls between a sandbox of -agent-binary's agent and one of this static agent binary's (another build's), in the same run")
 	flag.BoolVar(&opts.removalOnly, "removal-only", false, "measure only bulk removal: Manager.Close of N sandboxes, serial and with 4, 8 and 16 workers")
 	removalSizes := flag.String("removal-sizes", "10,50,200", "with -removal-only: the sandbox counts N")
 	flag.IntVar(&opts.removalRounds, "removal-rounds", 3, "with -removal-only: rounds per count and concurrency")
@@ -229,24 +232,44 @@ func runBench(ctx context.Context, opts options) (err error) {
 		densityCompare: opts.densityCompare,
 		kube:           opts.kube,
 	}
+	// A second engine injects another agent: the one built alone, for density; another
+	// build's, for -python-compare. Its sandboxes are swept by its own instance label.
+	extraEngine := func(purpose, path string) (*sandbox.Docker, error) {
+		e, err := sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: path})
+		if err != nil {
+			return nil, fmt.Errorf("loading the agent binary %s: %w", path, err)
+		}
+		fmt.Fprintf(os.Stderr, "enclave-bench: %s agent %s (containers labelled %s=%s)\n", purpose, path, sandbox.LabelInstance, e.Instance())
+		return e, nil
+	}
+	defer func() {
+		for _, e := range []*sandbox.Docker{b.densityEngine, b.compareEngine} {
+			if e == nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+			if cerr := track.cleanup(cctx, cli, e, runID); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+			}
+			cancel()
+			e.Close()
+		}
+	}()
 	if opts.densityOnly {
 		path, cleanupDensityAgent, berr := staticBinary(ctx, opts.densityAgent, opts.densityAgentSet, "./cmd/enclave-agent")
 		if berr != nil {
 			return berr
 		}
 		defer cleanupDensityAgent()
-		if b.densityEngine, berr = sandbox.NewDocker(ctx, sandbox.DockerOptions{AgentBinary: path}); berr != nil {
-			return fmt.Errorf("loading the agent binary %s: %w", path, berr)
+		if b.densityEngine, berr = extraEngine("density", path); berr != nil {
+			return berr
 		}
-		defer b.densityEngine.Close()
-		defer func() { // the sweep of the enclave-agent sandboxes' instance label
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
-			defer cancel()
-			if cerr := track.cleanup(cctx, cli, b.densityEngine, runID); cerr != nil {
-				err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
-			}
-		}()
-		fmt.Fprintf(os.Stderr, "enclave-bench: density agent %s (containers labelled %s=%s)\n", path, sandbox.LabelInstance, b.densityEngine.Instance())
+	}
+	if opts.pythonCompare != "" {
+		if b.compareEngine, err = extraEngine("compared", opts.pythonCompare); err != nil {
+			return err
+		}
+		b.compareAgent = opts.pythonCompare
 	}
 	fmt.Fprintf(os.Stderr, "enclave-bench: %s\nenclave-bench: containers are labelled %s=%s (sandboxes) and %s=%s (baseline)\n",
 		rep.header(), sandbox.LabelInstance, engine.Instance(), benchLabel, runID)

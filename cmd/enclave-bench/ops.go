@@ -58,6 +58,9 @@ type bench struct {
 	kube           kubeFlags // -kube: only the kube rows
 	// densityEngine injects the agent built alone (enclave-agent); engine injects enclave-mcp.
 	densityEngine *sandbox.Docker
+	// compareEngine, if not nil, injects another build's agent (-python-compare, pyfork.go).
+	compareEngine *sandbox.Docker
+	compareAgent  string // its agent binary
 }
 
 // createRuns is the run count for operations that create a container per run.

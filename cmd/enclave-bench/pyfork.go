@@ -27,7 +27,67 @@ func (b *bench) pythonRows(ctx context.Context) error {
 	if err := b.waitForked(ctx, sb); err != nil {
 		return err
 	}
-	return b.forkedPython(ctx, sb)
+	if err := b.forkedPython(ctx, sb); err != nil {
+		return err
+	}
+	if b.compareEngine == nil {
+		return nil
+	}
+	return b.comparedPython(ctx, sb)
+}
+
+// comparedPython alternates python_executor `print(1)` calls, the think time apart, between
+// sb and a sandbox whose agent is another build's (-python-compare): each call of one comes
+// between two of the other. On this machine the same build's median moves by a fifth within
+// an hour, so two builds measured one after the other differ by the hour as much as by the
+// build.
+func (b *bench) comparedPython(ctx context.Context, sb *sandbox.AgentSandbox) error {
+	other, err := b.newSandboxOn(ctx, b.compareEngine, b.cfg)
+	if err != nil {
+		return fmt.Errorf("creating the sandbox for the compared agent: %w", err)
+	}
+	defer b.closeSandbox(context.WithoutCancel(ctx), other)
+	if err := b.waitForked(ctx, other); err != nil {
+		return err
+	}
+	defs, err := b.toolDefs()
+	if err != nil {
+		return err
+	}
+	call := func(s *sandbox.AgentSandbox) (time.Duration, error) {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(thinkTime):
+		}
+		start := time.Now()
+		res, err := invoke(ctx, defs["python_executor"], s, map[string]any{"code": "print(1)"})
+		took := time.Since(start)
+		if err == nil && (res.Output != "1\n" || res.Metadata["forked"] != true) {
+			err = fmt.Errorf("python_executor print(1) in %s: output %q, forked %v; want \"1\\n\" from a forked process", s.ID(), res.Output, res.Metadata["forked"])
+		}
+		return took, err
+	}
+	fmt.Fprintf(os.Stderr, "  %-44s", "print(1), alternating with the other agent")
+	var ours, theirs []time.Duration
+	for range b.n {
+		for _, side := range []struct {
+			sb  *sandbox.AgentSandbox
+			out *[]time.Duration
+		}{{sb, &ours}, {other, &theirs}} {
+			took, err := call(side.sb)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "failed")
+				return err
+			}
+			*side.out = append(*side.out, took)
+		}
+	}
+	r := row{Op: fmt.Sprintf("python_executor `print(1)`, %s between calls, alternating", thinkTime),
+		Baseline: "the same, by the agent " + b.compareAgent, Ours: summarize(ours), Docker: summarize(theirs)}
+	fmt.Fprintf(os.Stderr, "median %s, compared %s, over %d each\n", fmtDur(r.Ours.Median), fmtDur(r.Docker.Median), b.n)
+	b.rep.add(r)
+	return nil
 }
 
 // waitForked calls python_executor until a call is forked from the resident interpreter,
