@@ -251,7 +251,9 @@ func (sp *spare) handOver(request []byte, imported *atomic.Bool) (<-chan syscall
 const (
 	// checkSpareAfter is how long a spare's acknowledgement may take before its state is read.
 	checkSpareAfter = 20 * time.Millisecond
-	// pipeCapacity is what a pipe holds by default on Linux, and a write up to it never blocks.
+	// pipeCapacity is what an empty pipe takes without blocking, by default on Linux. (A
+	// user past pipe-user-pages-soft gets smaller pipes: a stopped spare then costs a larger
+	// request forkReplyWait, and the call still runs.)
 	pipeCapacity = 64 << 10
 )
 
