@@ -33,22 +33,27 @@ func (b *bench) pythonRows(ctx context.Context) error {
 	if b.compareEngine == nil {
 		return nil
 	}
-	return b.comparedPython(ctx, sb)
+	return b.comparedPython(ctx)
 }
 
 // comparedPython alternates python_executor `print(1)` calls, the think time apart, between
-// sb and a sandbox whose agent is another build's (-python-compare): each call of one comes
-// between two of the other. On this machine the same build's median moves by a fifth within
-// an hour, so two builds measured one after the other differ by the hour as much as by the
-// build.
-func (b *bench) comparedPython(ctx context.Context, sb *sandbox.AgentSandbox) error {
-	other, err := b.newSandboxOn(ctx, b.compareEngine, b.cfg)
-	if err != nil {
-		return fmt.Errorf("creating the sandbox for the compared agent: %w", err)
-	}
-	defer b.closeSandbox(context.WithoutCancel(ctx), other)
-	if err := b.waitForked(ctx, other); err != nil {
-		return err
+// a sandbox of the run's agent and one whose agent is another build's (-python-compare),
+// both new: on this machine the same build's median moves by a fifth within an hour, so two
+// builds measured one after the other differ by the hour as much as by the build. Which
+// goes first alternates too (ABBA): the first of a pair came out ~0.15 ms faster whichever
+// build it was.
+func (b *bench) comparedPython(ctx context.Context) error {
+	var pair [2]*sandbox.AgentSandbox
+	for i, engine := range []*sandbox.Docker{b.engine, b.compareEngine} {
+		sb, err := b.newSandboxOn(ctx, engine, b.cfg)
+		if err != nil {
+			return fmt.Errorf("creating a sandbox for the alternating row: %w", err)
+		}
+		defer b.closeSandbox(context.WithoutCancel(ctx), sb)
+		if err := b.waitForked(ctx, sb); err != nil {
+			return err
+		}
+		pair[i] = sb
 	}
 	defs, err := b.toolDefs()
 	if err != nil {
@@ -69,22 +74,19 @@ func (b *bench) comparedPython(ctx context.Context, sb *sandbox.AgentSandbox) er
 		return took, err
 	}
 	fmt.Fprintf(os.Stderr, "  %-44s", "print(1), alternating with the other agent")
-	var ours, theirs []time.Duration
-	for range b.n {
-		for _, side := range []struct {
-			sb  *sandbox.AgentSandbox
-			out *[]time.Duration
-		}{{sb, &ours}, {other, &theirs}} {
-			took, err := call(side.sb)
+	var samples [2][]time.Duration // ours, theirs
+	for i := range b.n {
+		for _, k := range [][2]int{{0, 1}, {1, 0}}[i%2] {
+			took, err := call(pair[k])
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "failed")
 				return err
 			}
-			*side.out = append(*side.out, took)
+			samples[k] = append(samples[k], took)
 		}
 	}
 	r := row{Op: fmt.Sprintf("python_executor `print(1)`, %s between calls, alternating", thinkTime),
-		Baseline: "the same, by the agent " + b.compareAgent, Ours: summarize(ours), Docker: summarize(theirs)}
+		Baseline: "the same, by the agent " + b.compareAgent, Ours: summarize(samples[0]), Docker: summarize(samples[1])}
 	fmt.Fprintf(os.Stderr, "median %s, compared %s, over %d each\n", fmtDur(r.Ours.Median), fmtDur(r.Docker.Median), b.n)
 	b.rep.add(r)
 	return nil
