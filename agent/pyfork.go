@@ -208,17 +208,11 @@ func envMap(env []string) map[string]string {
 }
 
 // handOver gives sp its request and waits until it has read it. Calls run as the same uid
-// and may have killed or stopped the spare since it was forked. A spare that does not
-// acknowledge its request within forkReplyWait is given up, and the call started afresh
-// rather than lost; one found stopped or dead is given up at once. Its state is read only
-// when the acknowledgement is late (checkSpareAfter), or before a request too large for
-// the pipe, whose write would block on a stopped spare: a read of /proc costs a call tens
-// of microseconds, cold, and a spare is almost always waiting. It returns where the call
-// will report its exit status.
+// and may have killed or stopped the spare since it was forked, and a check of its state
+// cannot see a signal still on its way: a spare that does not acknowledge its request within
+// forkReplyWait is given up, and the call started afresh rather than lost. It returns where
+// the call will report its exit status.
 func (sp *spare) handOver(request []byte, imported *atomic.Bool) (<-chan syscall.WaitStatus, error) {
-	if len(request) > pipeCapacity && !sp.usable() {
-		return nil, errors.New("it was stopped or has ended")
-	}
 	acked, reported := watchStatus(sp.status, imported)
 	deadline := time.Now().Add(forkReplyWait)
 	sp.request.SetWriteDeadline(deadline)
@@ -227,35 +221,18 @@ func (sp *spare) handOver(request []byte, imported *atomic.Bool) (<-chan syscall
 	if err != nil {
 		return nil, fmt.Errorf("writing its request: %w", err)
 	}
-	check := time.NewTimer(checkSpareAfter)
-	defer check.Stop()
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
-	for {
-		select {
-		case ok := <-acked:
-			if !ok {
-				return nil, errors.New("it ended or wrote something else before reading its request")
-			}
-			return reported, nil
-		case <-check.C:
-			if !sp.usable() {
-				return nil, errors.New("it was stopped or has ended")
-			}
-		case <-timer.C:
-			return nil, errors.New("it did not read its request in time")
+	select {
+	case ok := <-acked:
+		if !ok {
+			return nil, errors.New("it ended or wrote something else before reading its request")
 		}
+		return reported, nil
+	case <-timer.C:
+		return nil, errors.New("it did not read its request in time")
 	}
 }
-
-const (
-	// checkSpareAfter is how long a spare's acknowledgement may take before its state is read.
-	checkSpareAfter = 20 * time.Millisecond
-	// pipeCapacity is what an empty pipe takes without blocking, by default on Linux. (A
-	// user past pipe-user-pages-soft gets smaller pipes: a stopped spare then costs a larger
-	// request forkReplyWait, and the call still runs.)
-	pipeCapacity = 64 << 10
-)
 
 // watchStatus reads what a forked call writes to its status pipe (forkserver.py): "r" once
 // it has read its request, and "N\n", its exit status, just before it exits, so that the
@@ -343,12 +320,10 @@ func (f *forkServers) take(srv *forkServer) (*spare, error) {
 	}
 	if sp := srv.spare; sp != nil {
 		srv.spare = nil
-		select {
-		case <-sp.exited: // handOver checks the rest
-			sp.discard()
-		default:
+		if sp.usable() {
 			return sp, nil
 		}
+		sp.discard()
 	}
 	return f.fork(srv)
 }
