@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/enclave-mcp/enclave-mcp/sandbox"
+	"github.com/enclave-mcp/enclave-mcp/tools"
 )
 
 // Targets for python_executor served by the sandbox's resident interpreter (a process
@@ -66,12 +67,8 @@ func (b *bench) comparedPython(ctx context.Context) error {
 		case <-time.After(thinkTime):
 		}
 		start := time.Now()
-		res, err := invoke(ctx, defs["python_executor"], s, map[string]any{"code": "print(1)"})
-		took := time.Since(start)
-		if err == nil && (res.Output != "1\n" || res.Metadata["forked"] != true) {
-			err = fmt.Errorf("python_executor print(1) in %s: output %q, forked %v; want \"1\\n\" from a forked process", s.ID(), res.Output, res.Metadata["forked"])
-		}
-		return took, err
+		_, err := forkedCall(ctx, defs, s, "print(1)")
+		return time.Since(start), err
 	}
 	fmt.Fprintf(os.Stderr, "  %-44s", "print(1), alternating with the other agent")
 	var samples [2][]time.Duration // ours, theirs
@@ -90,6 +87,16 @@ func (b *bench) comparedPython(ctx context.Context) error {
 	fmt.Fprintf(os.Stderr, "median %s, compared %s, over %d each\n", fmtDur(r.Ours.Median), fmtDur(r.Docker.Median), b.n)
 	b.rep.add(r)
 	return nil
+}
+
+// forkedCall runs script, which prints 1, through python_executor in sb, and wants it
+// served by the resident interpreter.
+func forkedCall(ctx context.Context, defs map[string]benchTool, sb *sandbox.AgentSandbox, script string) (tools.Result, error) {
+	res, err := invoke(ctx, defs["python_executor"], sb, map[string]any{"code": script})
+	if err == nil && (res.Output != "1\n" || res.Metadata["forked"] != true) {
+		err = fmt.Errorf("python_executor %q in %s: output %q, forked %v; want \"1\\n\" from a forked process", script, sb.ID(), res.Output, res.Metadata["forked"])
+	}
+	return res, err
 }
 
 // waitForked calls python_executor until a call is forked from the resident interpreter,
@@ -158,12 +165,9 @@ func (b *bench) forkedPython(ctx context.Context, sb *sandbox.AgentSandbox) erro
 			if err := pause(w); err != nil {
 				return err
 			}
-			res, err := invoke(ctx, defs["python_executor"], sb, map[string]any{"code": c.script})
+			res, err := forkedCall(ctx, defs, sb, c.script)
 			if err != nil {
 				return err
-			}
-			if res.Output != "1\n" || res.Metadata["forked"] != true {
-				return fmt.Errorf("python_executor %q: output %q, forked %v; want \"1\\n\" from a forked process", c.script, res.Output, res.Metadata["forked"])
 			}
 			if d, ok := agentMS(res); ok {
 				inSandbox = append(inSandbox, d)
