@@ -152,39 +152,48 @@ func (l *Core) RunIn(ctx context.Context, sb sandbox.Sandbox, call Call) (tools.
 	return (&Caller{Core: l, owner: DefaultOwner}).call(ctx, call, l.in(sb))
 }
 
-// toolsFor lists the tools sb offers. Tools made for plain docker sandboxes need only
-// processes and files, which every sandbox type has, so they run in any type (a notebook
-// sandbox also runs python_executor, as in ms-enclave); other tools only in their own type,
-// except that an MCP session's sandbox (SessionType) runs every tool. A sandbox whose
-// tools_config names tools offers only those.
+// toolsFor lists the tools sb offers (offers says which).
 func (l *Core) toolsFor(sb sandbox.Sandbox, typ sandbox.Type) []tools.Def {
-	var enabled sandbox.ToolsConfig
-	if rc, ok := sb.(configured); ok {
-		enabled = rc.Config().ToolsConfig
-	}
+	enabled := enabledTools(sb)
 	var out []tools.Def
 	for _, def := range l.tools {
-		if typ != SessionType && def.Sandbox != typ && def.Sandbox != sandbox.TypeDocker {
-			continue
+		if offers(def, typ, enabled) {
+			out = append(out, def)
 		}
-		if _, ok := enabled[def.Name]; len(enabled) > 0 && !ok {
-			continue
-		}
-		out = append(out, def)
 	}
 	return out
+}
+
+// enabledTools is the tool list of sb's tools_config: nil when it names none.
+func enabledTools(sb sandbox.Sandbox) sandbox.ToolsConfig {
+	if rc, ok := sb.(configured); ok {
+		return rc.Config().ToolsConfig
+	}
+	return nil
+}
+
+// offers reports whether a sandbox of type typ whose tools_config lists enabled offers def.
+// Tools made for plain docker sandboxes need only processes and files, which every sandbox
+// type has, so they run in any type (a notebook sandbox also runs python_executor, as in
+// ms-enclave); other tools only in their own type, except that an MCP session's sandbox
+// (SessionType) runs every tool. A sandbox whose tools_config names tools offers only those.
+func offers(def tools.Def, typ sandbox.Type, enabled sandbox.ToolsConfig) bool {
+	if typ != SessionType && def.Sandbox != typ && def.Sandbox != sandbox.TypeDocker {
+		return false
+	}
+	_, ok := enabled[def.Name]
+	return len(enabled) == 0 || ok
 }
 
 // offered finds name among the tools sb offers; another name is not found, with the list
 // of those it offers.
 func (l *Core) offered(sb sandbox.Sandbox, name string) (tools.Def, error) {
 	info := sb.Info()
-	offered := l.toolsFor(sb, info.Type)
-	names := make([]string, 0, len(offered))
-	for _, def := range offered {
-		if def.Name == name {
-			return def, nil
-		}
+	if def, ok := l.byName[name]; ok && offers(def, info.Type, enabledTools(sb)) {
+		return def, nil
+	}
+	var names []string
+	for _, def := range l.toolsFor(sb, info.Type) {
 		names = append(names, def.Name)
 	}
 	return tools.Def{}, fmt.Errorf("tool %q is not available in sandbox %s (available: %s): %w",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -170,6 +171,17 @@ func TestCallRefusals(t *testing.T) {
 				t.Errorf("err = %v, want %v saying %q", err, tc.is, tc.says)
 			}
 		})
+	}
+}
+
+// Two tools of one name would leave each path to pick its own: New refuses them.
+func TestNewRefusesTwoToolsOfOneName(t *testing.T) {
+	t.Parallel()
+	m := sandbox.NewManager(sandbox.ManagerOptions{Defaults: map[sandbox.Type]sandbox.Config{sandbox.TypeDocker: {}}})
+	defs := tools.All()
+	_, err := session.New(session.Config{Manager: m, Tools: append(defs, defs[1])})
+	if want := fmt.Sprintf("tool %q is in Config.Tools twice", defs[1].Name); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("New with %s twice: err = %v, want one saying %s", defs[1].Name, err, want)
 	}
 }
 

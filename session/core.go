@@ -157,6 +157,9 @@ func New(cfg Config) (*Core, error) {
 		s.sessionType = SessionType
 	}
 	for _, def := range cfg.Tools {
+		if _, dup := s.byName[def.Name]; dup {
+			return nil, fmt.Errorf("tool %q is in Config.Tools twice: each tool needs a name of its own", def.Name)
+		}
 		raw, err := schema.OpenAI(def.Schema())
 		if err != nil {
 			return nil, fmt.Errorf("generating the schema of tool %s: %w", def.Name, err)

@@ -320,6 +320,10 @@ func (c CommandTool) Def() (Def, error) {
 		return fail(err)
 	}
 	params := c.paramSchema()
+	shape, err := readShape(params)
+	if err != nil {
+		return fail(err)
+	}
 	d := Def{
 		Name:        c.Name,
 		Description: c.Description,
@@ -331,7 +335,7 @@ func (c CommandTool) Def() (Def, error) {
 	c.Parameters = slices.Clone(c.Parameters)
 	timeout := c.Timeout
 	d.bind = func(raw json.RawMessage) (Run, error) {
-		args, err := decodeSchemaArgs(d.Name, raw, params)
+		args, err := decodeSchemaArgs(d.Name, raw, params, shape)
 		if err != nil {
 			return nil, err
 		}
