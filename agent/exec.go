@@ -91,10 +91,9 @@ func (s *server) exec(ctx context.Context, id uint64, spec *wire.Exec) (res *wir
 	// Whatever the command left behind dies with it, even processes still holding its
 	// output pipes, which is why this comes before waiting for the pipes to drain. The
 	// tree's last scan serves the orphan sweep too.
-	reaped, procs := cmd.tree.killAndScan()
-	liveTrees.remove(cmd.tree)
-	if n := sweepOrphans(s.reaper, procs); n > 0 {
-		s.log.Info("killed orphans outside any command's tree", "count", n)
+	reaped, orphans := cmd.tree.end(s.reaper)
+	if orphans > 0 {
+		s.log.Info("killed orphans outside any command's tree", "count", orphans)
 	}
 	cmd.closeOutput(drainGrace)
 	if spec.StreamIntervalMS > 0 {

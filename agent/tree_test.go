@@ -73,3 +73,83 @@ func TestReadProcsStartTimes(t *testing.T) {
 		t.Errorf("start times: this process %d, its child %d", self.start, c.start)
 	}
 }
+
+// TestPIDCursor: the cursor reads the last pid given out, so it reads at least the pid of a
+// process started since (pids increase until they wrap at pid_max, tens of thousands away).
+func TestPIDCursor(t *testing.T) {
+	var c pidCursor
+	before := c.read()
+	if before <= 0 {
+		t.Fatalf("pid cursor %d: /proc/loadavg gave no last pid", before)
+	}
+	child := exec.Command("true")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := child.Process.Pid
+	after := c.read()
+	child.Wait()
+	if after < pid && after >= before { // after < before: the pids wrapped
+		t.Errorf("pid cursor %d before and %d after starting process %d: want at least %d", before, after, pid, pid)
+	}
+}
+
+// TestEndUnscanned: a forked call's tree ends without a scan only when nothing can have been
+// created or orphaned since the last sweep: the root is the only process created since (the
+// cursor reads it, and the sweep read two less), and no other tree or hand-over is live.
+// Ending it that way takes it off the live trees and counts as a sweep up to the root.
+func TestEndUnscanned(t *testing.T) {
+	const root = 1000
+	tests := []struct {
+		name    string
+		exiting bool
+		swept   int // the last sweep's cursor
+		cursor  int // the cursor now
+		setup   func(r *treeRegistry)
+		want    bool
+	}{
+		{name: "nothing since the last sweep but the root", exiting: true, swept: root - 2, cursor: root, want: true},
+		{name: "root not exiting", exiting: false, swept: root - 2, cursor: root},
+		{name: "a process created since the root", exiting: true, swept: root - 2, cursor: root + 1},
+		{name: "a process created between the sweep and the root", exiting: true, swept: root - 3, cursor: root},
+		{name: "no sweep recorded", exiting: true, swept: 0, cursor: root},
+		{name: "a job running", exiting: true, swept: root - 2, cursor: root, setup: func(r *treeRegistry) {
+			r.add(&tree{root: 7}, false)
+		}},
+		{name: "a job ended since the sweep", exiting: true, swept: root - 2, cursor: root, setup: func(r *treeRegistry) {
+			job := &tree{root: 7}
+			r.add(job, false)
+			r.remove(job)
+		}},
+		{name: "another command running", exiting: true, swept: root - 2, cursor: root, setup: func(r *treeRegistry) {
+			r.add(&tree{root: 8}, true)
+		}},
+		{name: "a process being handed over", exiting: true, swept: root - 2, cursor: root, setup: func(r *treeRegistry) {
+			r.hold()
+		}},
+		{name: "a sweep skipped since", exiting: true, swept: root - 2, cursor: root, setup: func(r *treeRegistry) {
+			r.sweptThrough(0)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &treeRegistry{trees: make(map[*tree]bool), swept: tc.swept}
+			call := &tree{root: root, exiting: tc.exiting}
+			r.add(call, true)
+			if tc.setup != nil {
+				tc.setup(r)
+			}
+			got := r.endUnscanned(call, func() int { return tc.cursor })
+			if got != tc.want {
+				t.Fatalf("endUnscanned = %v, want %v", got, tc.want)
+			}
+			_, live := r.trees[call]
+			switch {
+			case got && (live || r.swept != root):
+				t.Errorf("ended unscanned, but the tree is live %v and the sweep's cursor %d (want gone, %d)", live, r.swept, root)
+			case !got && !live:
+				t.Errorf("not ended, but the tree is off the live trees")
+			}
+		})
+	}
+}
