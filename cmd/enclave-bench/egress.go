@@ -151,7 +151,10 @@ func (b *bench) egressRun(ctx context.Context, mode string, cfg sandbox.Resolved
 	return nil
 }
 
-// bridgeGateway is the host's address on the engine's default bridge network.
+// bridgeGateway is the host's address on the engine's default bridge network. Docker 20.10
+// leaves the default bridge's gateway out of its IPAM config when it chose the address
+// itself (a fresh engine does), so the bridge's own interface on this host (the bench runs
+// beside its engine) answers then.
 func (b *bench) bridgeGateway(ctx context.Context) (string, error) {
 	insp, err := b.cli.NetworkInspect(ctx, "bridge", network.InspectOptions{})
 	if err != nil {
@@ -162,7 +165,24 @@ func (b *bench) bridgeGateway(ctx context.Context) (string, error) {
 			return c.Gateway, nil
 		}
 	}
-	return "", errors.New("the bridge network has no IPv4 gateway")
+	name := insp.Options["com.docker.network.bridge.name"]
+	if name == "" {
+		name = "docker0"
+	}
+	iface, err := net.InterfaceByName(name)
+	if err != nil {
+		return "", fmt.Errorf("the bridge network names no IPv4 gateway, and its interface %s: %w", name, err)
+	}
+	addrs, err := iface.Addrs()
+	if err != nil {
+		return "", fmt.Errorf("the bridge network names no IPv4 gateway, and its interface %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			return n.IP.String(), nil
+		}
+	}
+	return "", fmt.Errorf("the bridge network names no IPv4 gateway, and its interface %s has no IPv4 address", name)
 }
 
 func seconds(s []float64) []time.Duration {

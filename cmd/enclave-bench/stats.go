@@ -96,10 +96,13 @@ func measureRuns(ctx context.Context, name string, n int, warmup bool, fn func(w
 	return s, nil
 }
 
-// fmtDur prints a duration in milliseconds, with more digits for short ones.
+// fmtDur prints a duration in milliseconds, with more digits for short ones, and in
+// microseconds below 0.1 ms (where two decimals of a millisecond would read 0.00).
 func fmtDur(d time.Duration) string {
 	ms := float64(d) / float64(time.Millisecond)
 	switch {
+	case ms < 0.1:
+		return fmt.Sprintf("%.1f µs", ms*1000)
 	case ms < 10:
 		return fmt.Sprintf("%.2f ms", ms)
 	case ms < 1000:
