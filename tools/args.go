@@ -14,8 +14,9 @@ import (
 // decodeSchemaArgs checks raw against s, a prebuilt object schema (see schema.Tool.Params)
 // whose shape is sh, as strictly as decodeArgs checks a parameter struct and with messages of
 // the same shape, and returns the arguments given, by name: a string, an int64, a float64, a
-// bool or a []string, as the parameter's type says. An optional parameter sent as null counts as left out, since
-// OpenAI strict mode sends null for every optional parameter the model does not set.
+// bool or a []string, as the parameter's type says. An optional parameter sent as null
+// counts as left out, since OpenAI strict mode sends null for every optional parameter the
+// model does not set.
 //
 // The property types it knows are string (with or without enum), integer, number, boolean
 // and array of strings; any other is a Go error, not the model's to fix.
