@@ -274,7 +274,7 @@ func (s *server) shutdown() {
 	s.closeTunnels()
 	s.killAllJobs()
 	s.forks.stop(false)
-	if n := sweepOrphans(s.reaper, nil); n > 0 {
+	if n := sweepOrphans(s.reaper, nil, 0); n > 0 {
 		s.log.Info("killed orphans at shutdown", "count", n)
 	}
 	s.out.close()

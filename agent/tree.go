@@ -82,19 +82,6 @@ func readProcs() []proc {
 	return procs
 }
 
-// scan is one reading of /proc: its processes, and the pid cursor read just before it
-// (pidCursor: 0 when unknown), which says that no process created later is among them.
-type scan struct {
-	procs   []proc
-	through int
-}
-
-// scanProcs reads /proc, cursor first.
-func scanProcs() scan {
-	through := liveTrees.cursor.read()
-	return scan{procs: readProcs(), through: through}
-}
-
 // pidCursor reads the last pid the kernel gave out in the reader's pid namespace: the
 // fifth field of /proc/loadavg. Pids go out in increasing order (until they wrap at
 // pid_max), to threads as well as processes, and nothing in a sandbox can move the cursor
@@ -279,29 +266,32 @@ func (t *tree) kill() int {
 // process has been created since t's root, and nothing could have become an orphan since
 // the last sweep (treeRegistry.endUnscanned), there is nothing to scan for and end scans
 // nothing.
+//
+// The cursor is read once, first: every process created up to it is in the kill's scans,
+// which come after, so it also marks what the sweep saw.
 func (t *tree) end(r *reaper) (killed, orphans int) {
-	if liveTrees.endUnscanned(t, liveTrees.cursor.read) {
+	through := liveTrees.cursor.read()
+	if liveTrees.endUnscanned(t, through) {
 		return 0, 0
 	}
 	killed, last := t.killAndScan()
 	liveTrees.remove(t)
-	return killed, sweepOrphans(r, last)
+	return killed, sweepOrphans(r, last, through)
 }
 
 // killAndScan is kill, and also returns the scan that found nothing left of t (nil if
 // none did), for sweepOrphans to use rather than scan again.
-func (t *tree) killAndScan() (killed int, last *scan) {
+func (t *tree) killAndScan() (killed int, last []proc) {
 	dead := make(map[int]bool)
 	pause := time.Duration(0)
 	for range killRounds {
-		sc := scanProcs()
-		procs := sc.procs
+		procs := readProcs()
 		pids := t.members(procs)
 		if t.exiting {
 			pids = slices.DeleteFunc(pids, func(pid int) bool { return pid == t.root })
 		}
 		if len(pids) == 0 {
-			last = &sc
+			last = procs
 			break
 		}
 		// The group kill is atomic against forks within the group; the scan is not.
@@ -360,7 +350,7 @@ func (r *treeRegistry) remove(t *tree) {
 
 // endUnscanned reports whether t, a foreground command's tree whose root has reported its
 // exit, can end without a scan, and if so takes it off the live trees as having been
-// swept. cursor reads the pid cursor. That holds when:
+// swept. cursor is the pid cursor, read now. That holds when:
 //   - t is the only live tree, and no process is being handed over (hold): no other command
 //     or job has processes that could be, or become, orphans;
 //   - the pid cursor reads t's root: no process or thread has been created since the root,
@@ -379,13 +369,11 @@ func (r *treeRegistry) remove(t *tree) {
 // thousands of forks) between the end of the last call and its successor's report; nothing
 // in the sandbox runs then but the last call's exiting root, killed as soon as its call is
 // answered. The sweep this replaces now counts as made, up to the root.
-func (r *treeRegistry) endUnscanned(t *tree, cursor func() int) bool {
+func (r *treeRegistry) endUnscanned(t *tree, cursor int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !t.exiting || len(r.trees) != 1 || !r.trees[t] || r.foreground != 1 || r.swept == 0 || r.swept+2 != t.root {
-		return false
-	}
-	if cursor() != t.root {
+	if !t.exiting || len(r.trees) != 1 || !r.trees[t] || r.foreground != 1 || r.swept == 0 ||
+		r.swept+2 != t.root || cursor != t.root {
 		return false
 	}
 	delete(r.trees, t)
@@ -446,20 +434,21 @@ func owns(trees []*tree, p proc) bool {
 // that escaped their command's tree (scrubbed the marker from their environment, called
 // setsid, and double-forked) and were reparented to the agent. It does nothing while a
 // command runs, since such a process might be that command's. It returns how many processes
-// it killed. last is a scan of /proc just made, or nil to make one.
-func sweepOrphans(r *reaper, last *scan) int {
+// it killed. procs is a scan of /proc just made, after the pid cursor read through, or nil
+// to make one.
+func sweepOrphans(r *reaper, procs []proc, through int) int {
 	trees, busy := liveTrees.snapshot()
 	if busy {
 		liveTrees.sweptThrough(0)
 		return 0
 	}
-	if last == nil {
-		sc := scanProcs()
-		last = &sc
+	if procs == nil {
+		through = liveTrees.cursor.read()
+		procs = readProcs()
 	}
 	self := os.Getpid()
 	killed := 0
-	for _, p := range last.procs {
+	for _, p := range procs {
 		if p.ppid != self || p.dead || r.started(p.pid) || owns(trees, p) {
 			continue
 		}
@@ -471,7 +460,7 @@ func sweepOrphans(r *reaper, last *scan) int {
 	if killed > 0 {
 		liveTrees.sweptThrough(0)
 	} else {
-		liveTrees.sweptThrough(last.through)
+		liveTrees.sweptThrough(through)
 	}
 	return killed
 }

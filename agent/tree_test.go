@@ -139,7 +139,7 @@ func TestEndUnscanned(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(r)
 			}
-			got := r.endUnscanned(call, func() int { return tc.cursor })
+			got := r.endUnscanned(call, tc.cursor)
 			if got != tc.want {
 				t.Fatalf("endUnscanned = %v, want %v", got, tc.want)
 			}
