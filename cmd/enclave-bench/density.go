@@ -364,10 +364,8 @@ func idleCPU(ctx context.Context, pids []int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	select {
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	case <-time.After(densityIdleWindow):
+	if err := sleep(ctx, densityIdleWindow); err != nil {
+		return 0, err
 	}
 	after, err := total()
 	if err != nil {
@@ -414,10 +412,8 @@ type hostSample struct {
 
 // settledHost samples the host after leaving it alone for densitySettle.
 func settledHost(ctx context.Context) (hostSample, error) {
-	select {
-	case <-ctx.Done():
-		return hostSample{}, ctx.Err()
-	case <-time.After(densitySettle):
+	if err := sleep(ctx, densitySettle); err != nil {
+		return hostSample{}, err
 	}
 	var s hostSample
 	data, err := os.ReadFile("/proc/meminfo")

@@ -64,10 +64,8 @@ func dockerExec(ctx context.Context, cli *client.Client, containerID, user strin
 		if !insp.Running {
 			return out.String(), errOut.String(), insp.ExitCode, nil
 		}
-		select {
-		case <-ctx.Done():
-			return "", "", 0, ctx.Err()
-		case <-time.After(time.Millisecond):
+		if err := sleep(ctx, time.Millisecond); err != nil {
+			return "", "", 0, err
 		}
 	}
 }

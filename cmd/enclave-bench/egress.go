@@ -169,20 +169,29 @@ func (b *bench) bridgeGateway(ctx context.Context) (string, error) {
 	if name == "" {
 		name = "docker0"
 	}
-	iface, err := net.InterfaceByName(name)
+	ip, err := interfaceIPv4(name)
 	if err != nil {
 		return "", fmt.Errorf("the bridge network names no IPv4 gateway, and its interface %s: %w", name, err)
 	}
+	return ip, nil
+}
+
+// interfaceIPv4 is the first IPv4 address of this host's network interface name.
+func interfaceIPv4(name string) (string, error) {
+	iface, err := net.InterfaceByName(name)
+	if err != nil {
+		return "", err
+	}
 	addrs, err := iface.Addrs()
 	if err != nil {
-		return "", fmt.Errorf("the bridge network names no IPv4 gateway, and its interface %s: %w", name, err)
+		return "", err
 	}
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
 			return n.IP.String(), nil
 		}
 	}
-	return "", fmt.Errorf("the bridge network names no IPv4 gateway, and its interface %s has no IPv4 address", name)
+	return "", errors.New("it has no IPv4 address")
 }
 
 func seconds(s []float64) []time.Duration {

@@ -61,10 +61,8 @@ func (b *bench) comparedPython(ctx context.Context) error {
 		return err
 	}
 	call := func(s *sandbox.AgentSandbox) (time.Duration, error) {
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(thinkTime):
+		if err := sleep(ctx, thinkTime); err != nil {
+			return 0, err
 		}
 		start := time.Now()
 		_, err := forkedCall(ctx, defs, s, "print(1)")
@@ -115,10 +113,8 @@ func (b *bench) waitForked(ctx context.Context, sb *sandbox.AgentSandbox) error 
 		if res.Metadata["forked"] == true {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
 		}
 	}
 	return fmt.Errorf("python_executor: no call was forked from the resident interpreter within 2 minutes (image %s)", b.cfg.Image)
@@ -151,10 +147,8 @@ func (b *bench) forkedPython(ctx context.Context, sb *sandbox.AgentSandbox) erro
 			op = fmt.Sprintf("python_executor `%s`, back to back", c.script)
 		}
 		pause := func(w *stopwatch) error {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(c.gap):
+			if err := sleep(ctx, c.gap); err != nil {
+				return err
 			}
 			w.restart()
 			return nil

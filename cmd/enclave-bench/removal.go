@@ -149,10 +149,8 @@ func (b *bench) closeMany(ctx context.Context, n, workers int) (took, emptied ti
 		if time.Since(start) > time.Duration(n)*time.Second+time.Minute {
 			return 0, 0, fmt.Errorf("%d handed-off containers still on the engine after %s", len(left), fmtDur(time.Since(start)))
 		}
-		select {
-		case <-ctx.Done():
-			return 0, 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return 0, 0, err
 		}
 	}
 }

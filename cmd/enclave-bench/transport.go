@@ -54,10 +54,8 @@ func (b *bench) transport(ctx context.Context) error {
 		one := func(side string) (stats, error) {
 			return measure(ctx, side+": "+c.code, b.n, func(w *stopwatch) error {
 				if c.gap > 0 {
-					select {
-					case <-ctx.Done():
-						return ctx.Err()
-					case <-time.After(c.gap):
+					if err := sleep(ctx, c.gap); err != nil {
+						return err
 					}
 					w.restart()
 				}
